@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test ui lint lock clean-data
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)  ## land the 2013 flights, build features, train, score Sep-Dec, print a summary
+	$(BIN)/batch-platform demo
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest
+
+ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/
+	$(BIN)/batch-platform ui
+
+lint: $(STAMP)
+	$(BIN)/ruff check batch_platform batch_platform_tests
+
+lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv
+	rm -rf /tmp/batch-platform-lock && $(PYTHON) -m venv /tmp/batch-platform-lock
+	/tmp/batch-platform-lock/bin/pip install --quiet ".[dev]"
+	/tmp/batch-platform-lock/bin/pip freeze --exclude batch_platform > requirements.lock
+
+clean-data:  ## remove everything the pipeline generated under data/
+	find data -mindepth 1 ! -name README.md -exec rm -rf {} +
