@@ -1,0 +1,275 @@
+"""The DuckDB warehouse: transactional partition writes and a published read-only snapshot.
+
+DuckDB lets one process open a file read-write, and then nobody else may open it at all. So
+the pipeline writes a private database (``pipeline.duckdb``), one step at a time under a file
+lock, and after each write publishes a copy as ``warehouse.duckdb`` with an atomic rename.
+Analysts open the published file: an open session keeps reading the version it opened, a new
+one sees the latest, and neither ever waits for, or blocks, a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class WarehouseLockTimeout(TimeoutError):
+    """Another process held the pipeline database longer than the configured wait."""
+
+
+class SchemaMismatchError(ValueError):
+    """A frame does not have the columns of the table it is written to."""
+
+
+class MissingDataError(LookupError):
+    """Upstream data a step needs is not in the warehouse."""
+
+
+def table_name(qualified: str) -> str:
+    """Validate ``schema.table`` against a strict pattern before it goes into SQL."""
+    parts = qualified.split(".")
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+        raise ValueError(f"invalid table name {qualified!r}: expected schema.table in lower case")
+    return qualified
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, timeout_seconds: float, purpose: str) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively; wait at most ``timeout_seconds``, then name the holder.
+
+    ``flock`` is released by the kernel when its holder dies, so a crash leaves no stale lock.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockTimeout(
+                        f"waited {timeout_seconds:g}s for {lock_path} to {purpose}; it is held by "
+                        f"{_read_holder(lock_path)}. Wait for that run to finish, or raise "
+                        "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
+                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_holder(lock_path: Path) -> str:
+    try:
+        holder = json.loads(lock_path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if not holder:
+        return "another process"
+    return (f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('purpose')}, "
+            f"since {holder.get('since')})")
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The pipeline database, its lock, and the snapshot analysts read."""
+
+    pipeline_path: Path
+    published_path: Path
+    lock_timeout_seconds: float = 300.0
+
+    @property
+    def lock_path(self) -> Path:
+        return self.pipeline_path.with_name(self.pipeline_path.name + ".lock")
+
+    @contextmanager
+    def connect(self, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection to the pipeline database, held under the lock, always closed."""
+        with exclusive_lock(self.lock_path, self.lock_timeout_seconds, purpose):
+            self.pipeline_path.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(self.pipeline_path))
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def publish(self) -> float:
+        """Copy the pipeline database to the published path atomically; return seconds spent."""
+        started = time.perf_counter()
+        with exclusive_lock(self.lock_path, self.lock_timeout_seconds, "publish the warehouse"):
+            if not self.pipeline_path.exists():
+                return 0.0
+            con = duckdb.connect(str(self.pipeline_path))
+            try:
+                con.execute("CHECKPOINT")  # fold the WAL into the file we are about to copy
+            finally:
+                con.close()
+            tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
+            try:
+                shutil.copyfile(self.pipeline_path, tmp)
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.published_path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return time.perf_counter() - started
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Create ``table`` from the frame's schema if absent; refuse a silent schema change."""
+    table = table_name(table)
+    schema_name = table.split(".")[0]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
+    con.register("__frame", frame.head(0).to_arrow())
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM __frame")
+    finally:
+        con.unregister("__frame")
+    existing = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+    if sorted(existing) != sorted(frame.columns):
+        missing = sorted(set(existing) - set(frame.columns))
+        extra = sorted(set(frame.columns) - set(existing))
+        raise SchemaMismatchError(
+            f"{table} has columns the new data does not match (missing {missing}, new {extra}); "
+            "schema changes must be deliberate: migrate or drop the table first"
+        )
+
+
+def replace_partitions(
+    con: duckdb.DuckDBPyConnection,
+    writes: Sequence[tuple[str, pl.DataFrame]],
+    partition_dates: Sequence[dt.date],
+) -> None:
+    """Replace ``partition_dates`` of every table in ``writes`` in one transaction.
+
+    Either every table holds exactly the new rows of those dates, or nothing changed.
+    """
+    for table, frame in writes:
+        ensure_table(con, table, frame)
+        outside = frame.filter(~pl.col("partition_date").is_in(list(partition_dates)))
+        if outside.height:
+            raise ValueError(f"{outside.height} row(s) for {table} fall outside the partitions "
+                             f"being written ({partition_dates[0]}..{partition_dates[-1]})")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, frame in writes:
+            con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
+                        {"dates": list(partition_dates)})
+            _insert(con, table, frame)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Replace every row of an unpartitioned table in one transaction."""
+    ensure_table(con, table, frame)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table}")
+        _insert(con, table, frame)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    con.register("__frame", frame.to_arrow())
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
+    finally:
+        con.unregister("__frame")
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema_name, name = table_name(table).split(".")
+    return con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema_name, name],
+    ).fetchone()[0] > 0
+
+
+def read_table(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str] = ()
+               ) -> pl.DataFrame:
+    if not table_exists(con, table):
+        raise MissingDataError(f"{table} does not exist yet: materialize it first")
+    selected = ", ".join(_quoted(c) for c in columns) if columns else "*"
+    return con.execute(f"SELECT {selected} FROM {table_name(table)}").pl()
+
+
+def read_partitions(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    start: dt.date,
+    end: dt.date,
+    order_by: Sequence[str] = (),
+) -> pl.DataFrame:
+    if not table_exists(con, table):
+        raise MissingDataError(f"{table} does not exist yet: materialize it first")
+    order = f" ORDER BY {', '.join(_quoted(c) for c in order_by)}" if order_by else ""
+    return con.execute(
+        f"SELECT * FROM {table_name(table)} WHERE partition_date BETWEEN $start AND $end{order}",
+        {"start": start, "end": end},
+    ).pl()
+
+
+def partition_counts(con: duckdb.DuckDBPyConnection, table: str, start: dt.date, end: dt.date
+                     ) -> dict[dt.date, int]:
+    if not table_exists(con, table):
+        return {}
+    rows = con.execute(
+        f"SELECT partition_date, count(*) FROM {table_name(table)} "
+        "WHERE partition_date BETWEEN $start AND $end GROUP BY ALL",
+        {"start": start, "end": end},
+    ).fetchall()
+    return dict(rows)
+
+
+def _quoted(column: str) -> str:
+    if not IDENTIFIER.match(column):
+        raise ValueError(f"invalid column name {column!r}")
+    return f'"{column}"'
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only session on the published warehouse, as analysts open it."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no warehouse at {path}: run `make demo` or materialize a partition")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
