@@ -1,0 +1,24 @@
+"""The Dagster definitions of the project: assets, jobs and resources, assembled."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from batch_platform.defs.assets import ALL_ASSETS
+from batch_platform.defs.jobs import ALL_JOBS
+from batch_platform.defs.resources import PlatformResource, warehouse_resource
+from batch_platform.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=ALL_JOBS,
+        resources={
+            "platform": PlatformResource.from_settings(settings),
+            "warehouse": warehouse_resource(settings),
+        },
+    )
+
+
+defs = build_definitions(Settings.from_env())

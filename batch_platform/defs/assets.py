@@ -1,0 +1,410 @@
+"""The assets of the flights use case: wiring and metadata around ``batch_platform.core``.
+
+Every partitioned asset works on ``context.partition_key_range`` with a single-run backfill
+policy, so one day and a year of days are the same code path and a range is one run.
+"""
+
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from batch_platform import code_version
+from batch_platform.core import features as feature_core
+from batch_platform.core import ingest, landing, registry, reports, scoring
+from batch_platform.core import model as model_core
+from batch_platform.core.features import FLIGHTS
+from batch_platform.core.schema import AIRLINES, AIRPORTS, PLANES, WEATHER, SourceSchema
+from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
+from batch_platform.core.warehouse import (
+    MissingDataError,
+    partition_counts,
+    read_partitions,
+    read_table,
+    replace_partitions,
+    replace_table,
+)
+from batch_platform.defs.metadata import score_summary, table_metadata, timing_metadata
+from batch_platform.defs.partitions import DAILY_FLOW_TAG, daily_partitions
+from batch_platform.defs.resources import PlatformResource, WarehouseResource
+
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+GROUP = "flights"
+
+
+def partition_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    key_range = context.partition_key_range
+    return dt.date.fromisoformat(key_range.start), dt.date.fromisoformat(key_range.end)
+
+
+def lineage(context: dg.AssetExecutionContext) -> ingest.Lineage:
+    return ingest.Lineage(run_id=context.run.run_id, ingested_at=dt.datetime.now(dt.UTC))
+
+
+def require_partitions(counts: dict[dt.date, int], days: list[dt.date], table: str) -> None:
+    missing = [d for d in days if not counts.get(d)]
+    if missing:
+        shown = ", ".join(d.isoformat() for d in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise MissingDataError(
+            f"{table} has no rows for {shown}{more}: materialize those partitions upstream first"
+        )
+
+
+# --- raw: landing files → raw.<source> and quarantine.<source> ------------------------------
+
+def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["raw", source.name],
+        group_name="reference",
+        kinds={"duckdb", "polars"},
+        tags={DAILY_FLOW_TAG: "daily"},
+        description=f"Reference table {source.name}, from landing/reference/{source.name}.csv.",
+    )
+    def _reference(context: dg.AssetExecutionContext, platform: PlatformResource,
+                   warehouse: WarehouseResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        path = landing.reference_file(platform.settings.landing_dir, source.name)
+        validated = ingest.validate(ingest.read_text(path, source, None), source, None, str(path))
+        if validated.rejected.height:
+            first = validated.rejected.row(0, named=True)
+            raise ingest.BadInputError(
+                f"{ingest.describe(path, None)}: {validated.rejected.height} row(s) rejected; "
+                f"line {first[ingest.LINE_COLUMN]}: {first[ingest.REASON_COLUMN]}"
+            )
+        frame = ingest.with_lineage(validated.good, validated, lineage(context))
+        with warehouse.get_connection() as con:
+            replace_table(con, f"raw.{source.name}", frame)
+        publish_seconds = warehouse.publish()
+        return dg.MaterializeResult(metadata={
+            **table_metadata(frame),
+            "source_file": str(path),
+            **timing_metadata(frame.height, started, publish_seconds),
+        })
+
+    return _reference
+
+
+def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["raw", source.name],
+        group_name=GROUP,
+        partitions_def=daily_partitions,
+        backfill_policy=SINGLE_RUN,
+        kinds={"duckdb", "polars"},
+        tags={DAILY_FLOW_TAG: "daily"},
+        description=(f"Rows of landing/{source.name}/YYYY-MM-DD.csv that pass the input "
+                     f"schema, with lineage; rejected rows go to quarantine.{source.name} "
+                     "with the reason."),
+    )
+    def _raw(context: dg.AssetExecutionContext, platform: PlatformResource,
+             warehouse: WarehouseResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        settings = platform.settings
+        start, end = partition_dates(context)
+        days = landing.days_between(start, end)
+        run_lineage = lineage(context)
+        good, rejected, ignored = [], [], set()
+        for day in days:
+            path = landing.landing_file(settings.landing_dir, source.name, day)
+            validated = ingest.validate(ingest.read_text(path, source, day), source, day, str(path))
+            ingest.enforce_reject_threshold(validated, settings.max_reject_fraction,
+                                            ingest.describe(path, day))
+            good.append(ingest.with_lineage(validated.good, validated, run_lineage))
+            rejected.append(ingest.with_lineage(
+                validated.rejected.with_columns(pl.col(ingest.LINE_COLUMN).cast(pl.Int64)),
+                validated, run_lineage))
+            ignored.update(validated.ignored_columns)
+            if validated.rejected.height:
+                context.log.warning(f"{path}: {validated.rejected.height} row(s) quarantined: "
+                                    f"{validated.top_reasons()}")
+        good_rows, rejected_rows = pl.concat(good), pl.concat(rejected)
+        with warehouse.get_connection() as con:
+            replace_partitions(con, [(f"raw.{source.name}", good_rows),
+                                     (f"quarantine.{source.name}", rejected_rows)], days)
+        publish_seconds = warehouse.publish()
+        rows_in = good_rows.height + rejected_rows.height
+        return dg.MaterializeResult(metadata={
+            **table_metadata(good_rows),
+            "partitions": len(days),
+            "rows_in": rows_in,
+            "rows_rejected": rejected_rows.height,
+            "rejected_fraction": rejected_rows.height / rows_in if rows_in else 0.0,
+            "ignored_columns": ", ".join(sorted(ignored)) or "none",
+            **timing_metadata(rows_in, started, publish_seconds),
+        })
+
+    return _raw
+
+
+raw_planes = reference_asset(PLANES)
+raw_airports = reference_asset(AIRPORTS)
+raw_airlines = reference_asset(AIRLINES)
+raw_flights = raw_asset(FLIGHTS_SOURCE)
+raw_weather = raw_asset(WEATHER)
+
+
+# --- features ---------------------------------------------------------------------------
+
+@dg.asset(
+    key=["features", "flights"],
+    group_name=GROUP,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    kinds={"duckdb", "polars"},
+    tags={DAILY_FLOW_TAG: "daily"},
+    deps=[
+        # The previous day's flights feed the point-in-time delay statistics.
+        dg.AssetDep(raw_flights, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)),
+        raw_weather,
+        raw_planes,
+    ],
+    description="One row per flight: what is known before departure, and the realised outcome "
+                "(arrived_late) as the label. The same table feeds training and scoring.",
+)
+def flights_features(context: dg.AssetExecutionContext, platform: PlatformResource,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    days = landing.days_between(start, end)
+    previous_day = start - dt.timedelta(days=1)
+    with warehouse.get_connection() as con:
+        require_partitions(partition_counts(con, "raw.flights", start, end), days, "raw.flights")
+        flights = read_partitions(con, "raw.flights", previous_day, end)
+        weather = read_partitions(con, "raw.weather", start, end)
+        planes = read_table(con, "raw.planes")
+    has_previous_day = flights.filter(pl.col("partition_date") == previous_day).height > 0
+    if not has_previous_day:
+        context.log.warning(f"raw.flights has no rows for {previous_day}: the previous-day "
+                            f"statistics of {start} are missing")
+    frame = feature_core.build_flight_features(flights, weather, planes, start, end)
+    with warehouse.get_connection() as con:
+        replace_partitions(con, [("features.flights", frame)], days)
+    publish_seconds = warehouse.publish()
+    label = frame.get_column(FLIGHTS.label_column)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(frame),
+        "partitions": len(days),
+        "rows_with_outcome": int(label.is_not_null().sum()),
+        "late_rate": float(label.cast(pl.Float64).mean() or 0.0),
+        "rows_without_weather": int(frame.get_column("temp").is_null().sum()),
+        "rows_without_plane": int(frame.get_column("plane_seats").is_null().sum()),
+        "previous_day_available": has_previous_day,
+        **timing_metadata(frame.height, started, publish_seconds),
+    })
+
+
+# --- model ------------------------------------------------------------------------------
+
+class ModelConfig(dg.Config):
+    """Train on one window of feature partitions, choose the threshold on a later one."""
+
+    train_start: str = "2013-01-01"
+    train_end: str = "2013-08-31"
+    valid_start: str = "2013-09-01"
+    valid_end: str = "2013-09-30"
+    rounds: int = model_core.DEFAULT_ROUNDS
+    model_file: str | None = None  # register this LightGBM text model instead of training
+
+    def window(self, name: str) -> tuple[dt.date, dt.date]:
+        start = dt.date.fromisoformat(getattr(self, f"{name}_start"))
+        end = dt.date.fromisoformat(getattr(self, f"{name}_end"))
+        if end < start:
+            raise ValueError(f"{name} window ends ({end}) before it starts ({start})")
+        return start, end
+
+
+@dg.asset(
+    key=["models", "flights"],
+    group_name=GROUP,
+    kinds={"lightgbm"},
+    deps=[flights_features],
+    description="The model scoring uses: trained on a window of features (or a LightGBM file "
+                "you bring), evaluated on a later window, stored under its content hash and "
+                "registered as champion in models.registry.",
+)
+def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
+                  platform: PlatformResource, warehouse: WarehouseResource
+                  ) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    settings = platform.settings
+    valid_start, valid_end = config.window("valid")
+    train_window = None if config.model_file else config.window("train")
+    if train_window and valid_start <= train_window[1]:
+        raise ValueError(f"validation window starts ({valid_start}) before the training window "
+                         f"ends ({train_window[1]}): validation must be later data")
+    with warehouse.get_connection() as con:
+        windows = [(valid_start, valid_end)] + ([train_window] if train_window else [])
+        for window_start, window_end in windows:
+            require_partitions(partition_counts(con, "features.flights", window_start, window_end),
+                               landing.days_between(window_start, window_end), "features.flights")
+        valid = read_partitions(con, "features.flights", valid_start, valid_end)
+        train = read_partitions(con, "features.flights", *train_window) if train_window else None
+
+    if config.model_file:
+        source = "user_file"
+        text = model_core.read_model_text(Path(config.model_file).expanduser())
+        # Validate before anything is saved or registered.
+        model_core.levels_from_model(model_core.load(Path(config.model_file).expanduser()),
+                                     FLIGHTS, config.model_file)
+    else:
+        source = "trained"
+        booster = model_core.train(train, FLIGHTS, rounds=config.rounds,
+                                   num_threads=settings.scoring_threads)
+        text = model_core.model_text(booster)
+
+    # The file is written before the registry row, so no row ever points at a missing file.
+    version, path = model_core.save(text, settings.models_dir / FLIGHTS.use_case)
+    booster = model_core.load(path, version)
+    levels = model_core.levels_from_model(booster, FLIGHTS, str(path))
+    rows = model_core.labelled(valid, FLIGHTS)
+    matrix, _ = model_core.feature_matrix(rows, FLIGHTS, levels)
+    scores = booster.predict(matrix, num_threads=settings.scoring_threads)
+    labels = rows.get_column(FLIGHTS.label_column).to_numpy()
+    metrics = model_core.evaluate(labels, scores)
+    threshold = model_core.choose_threshold(labels, scores)
+
+    record = registry.ModelRecord(
+        model_version=version, use_case=FLIGHTS.use_case, status=registry.CHAMPION, source=source,
+        trained_at=dt.datetime.now(dt.UTC),
+        train_start=train_window[0] if train_window else None,
+        train_end=train_window[1] if train_window else None,
+        valid_start=valid_start, valid_end=valid_end,
+        train_rows=model_core.labelled(train, FLIGHTS).height if train is not None else None,
+        valid_rows=metrics.rows, auc=model_core.finite_or_none(metrics.auc),
+        log_loss=metrics.log_loss, brier=metrics.brier, positive_rate=metrics.positive_rate,
+        predicted_positive_rate=float((scores >= threshold).mean()), threshold=threshold,
+        feature_list=list(FLIGHTS.feature_columns), num_trees=booster.num_trees(),
+        model_path=str(path.relative_to(settings.data_dir)), code_version=code_version(),
+        run_id=context.run.run_id,
+    )
+    with warehouse.get_connection() as con:
+        registry.register_champion(con, record)
+    publish_seconds = warehouse.publish()
+    importance = sorted(zip(booster.feature_name(), booster.feature_importance("gain"),
+                            strict=True), key=lambda item: -item[1])[:10]
+    return dg.MaterializeResult(metadata={
+        "model_version": version,
+        "source": source,
+        "model_path": str(path),
+        "auc": metrics.auc,
+        "log_loss": metrics.log_loss,
+        "brier": metrics.brier,
+        "threshold": threshold,
+        "positive_rate": metrics.positive_rate,
+        "train_rows": record.train_rows or 0,
+        "valid_rows": metrics.rows,
+        "num_trees": booster.num_trees(),
+        "top_features_by_gain": dg.MetadataValue.md(
+            "| feature | gain |\n|---|---|\n"
+            + "\n".join(f"| {name} | {gain:,.0f} |" for name, gain in importance)),
+        **timing_metadata(metrics.rows, started, publish_seconds),
+    })
+
+
+# --- predictions and reports -----------------------------------------------------------
+
+@dg.asset(
+    key=["predictions", "flights"],
+    group_name=GROUP,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    kinds={"duckdb", "lightgbm"},
+    tags={DAILY_FLOW_TAG: "daily"},
+    deps=[flights_features, flights_model],
+    description="One row per flight: probability of arriving >15 minutes late, label at the "
+                "model's threshold, risk band, top reasons, and the model, code and run that "
+                "scored it.",
+)
+def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformResource,
+                        warehouse: WarehouseResource) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    settings = platform.settings
+    start, end = partition_dates(context)
+    days = landing.days_between(start, end)
+    with warehouse.get_connection() as con:
+        record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
+        require_partitions(partition_counts(con, "features.flights", start, end), days,
+                           "features.flights")
+        frame = read_partitions(con, "features.flights", start, end,
+                                order_by=("partition_date", FLIGHTS.id_column))
+    model_path = (settings.data_dir / record["model_path"]).resolve()
+    if not model_path.is_relative_to(settings.models_dir.resolve()):
+        raise model_core.ModelError(f"registered model path {model_path} is outside the model "
+                                    f"directory {settings.models_dir}")
+    booster = model_core.load(model_path, record["model_version"])
+    loaded = model_core.LoadedModel(
+        version=record["model_version"], booster=booster, threshold=record["threshold"],
+        categorical_levels=model_core.levels_from_model(booster, FLIGHTS, str(model_path)),
+    )
+    scoring.check_features(frame, FLIGHTS, f"features.flights {start}..{end}")
+    scoring_started = time.perf_counter()
+    predictions, stats = scoring.score(
+        frame, loaded, FLIGHTS,
+        scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
+                               dt.datetime.now(dt.UTC)),
+        chunk_rows=settings.score_chunk_rows, explain=settings.explain,
+        num_threads=settings.scoring_threads,
+    )
+    scoring_seconds = time.perf_counter() - scoring_started
+    for column, count in stats.unknown_categories.items():
+        if count:
+            context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
+                                "scored with that feature missing")
+    with warehouse.get_connection() as con:
+        replace_partitions(con, [("predictions.flights", predictions)], days)
+    publish_seconds = warehouse.publish()
+    return dg.MaterializeResult(metadata={
+        **table_metadata(predictions),
+        "partitions": len(days),
+        "model_version": loaded.version,
+        "threshold": loaded.threshold,
+        "rows_explained": stats.explained_rows,
+        "unknown_categories": sum(stats.unknown_categories.values()),
+        "scoring_rows_per_second": predictions.height / scoring_seconds if scoring_seconds else 0.0,
+        **score_summary(predictions),
+        **timing_metadata(predictions.height, started, publish_seconds),
+    })
+
+
+@dg.asset(
+    key=["reports", "flights_daily"],
+    group_name=GROUP,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    kinds={"duckdb", "polars"},
+    tags={DAILY_FLOW_TAG: "daily"},
+    deps=[flights_predictions, flights_features],
+    description="Per day and segment (all, carrier, origin): flights, score statistics, "
+                "predicted late, realised late rate and AUC where outcomes are known.",
+)
+def flights_daily_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource
+                         ) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    days = landing.days_between(start, end)
+    with warehouse.get_connection() as con:
+        require_partitions(partition_counts(con, "predictions.flights", start, end), days,
+                           "predictions.flights")
+        predictions = read_partitions(con, "predictions.flights", start, end)
+        feature_rows = read_partitions(con, "features.flights", start, end)
+    report = reports.daily_report(predictions, feature_rows, FLIGHTS)
+    with warehouse.get_connection() as con:
+        replace_partitions(con, [("reports.flights_daily", report)], days)
+    publish_seconds = warehouse.publish()
+    overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(report),
+        "partitions": len(days),
+        "flights": int(overall.get_column("flights").sum()),
+        "predicted_late": int(overall.get_column("predicted_late").sum()),
+        "realised_auc_mean": float(overall.get_column("auc").mean() or 0.0),
+        **timing_metadata(predictions.height, started, publish_seconds),
+    })
+
+
+ALL_ASSETS = [raw_planes, raw_airports, raw_airlines, raw_flights, raw_weather, flights_features,
+              flights_model, flights_predictions, flights_daily_report]

@@ -1,0 +1,68 @@
+"""Resources: the warehouse (a DuckDBResource with a lock and publishing) and the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource
+from dagster_duckdb import DuckDBResource
+
+from batch_platform.core.warehouse import Warehouse
+from batch_platform.settings import Settings
+
+
+class WarehouseResource(DuckDBResource):
+    """The pipeline database: steps share it one at a time, then publish the analysts' snapshot.
+
+    Unlike the stock resource, a connection holds a cross-process lock (waiting up to
+    ``lock_timeout_seconds``, then naming the holder) and is closed on every path.
+    """
+
+    published_database: str
+    lock_timeout_seconds: float = 300.0
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(Path(self.database), Path(self.published_database),
+                         self.lock_timeout_seconds)
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
+        with self.warehouse.connect("run a pipeline step") as con:
+            yield con
+
+    def publish(self) -> float:
+        return self.warehouse.publish()
+
+
+class PlatformResource(ConfigurableResource):
+    """Paths and tunables of a deployment (see ``batch_platform.settings``)."""
+
+    data_dir: str
+    max_reject_fraction: float
+    score_chunk_rows: int
+    scoring_threads: int
+    lock_timeout_seconds: float
+    model_version: str | None = None
+    explain: str = "all"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlatformResource:
+        return cls(**(asdict(settings) | {"data_dir": str(settings.data_dir)}))
+
+    @property
+    def settings(self) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(Settings)}
+        return Settings(**(values | {"data_dir": Path(self.data_dir)})).validated()
+
+
+def warehouse_resource(settings: Settings) -> WarehouseResource:
+    return WarehouseResource(
+        database=str(settings.pipeline_db_path),
+        published_database=str(settings.warehouse_path),
+        lock_timeout_seconds=settings.lock_timeout_seconds,
+    )
