@@ -1,0 +1,77 @@
+"""The batch-platform command against the session's data directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batch_platform import cli
+from batch_platform_tests.conftest import Platform
+
+
+@pytest.fixture
+def cli_env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(platform.settings.dagster_home))
+    return platform
+
+
+def test_sql_answers_read_only_queries(cli_env: Platform, capsys) -> None:
+    assert cli.main(["sql", "SELECT count(*) AS scored FROM predictions.flights"]) == 0
+    expected = cli_env.query("SELECT count(*) FROM predictions.flights").item()
+    assert str(expected) in capsys.readouterr().out
+
+
+def test_sql_cannot_change_the_warehouse(cli_env: Platform, capsys) -> None:
+    before = cli_env.query("SELECT count(*) FROM predictions.flights").item()
+    assert cli.main(["sql", "DELETE FROM predictions.flights"]) == 1
+    assert "read-only" in capsys.readouterr().err
+    assert cli_env.query("SELECT count(*) FROM predictions.flights").item() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["score"], "give --date DAY or --from DAY --to DAY"),
+        (["score", "--from", "2013-01-05"], "--from and --to go together"),
+        (["score", "--from", "2013-01-05", "--to", "2013-01-01"], "is before --from"),
+        (["score", "--date", "2014-02-01"], "within the partitions"),
+    ],
+)
+def test_score_refuses_bad_days(cli_env: Platform, capsys, argv: list[str], message: str) -> None:
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_an_invalid_setting_names_the_variable(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BATCH_PLATFORM_MAX_REJECT_FRACTION", "2")
+    assert cli.main(["land", "--date", "2013-01-01"]) == 1
+    assert "BATCH_PLATFORM_MAX_REJECT_FRACTION='2'" in capsys.readouterr().err.replace("2.0", "'2'")
+
+
+def test_score_a_day_through_the_command(cli_env: Platform, capsys) -> None:
+    assert cli.main(["score", "--date", "2013-01-20"]) == 0
+    out = capsys.readouterr().out
+    expected = cli_env.query("SELECT count(*) FROM predictions.flights "
+                             "WHERE partition_date = DATE '2013-01-20'").item()
+    assert f"scored {expected} flights from 2013-01-20 to 2013-01-20" in out
+
+
+def test_the_readme_dagster_command_materializes_a_day(cli_env: Platform) -> None:
+    """`dagster asset materialize` as the README shows it, from the project's root."""
+    root = Path(__file__).resolve().parent.parent
+    dagster = Path(sys.executable).with_name("dagster")
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(cli_env.settings.data_dir),
+                        "DAGSTER_HOME": str(cli_env.settings.dagster_home)}
+    cli.prepare_instance(cli_env.settings)
+    result = subprocess.run(
+        [str(dagster), "asset", "materialize", "--select", "tag:flow=daily",
+         "--partition", "2013-01-19", "-m", "batch_platform.definitions"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = cli_env.query("SELECT DISTINCT run_id FROM predictions.flights "
+                         "WHERE partition_date = DATE '2013-01-19'")
+    assert runs.height == 1
+    assert runs.item() in result.stderr + result.stdout

@@ -1,0 +1,57 @@
+"""A snapshot of the asset graph: an accidental change to keys, partitions or lineage fails here.
+
+After a deliberate change, refresh it: UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest -k snapshot
+"""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from batch_platform.definitions import build_definitions
+from batch_platform.settings import Settings
+
+SNAPSHOT = Path(__file__).parent / "defs" / "snapshots" / "asset_graph.json"
+
+
+def describe_graph(defs: dg.Definitions) -> dict:
+    graph = defs.resolve_asset_graph()
+    described = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        partitions = node.partitions_def
+        described[key.to_user_string()] = {
+            "group": node.group_name,
+            "partitions": (f"{type(partitions).__name__}({partitions.start:%Y-%m-%d}.."
+                           f"{partitions.end:%Y-%m-%d}, {partitions.timezone})"
+                           if isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+                           else None),
+            "backfill_policy": str(node.backfill_policy.policy_type) if node.backfill_policy
+            else None,
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "tags": dict(sorted(node.tags.items())),
+        }
+    jobs = {job.name: sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
+            for job in (defs.resolve_job_def(name) for name in
+                        ("flights_daily", "flights_features", "flights_train", "flights_predict"))}
+    return {"assets": described, "jobs": jobs}
+
+
+def test_asset_graph_matches_snapshot(tmp_path: Path) -> None:
+    current = describe_graph(build_definitions(Settings(data_dir=tmp_path)))
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(json.dumps(current, indent=2) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_definitions_load_from_the_workspace_module(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(tmp_path))
+    import importlib
+
+    import batch_platform.definitions as module
+
+    reloaded = importlib.reload(module)
+    warehouse = reloaded.defs.resources["warehouse"]
+    assert warehouse.published_database == str(tmp_path / "warehouse.duckdb")
+    assert warehouse.database == str(tmp_path / "pipeline.duckdb")
