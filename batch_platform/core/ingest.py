@@ -147,9 +147,11 @@ def validate(
 
     if schema.date_columns and partition_date is not None:
         y, m, d = (pl.col(typed_names[n]) for n in schema.date_columns)
-        row_date = pl.date(y, m, d)
+        # Compare components: building a date from them would raise on, say, February 30.
+        other_day = ((y != partition_date.year) | (m != partition_date.month)
+                     | (d != partition_date.day))
         reasons.append(pl.when(y.is_not_null() & m.is_not_null() & d.is_not_null()
-                               & (row_date != pl.lit(partition_date))).then(
+                               & other_day).then(
             pl.format(f"date: row date {{}}-{{}}-{{}} is not partition {partition_date}", y, m, d)))
 
     reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)

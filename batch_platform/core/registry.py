@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass
 import duckdb
 import polars as pl
 
-from batch_platform.core.warehouse import MissingDataError, ensure_table, table_exists
+from batch_platform.core.warehouse import (
+    MissingDataError,
+    ensure_table,
+    insert,
+    table_exists,
+    transaction,
+)
 
 REGISTRY_TABLE = "models.registry"
 CHAMPION = "champion"
@@ -61,20 +67,13 @@ def register_champion(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> No
     """
     frame = pl.DataFrame([asdict(record) | {"status": CHAMPION}], schema=_SCHEMA)
     ensure_table(con, REGISTRY_TABLE, frame)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
                     "WHERE use_case = $use_case AND status = $champion",
                     {"retired": RETIRED, "use_case": record.use_case, "champion": CHAMPION})
         con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
                     {"version": record.model_version})
-        con.register("__record", frame.to_arrow())
-        con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM __record")
-        con.unregister("__record")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        insert(con, REGISTRY_TABLE, frame)
 
 
 def resolve(con: duckdb.DuckDBPyConnection, use_case: str, pinned_version: str | None

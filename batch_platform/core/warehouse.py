@@ -179,32 +179,35 @@ def replace_partitions(
         if outside.height:
             raise ValueError(f"{outside.height} row(s) for {table} fall outside the partitions "
                              f"being written ({partition_dates[0]}..{partition_dates[-1]})")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table, frame in writes:
             con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
                         {"dates": list(partition_dates)})
-            _insert(con, table, frame)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            insert(con, table, frame)
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Replace every row of an unpartitioned table in one transaction."""
     ensure_table(con, table, frame)
+    with transaction(con):
+        con.execute(f"DELETE FROM {table}")
+        insert(con, table, frame)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Commit what the block does, or roll all of it back if anything fails."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"DELETE FROM {table}")
-        _insert(con, table, frame)
-        con.execute("COMMIT")
+        yield
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    con.execute("COMMIT")
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+def insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Insert by column name, so a frame's column order never matters."""
     con.register("__frame", frame.to_arrow())
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")

@@ -31,8 +31,18 @@ from batch_platform.defs.metadata import score_summary, table_metadata, timing_m
 from batch_platform.defs.partitions import DAILY_FLOW_TAG, daily_partitions
 from batch_platform.defs.resources import PlatformResource, WarehouseResource
 
-SINGLE_RUN = dg.BackfillPolicy.single_run()
 GROUP = "flights"
+
+
+def daily_asset(**kwargs: object):
+    """A stage of the daily flow: one day or a range of days per run."""
+    return dg.asset(
+        group_name=GROUP,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        tags={DAILY_FLOW_TAG: "daily"},
+        **kwargs,
+    )
 
 
 def partition_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
@@ -89,13 +99,9 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
 
 
 def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
-    @dg.asset(
+    @daily_asset(
         key=["raw", source.name],
-        group_name=GROUP,
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
         kinds={"duckdb", "polars"},
-        tags={DAILY_FLOW_TAG: "daily"},
         description=(f"Rows of landing/{source.name}/YYYY-MM-DD.csv that pass the input "
                      f"schema, with lineage; rejected rows go to quarantine.{source.name} "
                      "with the reason."),
@@ -149,13 +155,9 @@ raw_weather = raw_asset(WEATHER)
 
 # --- features ---------------------------------------------------------------------------
 
-@dg.asset(
+@daily_asset(
     key=["features", "flights"],
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
     kinds={"duckdb", "polars"},
-    tags={DAILY_FLOW_TAG: "daily"},
     deps=[
         # The previous day's flights feed the point-in-time delay statistics.
         dg.AssetDep(raw_flights, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)),
@@ -307,13 +309,9 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
 
 # --- predictions and reports -----------------------------------------------------------
 
-@dg.asset(
+@daily_asset(
     key=["predictions", "flights"],
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
     kinds={"duckdb", "lightgbm"},
-    tags={DAILY_FLOW_TAG: "daily"},
     deps=[flights_features, flights_model],
     description="One row per flight: probability of arriving >15 minutes late, label at the "
                 "model's threshold, risk band, top reasons, and the model, code and run that "
@@ -370,13 +368,9 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     })
 
 
-@dg.asset(
+@daily_asset(
     key=["reports", "flights_daily"],
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
     kinds={"duckdb", "polars"},
-    tags={DAILY_FLOW_TAG: "daily"},
     deps=[flights_predictions, flights_features],
     description="Per day and segment (all, carrier, origin): flights, score statistics, "
                 "predicted late, realised late rate and AUC where outcomes are known.",
