@@ -84,7 +84,8 @@ def build_flight_features(
     """Features of every flight scheduled from ``start`` to ``end``.
 
     ``flights`` must hold the raw rows of the day before ``start`` too: they feed the
-    previous-day statistics. One output row per input flight of the window, in input order.
+    previous-day statistics. One output row per input flight of the window, ordered by day
+    and flight id, so the same input always gives the same frame (and the same model).
     """
     window = flights.filter(pl.col("partition_date").is_between(start, end))
     previous = _previous_day_statistics(flights)
@@ -127,6 +128,7 @@ def build_flight_features(
             *(pl.col(c) for c in FLIGHTS.feature_columns),
             FLIGHTS.label_column,
         )
+        .sort("partition_date", FLIGHTS.id_column)
         .collect()
     )
 

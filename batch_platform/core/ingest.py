@@ -7,6 +7,7 @@ as it came, with every reason it was rejected.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import difflib
 from collections import Counter
@@ -73,14 +74,17 @@ def read_text(path: Path, schema: SourceSchema, partition_date: dt.date | None) 
             f"{schema.name} landing file {where} is not UTF-8 text "
             f"(byte {err.start}: {payload[err.start:err.start + 1]!r}); is it a CSV file?"
         ) from None
+    # Polars renames a repeated column ("x_duplicated_0"): check the header as written.
+    header = next(csv.reader([payload.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")]))
+    check_header(header, schema, where)
     try:
-        text = pl.read_csv(payload, infer_schema=False)
+        # Trailing blank lines are an artefact of the writer, not rows.
+        text = pl.read_csv(payload.rstrip() + b"\n", infer_schema=False)
     except pl.exceptions.PolarsError as err:
         first_line = str(err).strip().splitlines()[0]
         raise BadInputError(
             f"{schema.name} landing file {where} cannot be read as CSV: {first_line}"
         ) from None
-    check_header(text.columns, schema, where)
     return text
 
 

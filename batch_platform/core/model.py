@@ -229,9 +229,11 @@ def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> d
         raise ModelError(f"model {source} does not match the {spec.use_case} feature spec: "
                          + "; ".join(detail))
     infos = booster.dump_model(num_iteration=1).get("feature_infos", {})
-    # LightGBM lists the category codes of a categorical feature; numeric ones have none.
+    # LightGBM lists the category codes of a categorical feature and none for a numeric one;
+    # a feature with a single value in training is trivial and absent from feature_infos.
     model_categorical = [c for c in names if infos.get(c, {}).get("values")]
-    used_as_numbers = [c for c in spec.categorical_columns if c not in model_categorical]
+    used_as_numbers = [c for c in spec.categorical_columns
+                       if c in infos and not infos[c].get("values")]
     if used_as_numbers:
         raise ModelError(f"model {source} treats categorical feature(s) {used_as_numbers} as "
                          "numbers; train with them as categorical features")

@@ -243,8 +243,11 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
         for window_start, window_end in windows:
             require_partitions(partition_counts(con, "features.flights", window_start, window_end),
                                landing.days_between(window_start, window_end), "features.flights")
-        valid = read_partitions(con, "features.flights", valid_start, valid_end)
-        train = read_partitions(con, "features.flights", *train_window) if train_window else None
+        # A fixed row order makes training reproducible: same features, same model version.
+        order = ("partition_date", FLIGHTS.id_column)
+        valid = read_partitions(con, "features.flights", valid_start, valid_end, order_by=order)
+        train = (read_partitions(con, "features.flights", *train_window, order_by=order)
+                 if train_window else None)
 
     if config.model_file:
         source = "user_file"
