@@ -1,0 +1,104 @@
+"""Settings come from the environment once, and a bad value names the variable that holds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batch_platform.settings import Settings, SettingsError
+
+
+def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    # The data directory defaults to ./data, made absolute against the working directory.
+    assert settings.data_dir == (tmp_path / "data").resolve()
+    assert settings.data_dir.is_absolute()
+    assert settings.max_reject_fraction == 0.05
+    assert settings.score_chunk_rows == 100_000
+    assert settings.scoring_threads == 0
+    assert settings.lock_timeout_seconds == 300.0
+    assert settings.model_version is None
+    assert settings.explain == "all"
+
+
+def test_blank_values_fall_back_to_defaults() -> None:
+    settings = Settings.from_env({"BATCH_PLATFORM_SCORE_CHUNK_ROWS": "  ",
+                                  "BATCH_PLATFORM_EXPLAIN": ""})
+    assert settings.score_chunk_rows == 100_000
+    assert settings.explain == "all"
+
+
+def test_data_dir_override_moves_every_path(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "elsewhere")})
+    root = (tmp_path / "elsewhere").resolve()
+    assert settings.data_dir == root
+    assert settings.landing_dir == root / "landing"
+    assert settings.pipeline_db_path == root / "pipeline.duckdb"
+    assert settings.warehouse_path == root / "warehouse.duckdb"
+    assert settings.models_dir == root / "models"
+    assert settings.dagster_home == root / "dagster"
+
+
+def test_valid_overrides_are_parsed() -> None:
+    settings = Settings.from_env({
+        "BATCH_PLATFORM_MAX_REJECT_FRACTION": "0.2",
+        "BATCH_PLATFORM_SCORE_CHUNK_ROWS": " 7 ",
+        "BATCH_PLATFORM_SCORING_THREADS": "2",
+        "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS": "1.5",
+        "BATCH_PLATFORM_MODEL_VERSION": "0123456789abcdef",
+        "BATCH_PLATFORM_EXPLAIN": "predicted_late",
+    })
+    assert settings.max_reject_fraction == 0.2
+    assert settings.score_chunk_rows == 7
+    assert settings.scoring_threads == 2
+    assert settings.lock_timeout_seconds == 1.5
+    assert settings.model_version == "0123456789abcdef"
+    assert settings.explain == "predicted_late"
+
+
+def test_variables_without_the_prefix_are_ignored() -> None:
+    settings = Settings.from_env({"SCORE_CHUNK_ROWS": "0", "EXPLAIN": "some"})
+    assert settings.score_chunk_rows == 100_000
+    assert settings.explain == "all"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("MAX_REJECT_FRACTION", "1.5", "must be between 0 and 1"),
+        ("MAX_REJECT_FRACTION", "-0.1", "must be between 0 and 1"),
+        ("MAX_REJECT_FRACTION", "abc", "is not a valid float"),
+        ("SCORE_CHUNK_ROWS", "0", "must be a positive number of rows"),
+        ("SCORE_CHUNK_ROWS", "1e3", "is not a valid int"),
+        ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
+        ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
+        ("EXPLAIN", "some", "must be one of all, predicted_late, none"),
+        ("MODEL_VERSION", "xyz", "16 hex characters"),
+        ("MODEL_VERSION", "0123456789ABCDEF", "16 hex characters"),
+    ],
+)
+def test_invalid_value_names_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({f"BATCH_PLATFORM_{name}": value})
+    message = str(raised.value)
+    assert f"BATCH_PLATFORM_{name}=" in message
+    assert value.strip() in message
+    assert fragment in message
+
+
+def test_settings_error_is_a_value_error() -> None:
+    # Callers that catch ValueError (argument parsing) also catch bad settings.
+    with pytest.raises(ValueError, match="BATCH_PLATFORM_EXPLAIN"):
+        Settings.from_env({"BATCH_PLATFORM_EXPLAIN": "some"})
+
+
+def test_with_overrides_validates(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path)})
+    changed = settings.with_overrides(score_chunk_rows=5)
+    assert changed.score_chunk_rows == 5
+    assert changed.data_dir == settings.data_dir
+    assert settings.score_chunk_rows == 100_000  # the original is untouched
+    with pytest.raises(SettingsError, match="BATCH_PLATFORM_SCORE_CHUNK_ROWS=0"):
+        settings.with_overrides(score_chunk_rows=0)
