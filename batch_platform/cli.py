@@ -101,11 +101,17 @@ def cmd_land(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
-    config = {k: v for k, v in {
+    from batch_platform.defs.assets import ModelConfig
+
+    config = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in {
         "train_start": args.train_from, "train_end": args.train_to,
         "valid_start": args.valid_from, "valid_end": args.valid_to,
         "model_file": str(Path(args.model_file).resolve()) if args.model_file else None,
     }.items() if v is not None}
+    windows = ModelConfig(**config)
+    # The features of both windows, built (or rebuilt, idempotently) from the landing files.
+    first = windows.window("valid")[0] if args.model_file else windows.window("train")[0]
+    run_job(settings, "flights_features", first, windows.window("valid")[1])
     run_job(settings, "flights_train", run_config={"ops": {"models__flights": {"config": config}}})
     print_model(settings)
 
@@ -164,7 +170,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
                        for source in landing.DAILY_SOURCES)
         after_validation = con.execute(
             "SELECT p.score, f.arrived_late FROM predictions.flights p "
-            "JOIN features.flights f USING (flight_id) WHERE p.partition_date > "
+            "JOIN features.flights f USING (flight_id) WHERE f.arrived_late IS NOT NULL "
+            "AND p.partition_date > "
             "(SELECT valid_end FROM models.registry WHERE use_case = 'flights' "
             "AND status = 'champion')").pl()
     realised = after_validation.select(auc_expr("score", "arrived_late")).item()
@@ -177,8 +184,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     print("  ", end="")
     print_model(settings)
     if realised is not None:
-        print(f"  realised AUC on the {after_validation.height} flights scored after the "
-              f"validation window: {realised:.3f}")
+        print(f"  realised AUC on the {after_validation.height} flights with an outcome "
+              f"scored after the validation window: {realised:.3f}")
     print(f"  warehouse:    {settings.warehouse_path}")
     shown = settings.warehouse_path
     if shown.is_relative_to(Path.cwd()):
@@ -222,11 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     days(land)
     land.set_defaults(handler=cmd_land)
 
-    train = commands.add_parser("train", help="train the model (or register one you bring)")
-    train.add_argument("--train-from")
-    train.add_argument("--train-to")
-    train.add_argument("--valid-from")
-    train.add_argument("--valid-to")
+    train = commands.add_parser(
+        "train", help="build the features of the windows, train and register the champion")
+    train.add_argument("--train-from", type=_day, help="default 2013-01-01")
+    train.add_argument("--train-to", type=_day, help="default 2013-08-31")
+    train.add_argument("--valid-from", type=_day, help="default 2013-09-01")
+    train.add_argument("--valid-to", type=_day, help="default 2013-09-30")
     train.add_argument("--model-file", help="a LightGBM text model to register instead")
     train.set_defaults(handler=cmd_train)
 
@@ -255,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         prepare_instance(settings)
         args.handler(settings, args)
-    except (CliError, SettingsError, FileNotFoundError) as err:
+    except (CliError, SettingsError, FileNotFoundError, ValueError) as err:
         print(f"batch-platform: {err}", file=sys.stderr)
         return 1
     return 0

@@ -24,10 +24,24 @@ def test_sql_answers_read_only_queries(cli_env: Platform, capsys) -> None:
     assert str(expected) in capsys.readouterr().out
 
 
-def test_sql_cannot_change_the_warehouse(cli_env: Platform, capsys) -> None:
+@pytest.mark.parametrize(
+    ("statement", "refusal"),
+    [
+        ("DELETE FROM predictions.flights", "read-only"),
+        ("ATTACH '{pipeline}' AS p (READ_WRITE); DELETE FROM p.predictions.flights",
+         "disabled"),
+        ("COPY (SELECT 1 AS x) TO '{warehouse}' (FORMAT csv)", "disabled"),
+        ("SET enable_external_access = true", "configuration"),
+    ],
+)
+def test_sql_cannot_change_the_warehouse(cli_env: Platform, capsys, statement: str,
+                                         refusal: str) -> None:
+    settings = cli_env.settings
     before = cli_env.query("SELECT count(*) FROM predictions.flights").item()
-    assert cli.main(["sql", "DELETE FROM predictions.flights"]) == 1
-    assert "read-only" in capsys.readouterr().err
+    query = statement.format(pipeline=settings.pipeline_db_path,
+                             warehouse=settings.warehouse_path)
+    assert cli.main(["sql", query]) == 1
+    assert refusal in capsys.readouterr().err
     assert cli_env.query("SELECT count(*) FROM predictions.flights").item() == before
 
 
@@ -59,7 +73,7 @@ def test_score_a_day_through_the_command(cli_env: Platform, capsys) -> None:
     assert f"scored {expected} flights from 2013-01-20 to 2013-01-20" in out
 
 
-def test_the_readme_dagster_command_materializes_a_day(cli_env: Platform) -> None:
+def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> None:
     """`dagster asset materialize` as the README shows it, from the project's root."""
     root = Path(__file__).resolve().parent.parent
     dagster = Path(sys.executable).with_name("dagster")
@@ -68,10 +82,26 @@ def test_the_readme_dagster_command_materializes_a_day(cli_env: Platform) -> Non
     cli.prepare_instance(cli_env.settings)
     result = subprocess.run(
         [str(dagster), "asset", "materialize", "--select", "tag:flow=daily",
-         "--partition", "2013-01-19", "-m", "batch_platform.definitions"],
+         "--partition-range", "2013-01-18...2013-01-19", "-m", "batch_platform.definitions"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = cli_env.query("SELECT DISTINCT run_id FROM predictions.flights "
-                         "WHERE partition_date = DATE '2013-01-19'")
+                         "WHERE partition_date BETWEEN DATE '2013-01-18' AND DATE '2013-01-19'")
     assert runs.height == 1
     assert runs.item() in result.stderr + result.stdout
+
+
+def test_land_train_score_on_a_fresh_data_directory(tmp_path: Path, monkeypatch,
+                                                    capsys) -> None:
+    """The daily flow from nothing, with the project's command only."""
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["land", "--from", "2013-02-01", "--to", "2013-02-10"]) == 0
+    assert cli.main(["train", "--train-from", "2013-02-01", "--train-to", "2013-02-07",
+                     "--valid-from", "2013-02-08", "--valid-to", "2013-02-10"]) == 0
+    assert cli.main(["score", "--date", "2013-02-10"]) == 0
+    out = capsys.readouterr().out
+    assert "champion model" in out
+    landed = len((tmp_path / "data/landing/flights/2013-02-10.csv").read_text().splitlines()) - 1
+    assert f"scored {landed} flights from 2013-02-10 to 2013-02-10" in out
+    assert (tmp_path / "data/dagster/dagster.yaml").is_file()

@@ -83,9 +83,25 @@ def read_text(path: Path, schema: SourceSchema, partition_date: dt.date | None) 
     except pl.exceptions.PolarsError as err:
         first_line = str(err).strip().splitlines()[0]
         raise BadInputError(
-            f"{schema.name} landing file {where} cannot be read as CSV: {first_line}"
+            f"{schema.name} landing file {where} cannot be read as CSV: "
+            f"{_ragged_line(payload, len(header)) or first_line}"
         ) from None
+    if text.height < schema.min_rows:
+        raise BadInputError(
+            f"{schema.name} landing file {where} has {text.height} data row(s), fewer than the "
+            f"{schema.min_rows} a {schema.name} file must have (header only: truncated or "
+            "sent before it was written?); the partition keeps its previous version"
+        )
     return text
+
+
+def _ragged_line(payload: bytes, width: int) -> str | None:
+    """Where a row has another number of fields than the header, for the error message."""
+    lines = payload.decode("utf-8-sig").splitlines()
+    for number, fields in enumerate(csv.reader(lines), start=1):
+        if fields and len(fields) != width:
+            return f"line {number} has {len(fields)} fields, the header has {width}"
+    return None
 
 
 def check_header(columns: list[str], schema: SourceSchema, where: str) -> None:

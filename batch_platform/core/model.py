@@ -213,7 +213,15 @@ def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
 
 
 def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> dict[str, list[str]]:
-    """Check ``booster`` consumes exactly the spec's features; return its category levels."""
+    """Check ``booster`` predicts a probability from exactly the spec's features.
+
+    Returns its category levels.
+    """
+    dumped = booster.dump_model(num_iteration=1)
+    objective = str(dumped.get("objective", "")) or "unknown"
+    if not objective.startswith(("binary", "cross_entropy")):
+        raise ModelError(f"model {source} has objective '{objective}'; scoring needs a "
+                         "probability: train with objective 'binary' (or 'cross_entropy')")
     names = booster.feature_name()
     expected = list(spec.feature_columns)
     if names != expected:
@@ -228,7 +236,7 @@ def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> d
             detail.append(f"features in another order: model {names}, expected {expected}")
         raise ModelError(f"model {source} does not match the {spec.use_case} feature spec: "
                          + "; ".join(detail))
-    infos = booster.dump_model(num_iteration=1).get("feature_infos", {})
+    infos = dumped.get("feature_infos", {})
     # LightGBM lists the category codes of a categorical feature and none for a numeric one;
     # a feature with a single value in training is trivial and absent from feature_infos.
     model_categorical = [c for c in names if infos.get(c, {}).get("values")]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 NYC_AIRPORTS = ("EWR", "JFK", "LGA")
+LOCAL_TIMEZONE = "America/New_York"
 MISSING_TOKENS = ("", "NA")
 
 Parser = Callable[[pl.Expr], pl.Expr]
@@ -22,7 +23,8 @@ def _integer(expr: pl.Expr) -> pl.Expr:
 
 
 def _number(expr: pl.Expr) -> pl.Expr:
-    return expr.cast(pl.Float64, strict=False)
+    number = expr.cast(pl.Float64, strict=False)
+    return pl.when(number.is_finite()).then(number)  # NaN and inf are not measurements
 
 
 def _text(expr: pl.Expr) -> pl.Expr:
@@ -42,7 +44,7 @@ class ColumnType:
 
 
 INTEGER = ColumnType("an integer", pl.Int32(), _integer)
-NUMBER = ColumnType("a number", pl.Float64(), _number)
+NUMBER = ColumnType("a finite number", pl.Float64(), _number)
 TEXT = ColumnType("text", pl.String(), _text)
 UTC_TIMESTAMP = ColumnType("a UTC timestamp like 2013-01-01T10:00:00Z", pl.Datetime("us", "UTC"),
                            _utc_timestamp)
@@ -80,6 +82,8 @@ class SourceSchema:
     # Columns holding the local calendar date of the row, checked against the partition.
     date_columns: tuple[str, str, str] | None = None
     partitioned: bool = True
+    # A landing file with fewer data rows fails as a whole instead of emptying its partition.
+    min_rows: int = 0
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +118,18 @@ _NYC_ORIGIN: Rule = ((lambda c: c.is_in(list(NYC_AIRPORTS))),
 _AIRPORT_CODE: Rule = ((lambda c: c.str.contains(r"^[A-Z0-9]{3}$")),
                        "must be a 3-character airport code")
 
+def _local(c: Callable[[str], pl.Expr]) -> pl.Expr:
+    return c("time_hour").dt.convert_time_zone(LOCAL_TIMEZONE)
+
+
+# time_hour (UTC) is what weather joins on: it must be the row's own local date and hour.
+_TIME_HOUR_IS_LOCAL_HOUR = RowRule(
+    ("time_hour", "year", "month", "day", "hour"),
+    lambda c: ((_local(c).dt.year() == c("year")) & (_local(c).dt.month() == c("month"))
+               & (_local(c).dt.day() == c("day")) & (_local(c).dt.hour() == c("hour"))),
+    f"time_hour is not the row's local date and hour ({LOCAL_TIMEZONE})",
+)
+
 FLIGHTS = SourceSchema(
     name="flights",
     columns=(
@@ -143,8 +159,10 @@ FLIGHTS = SourceSchema(
         RowRule(("hour", "minute", "sched_dep_time"),
                 lambda c: c("hour") * 100 + c("minute") == c("sched_dep_time"),
                 "hour and minute disagree with sched_dep_time"),
+        _TIME_HOUR_IS_LOCAL_HOUR,
     ),
     date_columns=("year", "month", "day"),
+    min_rows=1,
 )
 
 WEATHER = SourceSchema(
@@ -168,6 +186,7 @@ WEATHER = SourceSchema(
     ),
     # Local hours repeat when clocks fall back; the UTC hour does not.
     key=("origin", "time_hour"),
+    row_rules=(_TIME_HOUR_IS_LOCAL_HOUR,),
     date_columns=("year", "month", "day"),
 )
 

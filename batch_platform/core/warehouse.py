@@ -271,7 +271,9 @@ def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if not path.exists():
         raise FileNotFoundError(
             f"no warehouse at {path}: run `make demo` or materialize a partition")
-    con = duckdb.connect(str(path), read_only=True)
+    # read_only alone still allows ATTACH … (READ_WRITE) and COPY … TO: shut the file system off.
+    con = duckdb.connect(str(path), read_only=True,
+                         config={"enable_external_access": False, "lock_configuration": True})
     try:
         yield con
     finally:

@@ -27,7 +27,12 @@ from batch_platform.core.warehouse import (
     replace_partitions,
     replace_table,
 )
-from batch_platform.defs.metadata import score_summary, table_metadata, timing_metadata
+from batch_platform.defs.metadata import (
+    scoped_to_partitions,
+    score_summary,
+    table_metadata,
+    timing_metadata,
+)
 from batch_platform.defs.partitions import DAILY_FLOW_TAG, daily_partitions
 from batch_platform.defs.resources import PlatformResource, WarehouseResource
 
@@ -70,6 +75,8 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", source.name],
         group_name="reference",
+        # Runs with the daily flow, whose range runs need every selected asset single-run.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"duckdb", "polars"},
         tags={DAILY_FLOW_TAG: "daily"},
         description=f"Reference table {source.name}, from landing/reference/{source.name}.csv.",
@@ -133,15 +140,14 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
                                      (f"quarantine.{source.name}", rejected_rows)], days)
         publish_seconds = warehouse.publish()
         rows_in = good_rows.height + rejected_rows.height
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(metadata=scoped_to_partitions({
             **table_metadata(good_rows),
-            "partitions": len(days),
             "rows_in": rows_in,
             "rows_rejected": rejected_rows.height,
             "rejected_fraction": rejected_rows.height / rows_in if rows_in else 0.0,
             "ignored_columns": ", ".join(sorted(ignored)) or "none",
             **timing_metadata(rows_in, started, publish_seconds),
-        })
+        }, days, good_rows))
 
     return _raw
 
@@ -187,16 +193,15 @@ def flights_features(context: dg.AssetExecutionContext, platform: PlatformResour
         replace_partitions(con, [("features.flights", frame)], days)
     publish_seconds = warehouse.publish()
     label = frame.get_column(FLIGHTS.label_column)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(frame),
-        "partitions": len(days),
         "rows_with_outcome": int(label.is_not_null().sum()),
         "late_rate": float(label.cast(pl.Float64).mean() or 0.0),
         "rows_without_weather": int(frame.get_column("temp").is_null().sum()),
         "rows_without_plane": int(frame.get_column("plane_seats").is_null().sum()),
         "previous_day_available": has_previous_day,
         **timing_metadata(frame.height, started, publish_seconds),
-    })
+    }, days, frame))
 
 
 # --- model ------------------------------------------------------------------------------
@@ -212,11 +217,18 @@ class ModelConfig(dg.Config):
     model_file: str | None = None  # register this LightGBM text model instead of training
 
     def window(self, name: str) -> tuple[dt.date, dt.date]:
-        start = dt.date.fromisoformat(getattr(self, f"{name}_start"))
-        end = dt.date.fromisoformat(getattr(self, f"{name}_end"))
+        start, end = (self._day(f"{name}_{edge}") for edge in ("start", "end"))
         if end < start:
             raise ValueError(f"{name} window ends ({end}) before it starts ({start})")
         return start, end
+
+    def _day(self, field: str) -> dt.date:
+        value = getattr(self, field)
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"model config {field}={value!r} is not a date like 2013-01-31"
+                             ) from None
 
 
 @dg.asset(
@@ -358,9 +370,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     with warehouse.get_connection() as con:
         replace_partitions(con, [("predictions.flights", predictions)], days)
     publish_seconds = warehouse.publish()
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(predictions),
-        "partitions": len(days),
         "model_version": loaded.version,
         "threshold": loaded.threshold,
         "rows_explained": stats.explained_rows,
@@ -368,7 +379,7 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "scoring_rows_per_second": predictions.height / scoring_seconds if scoring_seconds else 0.0,
         **score_summary(predictions),
         **timing_metadata(predictions.height, started, publish_seconds),
-    })
+    }, days, predictions))
 
 
 @daily_asset(
@@ -393,14 +404,13 @@ def flights_daily_report(context: dg.AssetExecutionContext, warehouse: Warehouse
         replace_partitions(con, [("reports.flights_daily", report)], days)
     publish_seconds = warehouse.publish()
     overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(report),
-        "partitions": len(days),
         "flights": int(overall.get_column("flights").sum()),
         "predicted_late": int(overall.get_column("predicted_late").sum()),
         "realised_auc_mean": float(overall.get_column("auc").mean() or 0.0),
         **timing_metadata(predictions.height, started, publish_seconds),
-    })
+    }, days, report))
 
 
 ALL_ASSETS = [raw_planes, raw_airports, raw_airlines, raw_flights, raw_weather, flights_features,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from batch_platform.core import ingest, landing
-from batch_platform.core.schema import FLIGHTS, PLANES
+from batch_platform.core.schema import FLIGHTS, PLANES, WEATHER
 from batch_platform_tests.core.support import DAY_1, LINEAGE, data_lines, validate_file
 
 WHERE = "partition 2013-01-01"
@@ -200,11 +200,48 @@ def test_trailing_blank_lines_and_a_byte_order_mark_are_not_rows(
     assert validated.rejected.height == 0
 
 
-def test_header_only_file_has_no_rows(tmp_path: Path, header: str) -> None:
-    validated = _validate_rows(tmp_path, header, [])
+def test_header_only_flights_file_fails_instead_of_emptying_the_day(tmp_path: Path,
+                                                                    header: str) -> None:
+    path = _write(tmp_path / "2013-01-01.csv", header, [])
+    with pytest.raises(ingest.BadInputError, match="has 0 data row") as raised:
+        ingest.read_text(path, FLIGHTS, DAY_1)
+    _assert_names_file_and_partition(str(raised.value), path)
+
+
+def test_header_only_weather_file_is_a_day_without_observations(tmp_path: Path) -> None:
+    path = tmp_path / "2013-12-31.csv"
+    path.write_text(",".join(WEATHER.column_names) + "\n")
+    day = dt.date(2013, 12, 31)
+    validated = ingest.validate(ingest.read_text(path, WEATHER, day), WEATHER, day, str(path))
+    assert validated.good.height == validated.rejected.height == 0
+    assert validated.good.schema == pl.Schema(WEATHER.polars_schema)
+
+
+def test_a_row_with_an_extra_field_names_its_line(tmp_path: Path, header: str,
+                                                  first_row: dict[str, str]) -> None:
+    path = _write(tmp_path / "2013-01-01.csv", header, [_line(first_row), _line(first_row) + ","])
+    with pytest.raises(ingest.BadInputError, match="line 3 has 20 fields, the header has 19"):
+        ingest.read_text(path, FLIGHTS, DAY_1)
+
+
+@pytest.mark.parametrize("value", ["NaN", "inf", "-inf"])
+def test_non_finite_numbers_are_rejected(tmp_path: Path, header: str,
+                                         first_row: dict[str, str], value: str) -> None:
+    validated = _validate_rows(tmp_path, header, [_line(first_row, arr_delay=value)])
     assert validated.good.height == 0
-    assert validated.rejected.height == 0
-    assert validated.good.schema == pl.Schema(FLIGHTS.polars_schema)
+    assert validated.rejected.get_column("reason").to_list() == [
+        f"arr_delay: '{value}' is not a finite number"]
+
+
+def test_time_hour_must_be_the_rows_local_hour(tmp_path: Path, header: str,
+                                               first_row: dict[str, str]) -> None:
+    validated = _validate_rows(tmp_path, header, [
+        _line(first_row),
+        _line(first_row, flight="9999", time_hour="2013-01-02T10:00:00Z"),
+    ])
+    assert validated.good.height == 1
+    assert validated.rejected.get_column("reason").to_list() == [
+        "row: time_hour is not the row's local date and hour (America/New_York)"]
 
 
 # --- row problems ----------------------------------------------------------------------------
@@ -212,7 +249,7 @@ def test_header_only_file_has_no_rows(tmp_path: Path, header: str) -> None:
 @pytest.mark.parametrize(
     ("changes", "column", "reason"),
     [
-        ({"distance": "abc"}, "distance", "distance: 'abc' is not a number"),
+        ({"distance": "abc"}, "distance", "distance: 'abc' is not a finite number"),
         ({"distance": "-5"}, "distance", "distance: '-5' must be between 1 and 10000"),
         ({"hour": "27"}, "hour", "hour: '27' must be between 0 and 23"),
         ({"origin": "XXX"}, "origin",
@@ -249,7 +286,7 @@ def test_rejected_rows_keep_the_original_text(tmp_path: Path, header: str,
     assert rejected.columns == ["_line_number", *FLIGHTS.column_names, "reason"]
     assert all(rejected.schema[c] == pl.String for c in FLIGHTS.column_names)
     assert rejected.row(0, named=True) == {"_line_number": 2, **first_row, "distance": "abc",
-                                           "reason": "distance: 'abc' is not a number"}
+                                           "reason": "distance: 'abc' is not a finite number"}
 
 
 def test_every_reason_of_a_row_is_listed(tmp_path: Path, header: str,
@@ -265,8 +302,9 @@ def test_every_reason_of_a_row_is_listed(tmp_path: Path, header: str,
 
 def test_row_of_another_day_is_rejected(tmp_path: Path, header: str,
                                         first_row: dict[str, str]) -> None:
-    validated = _validate_rows(tmp_path, header, [_line(first_row),
-                                                  _line(first_row, day="2", flight="2")])
+    next_day_hour = first_row["time_hour"].replace("2013-01-01", "2013-01-02")
+    validated = _validate_rows(tmp_path, header, [
+        _line(first_row), _line(first_row, day="2", flight="2", time_hour=next_day_hour)])
     assert validated.good.height == 1
     reason = validated.rejected.get_column("reason").item()
     assert reason.startswith("date: row date ")
@@ -310,7 +348,7 @@ def test_invalid_row_does_not_claim_a_key(tmp_path: Path, header: str,
                                                   _line(first_row)])
     assert validated.good.height == 1
     assert validated.rejected.get_column("reason").to_list() == [
-        "distance: 'abc' is not a number"]
+        "distance: 'abc' is not a finite number"]
 
 
 def test_truncated_last_line_loses_no_other_row(tmp_path: Path, day_file: Path, header: str,
@@ -367,7 +405,11 @@ def test_reject_threshold_passes_at_or_below_the_limit(tmp_path: Path, header: s
 def test_reject_threshold_ignores_files_without_rows_or_rejections(
     tmp_path: Path, header: str, clean: ingest.ValidatedFile
 ) -> None:
-    ingest.enforce_reject_threshold(_validate_rows(tmp_path, header, []), 0.0, "here")
+    empty_day = tmp_path / "2013-12-31.csv"
+    empty_day.write_text(",".join(WEATHER.column_names) + "\n")
+    day = dt.date(2013, 12, 31)
+    no_rows = ingest.validate(ingest.read_text(empty_day, WEATHER, day), WEATHER, day, "x")
+    ingest.enforce_reject_threshold(no_rows, 0.0, "here")
     ingest.enforce_reject_threshold(clean, 0.0, "here")
 
 

@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import dagster as dg
 import lightgbm as lgb
 import numpy as np
 import polars as pl
@@ -151,3 +152,26 @@ def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(platform: Pla
         reader.stdin.flush()
         reader.wait(timeout=30)
     assert reader.returncode == 0
+
+
+def test_metadata_of_a_day_and_of_a_range(platform: Platform) -> None:
+    """A day's run reports its own counts; a range run labels its counts as range totals."""
+    key = dg.AssetKey(["predictions", "flights"])
+    day = WEEK[1]
+    day_run = platform.run("flights_predict", day)
+    range_run = platform.run("flights_predict", *WEEK)
+    scored = per_day(platform, "predictions.flights")
+
+    day_metadata = day_run.asset_materializations_for_node("predictions__flights")[0].metadata
+    assert day_metadata["dagster/row_count"].value == scored[day]
+    assert day_metadata["model_version"].value
+
+    events = range_run.asset_materializations_for_node("predictions__flights")
+    assert sorted(e.partition for e in events) == [
+        d.isoformat() for d in landing.days_between(*WEEK)]
+    range_metadata = events[0].metadata
+    assert "dagster/row_count" not in range_metadata
+    assert range_metadata["range_row_count"].value == sum(scored.values())
+    assert range_metadata["rows_by_partition"].value == {
+        d.isoformat(): n for d, n in sorted(scored.items())}
+    assert events[0].asset_key == key

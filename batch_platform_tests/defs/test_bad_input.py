@@ -44,6 +44,8 @@ def rewrite(path: Path, edit) -> None:
     [
         pytest.param(lambda p: p.unlink(), ["is missing"], id="missing file"),
         pytest.param(lambda p: p.write_bytes(b""), ["is empty"], id="empty file"),
+        pytest.param(lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"),
+                     ["has 0 data row(s)"], id="header only"),
         pytest.param(lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary"),
                      ["not UTF-8"], id="binary file"),
         pytest.param(lambda p: rewrite(p, lambda f: f.rename({"dep_time": "dep_tme"})),

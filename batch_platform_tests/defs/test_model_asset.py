@@ -74,6 +74,8 @@ def test_a_pinned_version_overrides_the_champion(platform: Platform,
                      "not a complete LightGBM text model", id="truncated"),
         pytest.param(lambda path: _model_with_other_features(path),
                      "missing features", id="other features"),
+        pytest.param(lambda path: _model_with_other_features(path, objective="regression"),
+                     "scoring needs a probability", id="regression model"),
     ],
 )
 def test_a_model_file_that_does_not_fit_is_refused(platform: Platform, tmp_path: Path,
@@ -103,9 +105,9 @@ def test_a_corrupted_registered_model_is_not_used(platform: Platform) -> None:
         path.write_text(original)
 
 
-def _model_with_other_features(path: Path) -> None:
+def _model_with_other_features(path: Path, objective: str = "binary") -> None:
     rows = np.random.default_rng(0).random((200, 2))
-    booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5},
+    booster = lgb.train({"objective": objective, "verbose": -1, "min_data_in_leaf": 5},
                         lgb.Dataset(rows, label=(rows[:, 0] > 0.5).astype(float),
                                     feature_name=["a", "b"]), num_boost_round=3)
     booster.save_model(str(path))
