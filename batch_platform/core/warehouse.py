@@ -26,6 +26,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from batch_platform.core.landing import days_between
+
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -257,6 +259,19 @@ def partition_counts(con: duckdb.DuckDBPyConnection, table: str, start: dt.date,
         {"start": start, "end": end},
     ).fetchall()
     return dict(rows)
+
+
+def require_partitions(con: duckdb.DuckDBPyConnection, table: str, start: dt.date,
+                       end: dt.date) -> None:
+    """Fail, naming the days, unless every day from ``start`` to ``end`` has rows in ``table``."""
+    counts = partition_counts(con, table, start, end)
+    missing = [d for d in days_between(start, end) if not counts.get(d)]
+    if missing:
+        shown = ", ".join(d.isoformat() for d in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise MissingDataError(
+            f"{table} has no rows for {shown}{more}: materialize those partitions upstream first"
+        )
 
 
 def _quoted(column: str) -> str:

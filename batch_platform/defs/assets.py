@@ -20,12 +20,11 @@ from batch_platform.core.features import FLIGHTS
 from batch_platform.core.schema import AIRLINES, AIRPORTS, PLANES, WEATHER, SourceSchema
 from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
 from batch_platform.core.warehouse import (
-    MissingDataError,
-    partition_counts,
     read_partitions,
     read_table,
     replace_partitions,
     replace_table,
+    require_partitions,
 )
 from batch_platform.defs.metadata import (
     scoped_to_partitions,
@@ -57,16 +56,6 @@ def partition_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date
 
 def lineage(context: dg.AssetExecutionContext) -> ingest.Lineage:
     return ingest.Lineage(run_id=context.run.run_id, ingested_at=dt.datetime.now(dt.UTC))
-
-
-def require_partitions(counts: dict[dt.date, int], days: list[dt.date], table: str) -> None:
-    missing = [d for d in days if not counts.get(d)]
-    if missing:
-        shown = ", ".join(d.isoformat() for d in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise MissingDataError(
-            f"{table} has no rows for {shown}{more}: materialize those partitions upstream first"
-        )
 
 
 # --- raw: landing files → raw.<source> and quarantine.<source> ------------------------------
@@ -180,7 +169,7 @@ def flights_features(context: dg.AssetExecutionContext, platform: PlatformResour
     days = landing.days_between(start, end)
     previous_day = start - dt.timedelta(days=1)
     with warehouse.get_connection() as con:
-        require_partitions(partition_counts(con, "raw.flights", start, end), days, "raw.flights")
+        require_partitions(con, "raw.flights", start, end)
         flights = read_partitions(con, "raw.flights", previous_day, end)
         weather = read_partitions(con, "raw.weather", start, end)
         planes = read_table(con, "raw.planes")
@@ -253,8 +242,7 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
     with warehouse.get_connection() as con:
         windows = [(valid_start, valid_end)] + ([train_window] if train_window else [])
         for window_start, window_end in windows:
-            require_partitions(partition_counts(con, "features.flights", window_start, window_end),
-                               landing.days_between(window_start, window_end), "features.flights")
+            require_partitions(con, "features.flights", window_start, window_end)
         # A fixed row order makes training reproducible: same features, same model version.
         order = ("partition_date", FLIGHTS.id_column)
         valid = read_partitions(con, "features.flights", valid_start, valid_end, order_by=order)
@@ -340,8 +328,7 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     days = landing.days_between(start, end)
     with warehouse.get_connection() as con:
         record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
-        require_partitions(partition_counts(con, "features.flights", start, end), days,
-                           "features.flights")
+        require_partitions(con, "features.flights", start, end)
         frame = read_partitions(con, "features.flights", start, end,
                                 order_by=("partition_date", FLIGHTS.id_column))
     model_path = (settings.data_dir / record["model_path"]).resolve()
@@ -395,8 +382,7 @@ def flights_daily_report(context: dg.AssetExecutionContext, warehouse: Warehouse
     start, end = partition_dates(context)
     days = landing.days_between(start, end)
     with warehouse.get_connection() as con:
-        require_partitions(partition_counts(con, "predictions.flights", start, end), days,
-                           "predictions.flights")
+        require_partitions(con, "predictions.flights", start, end)
         predictions = read_partitions(con, "predictions.flights", start, end)
         feature_rows = read_partitions(con, "features.flights", start, end)
     report = reports.daily_report(predictions, feature_rows, FLIGHTS)
