@@ -153,14 +153,13 @@ raw_weather = raw_asset(WEATHER)
 @daily_asset(
     key=["features", "flights"],
     kinds={"duckdb", "polars"},
-    deps=[
-        # The previous day's flights feed the point-in-time delay statistics.
-        dg.AssetDep(raw_flights, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)),
-        raw_weather,
-        raw_planes,
-    ],
+    # Same-day dependencies, although a day also reads the previous day's raw flights (its
+    # point-in-time statistics): with a TimeWindowPartitionMapping(start_offset=-1), UI
+    # backfills in Dagster 1.13 add the day after the range to the downstream run.
+    deps=[raw_flights, raw_weather, raw_planes],
     description="One row per flight: what is known before departure, and the realised outcome "
-                "(arrived_late) as the label. The same table feeds training and scoring.",
+                "(arrived_late) as the label. The same table feeds training and scoring. A day "
+                "also reads the previous day's raw flights for its delay statistics.",
 )
 def flights_features(context: dg.AssetExecutionContext, platform: PlatformResource,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
