@@ -362,7 +362,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "threshold": loaded.threshold,
         "rows_explained": stats.explained_rows,
         "unknown_categories": sum(stats.unknown_categories.values()),
-        "scoring_rows_per_second": predictions.height / scoring_seconds if scoring_seconds else 0.0,
+        "scoring_rows_per_second": round(predictions.height / scoring_seconds, 1)
+        if scoring_seconds else 0.0,
         **score_summary(predictions),
         **timing_metadata(predictions.height, started, publish_seconds),
     }, days, predictions))

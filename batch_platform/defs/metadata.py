@@ -8,13 +8,43 @@ import time
 import dagster as dg
 import polars as pl
 
+from batch_platform.core.scoring import RISK_BANDS
+
+# What the columns of the analyst contract mean, shown beside the schema in the UI.
+COLUMN_DESCRIPTIONS = {
+    "partition_date": "the day (local scheduled date) this row belongs to",
+    "_source_file": "landing file the row came from",
+    "_ingested_at": "when the row was loaded (UTC)",
+    "_run_id": "Dagster run that loaded the row",
+    "_line_number": "line of the landing file (the header is line 1)",
+    "reason": "why the row was rejected; several reasons are separated by '; '",
+    "flight_id": "date-carrier+flight-origin-scheduled departure; stable across reruns",
+    "arrived_late": "label: arrived more than 15 minutes late; null if it did not arrive",
+    "score": "probability of arriving more than 15 minutes late",
+    "label": "score >= the model's threshold",
+    "risk_band": "low < threshold/2 <= medium < threshold <= high < (1+threshold)/2 <= very_high",
+    "reason_1": "feature that pushed the score up most (SHAP contribution)",
+    "reason_2": "second feature that pushed the score up",
+    "reason_3": "third feature that pushed the score up",
+    "model_version": "content hash of the LightGBM model file (models.registry)",
+    "code_version": "batch_platform release + hash of its source",
+    "run_id": "Dagster run that scored the row",
+    "scored_at": "when the row was scored (UTC)",
+    "segment_type": "all, carrier or origin",
+    "segment": "the carrier or origin code; 'all' for the whole day",
+    "outcomes_known": "flights whose arrival delay is known",
+    "realised_late_rate": "share of flights with a known outcome that arrived late",
+    "auc": "ROC AUC of score against the realised outcome; null with one class",
+}
+
 
 def table_metadata(frame: pl.DataFrame) -> dict[str, object]:
     # TableMetadataSet is not exported in dagster 1.13: the literal keys are the API.
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=[
-            dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()
+            dg.TableColumn(name, str(dtype), description=COLUMN_DESCRIPTIONS.get(name))
+            for name, dtype in frame.schema.items()
         ])),
     }
 
@@ -31,12 +61,12 @@ def timing_metadata(rows: int, started: float, publish_seconds: float) -> dict[s
 def score_summary(predictions: pl.DataFrame) -> dict[str, object]:
     if predictions.height == 0:
         return {"mean_score": 0.0, "positive_rate": 0.0}
-    bands = predictions.group_by("risk_band").len().sort("risk_band")
+    counts = dict(predictions.group_by("risk_band").len().iter_rows())
     table = "| risk band | flights |\n|---|---|\n" + "\n".join(
-        f"| {band} | {count} |" for band, count in bands.iter_rows())
+        f"| {band} | {counts.get(band, 0)} |" for band in RISK_BANDS)
     return {
-        "mean_score": float(predictions.get_column("score").mean()),
-        "positive_rate": float(predictions.get_column("label").mean()),
+        "mean_score": round(float(predictions.get_column("score").mean()), 4),
+        "positive_rate": round(float(predictions.get_column("label").mean()), 4),
         "risk_bands": dg.MetadataValue.md(table),
     }
 
