@@ -133,7 +133,8 @@ def validate(
 ) -> ValidatedFile:
     """Type every column, apply the schema's rules, and split good rows from rejected ones."""
     ignored = tuple(c for c in text.columns if c not in schema.column_names)
-    text = text.select(schema.column_names).with_row_index(LINE_COLUMN, offset=2)
+    text = text.select(schema.column_names).with_row_index(LINE_COLUMN, offset=2).with_columns(
+        pl.col(LINE_COLUMN).cast(pl.Int64))
 
     typed_names = {c.name: f"__typed_{c.name}" for c in schema.columns}
     work = text.with_columns(
@@ -203,6 +204,12 @@ def validate(
 
 def _is_missing(expr: pl.Expr) -> pl.Expr:
     return expr.is_null() | expr.str.strip_chars().is_in(list(MISSING_TOKENS))
+
+
+def validate_file(path: Path, schema: SourceSchema, partition_date: dt.date | None
+                  ) -> ValidatedFile:
+    """Read one landing file, check its header and validate its rows."""
+    return validate(read_text(path, schema, partition_date), schema, partition_date, str(path))
 
 
 def enforce_reject_threshold(validated: ValidatedFile, max_fraction: float, where: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
@@ -198,6 +198,13 @@ def read_model_text(path: Path) -> str:
     return text
 
 
+def parse(text: str, source: str) -> lgb.Booster:
+    try:
+        return lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as err:
+        raise ModelError(f"model {source} cannot be loaded by LightGBM: {err}") from None
+
+
 def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
     """Load a LightGBM text model; with ``expected_version``, prove the file is that version."""
     text = read_model_text(path)
@@ -206,10 +213,41 @@ def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
             f"model file {path} does not match its registered version {expected_version} "
             f"(content hash {version_of(text)}): it was changed or corrupted after registration"
         )
-    try:
-        return lgb.Booster(model_str=text)
-    except lgb.basic.LightGBMError as err:
-        raise ModelError(f"model file {path} cannot be loaded by LightGBM: {err}") from None
+    return parse(text, f"file {path}")
+
+
+def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: str,
+                    threshold: float, spec: FeatureSpec) -> LoadedModel:
+    """The registered model, loaded only from the model directory and proven to be ``version``."""
+    path = (data_dir / model_path).resolve()
+    if not path.is_relative_to(models_dir.resolve()):
+        raise ModelError(f"registered model path {path} is outside the model directory "
+                         f"{models_dir}")
+    booster = load(path, version)
+    return LoadedModel(version=version, booster=booster, threshold=threshold,
+                       categorical_levels=levels_from_model(booster, spec, str(path)))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: Metrics
+    threshold: float
+    predicted_positive_rate: float
+
+
+def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,
+                levels: dict[str, list[str]], num_threads: int = 0) -> Evaluation:
+    """Metrics on the rows of ``frame`` with a known outcome, and the threshold chosen there."""
+    rows = labelled(frame, spec)
+    if rows.height == 0:
+        raise ModelError("the validation window holds no rows with a known outcome")
+    matrix, _ = feature_matrix(rows, spec, levels)
+    scores = booster.predict(matrix, num_threads=num_threads)
+    labels = rows.get_column(spec.label_column).to_numpy()
+    metrics = evaluate(labels, scores)
+    metrics = Metrics(**{**asdict(metrics), "auc": finite_or_none(metrics.auc)})
+    threshold = choose_threshold(labels, scores)
+    return Evaluation(metrics, threshold, float((scores >= threshold).mean()))
 
 
 def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> dict[str, list[str]]:
@@ -263,10 +301,6 @@ def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> d
             raise ModelError(f"model {source} uses category code {max(codes)} for '{c}' but "
                              f"carries only {len(levels[c])} levels")
     return levels
-
-
-def predict(model: LoadedModel, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
-    return model.booster.predict(matrix, num_threads=num_threads)
 
 
 def finite_or_none(value: float | None) -> float | None:

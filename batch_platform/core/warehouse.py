@@ -18,7 +18,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,33 +116,52 @@ class Warehouse:
     @contextmanager
     def connect(self, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection to the pipeline database, held under the lock, always closed."""
+        with (exclusive_lock(self.lock_path, self.lock_timeout_seconds, purpose),
+              self._open() as con):
+            yield con
+
+    def write_and_publish(self, write: Callable[[duckdb.DuckDBPyConnection], None],
+                          purpose: str) -> float:
+        """Run ``write``, then publish, under one hold of the lock; return seconds publishing.
+
+        Analysts see a write only once it is published: doing both here means no step can
+        write and forget to publish, and no other step's write slips in between.
+        """
         with exclusive_lock(self.lock_path, self.lock_timeout_seconds, purpose):
-            self.pipeline_path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self.pipeline_path))
-            try:
-                yield con
-            finally:
-                con.close()
+            with self._open() as con:
+                write(con)
+                con.execute("CHECKPOINT")  # fold the WAL into the file about to be copied
+            return self._copy_to_published()
 
     def publish(self) -> float:
-        """Copy the pipeline database to the published path atomically; return seconds spent."""
-        started = time.perf_counter()
+        """Publish the pipeline database as it is; return seconds spent (0 if there is none)."""
         with exclusive_lock(self.lock_path, self.lock_timeout_seconds, "publish the warehouse"):
             if not self.pipeline_path.exists():
                 return 0.0
-            con = duckdb.connect(str(self.pipeline_path))
-            try:
-                con.execute("CHECKPOINT")  # fold the WAL into the file we are about to copy
-            finally:
-                con.close()
-            tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
-            try:
-                shutil.copyfile(self.pipeline_path, tmp)
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.published_path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with self._open() as con:
+                con.execute("CHECKPOINT")
+            return self._copy_to_published()
+
+    @contextmanager
+    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.pipeline_path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.pipeline_path))
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _copy_to_published(self) -> float:
+        """Copy the (closed, checkpointed) pipeline file and rename it over the published one."""
+        started = time.perf_counter()
+        tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(self.pipeline_path, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.published_path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return time.perf_counter() - started
 
 

@@ -74,7 +74,7 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
                    warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         path = landing.reference_file(platform.settings.landing_dir, source.name)
-        validated = ingest.validate(ingest.read_text(path, source, None), source, None, str(path))
+        validated = ingest.validate_file(path, source, None)
         if validated.rejected.height:
             first = validated.rejected.row(0, named=True)
             raise ingest.BadInputError(
@@ -82,9 +82,8 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
                 f"line {first[ingest.LINE_COLUMN]}: {first[ingest.REASON_COLUMN]}"
             )
         frame = ingest.with_lineage(validated.good, validated, lineage(context))
-        with warehouse.get_connection() as con:
-            replace_table(con, f"raw.{source.name}", frame)
-        publish_seconds = warehouse.publish()
+        publish_seconds = warehouse.write_and_publish(
+            lambda con: replace_table(con, f"raw.{source.name}", frame))
         return dg.MaterializeResult(metadata={
             **table_metadata(frame),
             "source_file": str(path),
@@ -112,22 +111,20 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
         good, rejected, ignored = [], [], set()
         for day in days:
             path = landing.landing_file(settings.landing_dir, source.name, day)
-            validated = ingest.validate(ingest.read_text(path, source, day), source, day, str(path))
+            validated = ingest.validate_file(path, source, day)
             ingest.enforce_reject_threshold(validated, settings.max_reject_fraction,
                                             ingest.describe(path, day))
             good.append(ingest.with_lineage(validated.good, validated, run_lineage))
-            rejected.append(ingest.with_lineage(
-                validated.rejected.with_columns(pl.col(ingest.LINE_COLUMN).cast(pl.Int64)),
-                validated, run_lineage))
+            rejected.append(ingest.with_lineage(validated.rejected, validated, run_lineage))
             ignored.update(validated.ignored_columns)
             if validated.rejected.height:
                 context.log.warning(f"{path}: {validated.rejected.height} row(s) quarantined: "
                                     f"{validated.top_reasons()}")
         good_rows, rejected_rows = pl.concat(good), pl.concat(rejected)
-        with warehouse.get_connection() as con:
-            replace_partitions(con, [(f"raw.{source.name}", good_rows),
-                                     (f"quarantine.{source.name}", rejected_rows)], days)
-        publish_seconds = warehouse.publish()
+        publish_seconds = warehouse.write_and_publish(
+            lambda con: replace_partitions(con, [(f"raw.{source.name}", good_rows),
+                                                 (f"quarantine.{source.name}", rejected_rows)],
+                                           days))
         rows_in = good_rows.height + rejected_rows.height
         return dg.MaterializeResult(metadata=scoped_to_partitions({
             **table_metadata(good_rows),
@@ -177,9 +174,8 @@ def flights_features(context: dg.AssetExecutionContext, platform: PlatformResour
         context.log.warning(f"raw.flights has no rows for {previous_day}: the previous-day "
                             f"statistics of {start} are missing")
     frame = feature_core.build_flight_features(flights, weather, planes, start, end)
-    with warehouse.get_connection() as con:
-        replace_partitions(con, [("features.flights", frame)], days)
-    publish_seconds = warehouse.publish()
+    publish_seconds = warehouse.write_and_publish(
+        lambda con: replace_partitions(con, [("features.flights", frame)], days))
     label = frame.get_column(FLIGHTS.label_column)
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(frame),
@@ -249,27 +245,20 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
                  if train_window else None)
 
     if config.model_file:
-        source = "user_file"
+        source, origin = "user_file", f"file {config.model_file}"
         text = model_core.read_model_text(Path(config.model_file).expanduser())
-        # Validate before anything is saved or registered.
-        model_core.levels_from_model(model_core.load(Path(config.model_file).expanduser()),
-                                     FLIGHTS, config.model_file)
     else:
-        source = "trained"
-        booster = model_core.train(train, FLIGHTS, rounds=config.rounds,
-                                   num_threads=settings.scoring_threads)
-        text = model_core.model_text(booster)
-
+        source, origin = "trained", "trained on features.flights"
+        text = model_core.model_text(model_core.train(
+            train, FLIGHTS, rounds=config.rounds, num_threads=settings.scoring_threads))
+    # Parse the text that will be saved, and validate it before anything is saved or registered.
+    booster = model_core.parse(text, origin)
+    levels = model_core.levels_from_model(booster, FLIGHTS, origin)
+    evaluation = model_core.evaluate_on(booster, valid, FLIGHTS, levels,
+                                        settings.scoring_threads)
+    metrics = evaluation.metrics
     # The file is written before the registry row, so no row ever points at a missing file.
     version, path = model_core.save(text, settings.models_dir / FLIGHTS.use_case)
-    booster = model_core.load(path, version)
-    levels = model_core.levels_from_model(booster, FLIGHTS, str(path))
-    rows = model_core.labelled(valid, FLIGHTS)
-    matrix, _ = model_core.feature_matrix(rows, FLIGHTS, levels)
-    scores = booster.predict(matrix, num_threads=settings.scoring_threads)
-    labels = rows.get_column(FLIGHTS.label_column).to_numpy()
-    metrics = model_core.evaluate(labels, scores)
-    threshold = model_core.choose_threshold(labels, scores)
 
     record = registry.ModelRecord(
         model_version=version, use_case=FLIGHTS.use_case, status=registry.CHAMPION, source=source,
@@ -278,16 +267,16 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
         train_end=train_window[1] if train_window else None,
         valid_start=valid_start, valid_end=valid_end,
         train_rows=model_core.labelled(train, FLIGHTS).height if train is not None else None,
-        valid_rows=metrics.rows, auc=model_core.finite_or_none(metrics.auc),
+        valid_rows=metrics.rows, auc=metrics.auc,
         log_loss=metrics.log_loss, brier=metrics.brier, positive_rate=metrics.positive_rate,
-        predicted_positive_rate=float((scores >= threshold).mean()), threshold=threshold,
+        predicted_positive_rate=evaluation.predicted_positive_rate,
+        threshold=evaluation.threshold,
         feature_list=list(FLIGHTS.feature_columns), num_trees=booster.num_trees(),
         model_path=str(path.relative_to(settings.data_dir)), code_version=code_version(),
         run_id=context.run.run_id,
     )
-    with warehouse.get_connection() as con:
-        registry.register_champion(con, record)
-    publish_seconds = warehouse.publish()
+    publish_seconds = warehouse.write_and_publish(
+        lambda con: registry.register_champion(con, record))
     importance = sorted(zip(booster.feature_name(), booster.feature_importance("gain"),
                             strict=True), key=lambda item: -item[1])[:10]
     return dg.MaterializeResult(metadata={
@@ -297,7 +286,7 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
         "auc": metrics.auc,
         "log_loss": metrics.log_loss,
         "brier": metrics.brier,
-        "threshold": threshold,
+        "threshold": evaluation.threshold,
         "positive_rate": metrics.positive_rate,
         "train_rows": record.train_rows or 0,
         "valid_rows": metrics.rows,
@@ -330,15 +319,9 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         require_partitions(con, "features.flights", start, end)
         frame = read_partitions(con, "features.flights", start, end,
                                 order_by=("partition_date", FLIGHTS.id_column))
-    model_path = (settings.data_dir / record["model_path"]).resolve()
-    if not model_path.is_relative_to(settings.models_dir.resolve()):
-        raise model_core.ModelError(f"registered model path {model_path} is outside the model "
-                                    f"directory {settings.models_dir}")
-    booster = model_core.load(model_path, record["model_version"])
-    loaded = model_core.LoadedModel(
-        version=record["model_version"], booster=booster, threshold=record["threshold"],
-        categorical_levels=model_core.levels_from_model(booster, FLIGHTS, str(model_path)),
-    )
+    loaded = model_core.load_registered(
+        settings.data_dir, settings.models_dir, record["model_path"], record["model_version"],
+        record["threshold"], FLIGHTS)
     scoring.check_features(frame, FLIGHTS, f"features.flights {start}..{end}")
     scoring_started = time.perf_counter()
     predictions, stats = scoring.score(
@@ -353,9 +336,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         if count:
             context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
                                 "scored with that feature missing")
-    with warehouse.get_connection() as con:
-        replace_partitions(con, [("predictions.flights", predictions)], days)
-    publish_seconds = warehouse.publish()
+    publish_seconds = warehouse.write_and_publish(
+        lambda con: replace_partitions(con, [("predictions.flights", predictions)], days))
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(predictions),
         "model_version": loaded.version,
@@ -386,9 +368,8 @@ def flights_daily_report(context: dg.AssetExecutionContext, warehouse: Warehouse
         predictions = read_partitions(con, "predictions.flights", start, end)
         feature_rows = read_partitions(con, "features.flights", start, end)
     report = reports.daily_report(predictions, feature_rows, FLIGHTS)
-    with warehouse.get_connection() as con:
-        replace_partitions(con, [("reports.flights_daily", report)], days)
-    publish_seconds = warehouse.publish()
+    publish_seconds = warehouse.write_and_publish(
+        lambda con: replace_partitions(con, [("reports.flights_daily", report)], days))
     overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(report),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -35,8 +35,9 @@ class WarehouseResource(DuckDBResource):
         with self.warehouse.connect("run a pipeline step") as con:
             yield con
 
-    def publish(self) -> float:
-        return self.warehouse.publish()
+    def write_and_publish(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> float:
+        """Write and publish the analysts' snapshot in one turn on the lock; seconds publishing."""
+        return self.warehouse.write_and_publish(write, "write and publish a pipeline step")
 
 
 class PlatformResource(ConfigurableResource):

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from batch_platform.core import ingest, landing
+from batch_platform.core.ingest import validate_file
 from batch_platform.core.schema import SourceSchema
 
 # Three consecutive real days of the 2013 data; the first has no previous day landed.
@@ -18,11 +19,6 @@ DAYS = (DAY_1, DAY_2, DAY_3)
 
 LINEAGE = ingest.Lineage(run_id="test-run",
                          ingested_at=dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC))
-
-
-def validate_file(path: Path, schema: SourceSchema, day: dt.date | None) -> ingest.ValidatedFile:
-    """What the raw assets do with one landing file: read, check the header, validate."""
-    return ingest.validate(ingest.read_text(path, schema, day), schema, day, str(path))
 
 
 def raw_rows(landing_dir: Path, schema: SourceSchema, days: tuple[dt.date, ...]) -> pl.DataFrame:

@@ -284,3 +284,34 @@ def test_finite_or_none() -> None:
     assert model.finite_or_none(float("nan")) is None
     assert model.finite_or_none(float("inf")) is None
     assert model.finite_or_none(0.25) == 0.25
+
+
+def test_load_registered_refuses_a_path_outside_the_model_directory(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    version, _ = model.save(trained.text, tmp_path / "elsewhere")
+    with pytest.raises(model.ModelError, match="outside the model directory"):
+        model.load_registered(tmp_path, tmp_path / "models", f"elsewhere/{version}.txt",
+                              version, 0.3, FLIGHTS)
+
+
+def test_load_registered_gives_a_model_ready_to_score(trained: TrainedModel,
+                                                      tmp_path: Path) -> None:
+    version, path = model.save(trained.text, tmp_path / "models" / "flights")
+    loaded = model.load_registered(tmp_path, tmp_path / "models",
+                                   str(path.relative_to(tmp_path)), version, 0.3, FLIGHTS)
+    assert (loaded.version, loaded.threshold) == (version, 0.3)
+    assert loaded.categorical_levels == trained.levels
+
+
+def test_evaluate_on_scores_only_known_outcomes(trained: TrainedModel,
+                                                feature_rows: pl.DataFrame) -> None:
+    evaluation = model.evaluate_on(trained.booster, feature_rows, FLIGHTS, trained.levels)
+    assert evaluation.metrics.rows == model.labelled(feature_rows, FLIGHTS).height
+    assert evaluation.metrics.rows < feature_rows.height  # cancelled flights are left out
+    assert 0.5 < evaluation.metrics.auc <= 1.0
+    assert 0.0 < evaluation.threshold < 1.0
+    assert 0.0 < evaluation.predicted_positive_rate < 1.0
+    unknown = feature_rows.with_columns(pl.lit(None, dtype=pl.Boolean).alias("arrived_late"))
+    with pytest.raises(model.ModelError, match="no rows with a known outcome"):
+        model.evaluate_on(trained.booster, unknown, FLIGHTS, trained.levels)

@@ -213,10 +213,25 @@ def test_partition_values_are_dates_not_sql(con: duckdb.DuckDBPyConnection,
 # --- publishing ------------------------------------------------------------------------------
 
 def _write_and_publish(warehouse: wh.Warehouse, value: int) -> None:
-    with warehouse.connect("write") as con:
-        wh.replace_partitions(con, [("raw.t", _frame([(D1, value)])),
-                                    ("raw.u", _frame([(D1, value)]))], [D1])
-    warehouse.publish()
+    warehouse.write_and_publish(
+        lambda con: wh.replace_partitions(con, [("raw.t", _frame([(D1, value)])),
+                                                ("raw.u", _frame([(D1, value)]))], [D1]),
+        "write")
+
+
+def test_a_failed_write_publishes_nothing(warehouse: wh.Warehouse) -> None:
+    _write_and_publish(warehouse, 1)
+    published = warehouse.published_path.read_bytes()
+
+    def write_then_fail(con: duckdb.DuckDBPyConnection) -> None:
+        wh.replace_partitions(con, [("raw.t", _frame([(D1, 2)]))], [D1])
+        raise RuntimeError("the step failed after its write")
+
+    with pytest.raises(RuntimeError, match="after its write"):
+        warehouse.write_and_publish(write_then_fail, "write")
+    assert warehouse.published_path.read_bytes() == published
+    with wh.read_only(warehouse.published_path) as ro:
+        assert ro.execute("SELECT v FROM raw.t").fetchall() == [(1,)]
 
 
 def _published_sum_in_another_process(path: Path) -> int:
