@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from batch_platform.defs.assets import ALL_ASSETS
+from batch_platform.defs.automation import SCHEDULES, SENSORS, freshness_job
+from batch_platform.defs.freshness import FRESHNESS_CHECKS
 from batch_platform.defs.jobs import ALL_JOBS
 from batch_platform.defs.resources import PlatformResource, warehouse_resource
 from batch_platform.settings import Settings
@@ -13,7 +15,10 @@ from batch_platform.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=ALL_JOBS,
+        asset_checks=FRESHNESS_CHECKS,
+        jobs=[*ALL_JOBS, freshness_job],
+        schedules=SCHEDULES,
+        sensors=SENSORS,
         resources={
             "platform": PlatformResource.from_settings(settings),
             "warehouse": warehouse_resource(settings),

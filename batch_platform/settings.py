@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from batch_platform.core.audits import AuditThresholds
+
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 EXPLAIN_CHOICES = ("all", "predicted_late", "none")
@@ -38,6 +40,21 @@ class Settings:
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
     explain: str = "all"
+    # Audits (README, "Checks"): feature drift warns above psi_warn and blocks publishing above
+    # psi_error; days with fewer rows than psi_min_rows are not judged; score drift only warns.
+    psi_warn: float = AuditThresholds.psi_warn
+    psi_error: float = AuditThresholds.psi_error
+    psi_min_rows: int = AuditThresholds.psi_min_rows
+    score_psi_warn: float = AuditThresholds.score_psi_warn
+    # Largest share of a day's input rows that may miss a required value before it is blocked.
+    max_null_fraction: float = AuditThresholds.max_null_fraction
+    # Rows a day's landing file is expected to hold ("low..high"); outside, the check warns.
+    flights_rows_per_day: tuple[int, int] = (300, 2000)
+    weather_rows_per_day: tuple[int, int] = (48, 80)
+    # A landed partition must be scored and reported within this many minutes of landing.
+    freshness_lag_minutes: float = 60.0
+    # The landing sensor leaves files younger than this alone: they may still be written.
+    landing_settle_seconds: float = 10.0
 
     @property
     def landing_dir(self) -> Path:
@@ -81,7 +98,33 @@ class Settings:
                  "must be a model version from models.registry (16 hex characters)")
         _require(self.explain in EXPLAIN_CHOICES, "EXPLAIN", self.explain,
                  f"must be one of {', '.join(EXPLAIN_CHOICES)}")
+        _require(0 < self.psi_warn <= self.psi_error, "PSI_WARN", self.psi_warn,
+                 f"must be positive and at most PSI_ERROR ({self.psi_error})")
+        _require(self.psi_min_rows >= 1, "PSI_MIN_ROWS", self.psi_min_rows,
+                 "must be a positive number of rows")
+        _require(self.score_psi_warn > 0, "SCORE_PSI_WARN", self.score_psi_warn,
+                 "must be positive")
+        _require(0.0 <= self.max_null_fraction <= 1.0, "MAX_NULL_FRACTION",
+                 self.max_null_fraction, "must be between 0 and 1")
+        for name, (low, high) in (("FLIGHTS_ROWS_PER_DAY", self.flights_rows_per_day),
+                                  ("WEATHER_ROWS_PER_DAY", self.weather_rows_per_day)):
+            _require(0 <= low <= high, name, f"{low}..{high}",
+                     "must be a range low..high of row counts with low <= high")
+        _require(self.freshness_lag_minutes > 0, "FRESHNESS_LAG_MINUTES",
+                 self.freshness_lag_minutes, "must be a positive number of minutes")
+        _require(self.landing_settle_seconds >= 0, "LANDING_SETTLE_SECONDS",
+                 self.landing_settle_seconds, "must be 0 or more seconds")
         return self
+
+    def audit_thresholds(self) -> AuditThresholds:
+        return AuditThresholds(psi_warn=self.psi_warn, psi_error=self.psi_error,
+                               psi_min_rows=self.psi_min_rows,
+                               score_psi_warn=self.score_psi_warn,
+                               max_null_fraction=self.max_null_fraction)
+
+    def expected_rows_per_day(self, source: str) -> tuple[int, int]:
+        return {"flights": self.flights_rows_per_day,
+                "weather": self.weather_rows_per_day}[source]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,7 +151,28 @@ class Settings:
                                       defaults.lock_timeout_seconds),
             model_version=read("MODEL_VERSION", str, None),
             explain=read("EXPLAIN", str, defaults.explain),
+            psi_warn=read("PSI_WARN", float, defaults.psi_warn),
+            psi_error=read("PSI_ERROR", float, defaults.psi_error),
+            psi_min_rows=read("PSI_MIN_ROWS", int, defaults.psi_min_rows),
+            score_psi_warn=read("SCORE_PSI_WARN", float, defaults.score_psi_warn),
+            max_null_fraction=read("MAX_NULL_FRACTION", float, defaults.max_null_fraction),
+            flights_rows_per_day=read("FLIGHTS_ROWS_PER_DAY", row_range,
+                                      defaults.flights_rows_per_day),
+            weather_rows_per_day=read("WEATHER_ROWS_PER_DAY", row_range,
+                                      defaults.weather_rows_per_day),
+            freshness_lag_minutes=read("FRESHNESS_LAG_MINUTES", float,
+                                       defaults.freshness_lag_minutes),
+            landing_settle_seconds=read("LANDING_SETTLE_SECONDS", float,
+                                        defaults.landing_settle_seconds),
         ).validated()
+
+
+def row_range(text: str) -> tuple[int, int]:
+    """``"300..2000"`` → (300, 2000)."""
+    low, separator, high = text.partition("..")
+    if not separator:
+        raise ValueError(text)
+    return int(low), int(high)
 
 
 def _require(ok: bool, name: str, value: object, what: str) -> None:

@@ -29,6 +29,10 @@ class FeatureSpec:
     categorical_columns: tuple[str, ...]
     # Columns of the features table that reports segment by.
     segment_columns: tuple[str, ...]
+    # Per-row features whose distribution over one day is comparable with the training window:
+    # the ones a drift check can compare. Day-level features (the calendar, the day's weather,
+    # yesterday's statistics) take one or a few values a day, so any single day "drifts".
+    drift_columns: tuple[str, ...] = ()
 
     @property
     def numeric_columns(self) -> tuple[str, ...]:
@@ -55,6 +59,9 @@ FLIGHTS = FeatureSpec(
     ),
     categorical_columns=("carrier", "origin", "dest"),
     segment_columns=("carrier", "origin"),
+    drift_columns=("carrier", "origin", "dest", "sched_dep_minute", "sched_arr_minute",
+                   "sched_duration_minutes", "distance", "plane_age", "plane_seats",
+                   "plane_engines"),
 )
 
 

@@ -146,3 +146,15 @@ def landed_days(landing_dir: Path, source: str) -> list[dt.date]:
             except ValueError:
                 continue
     return sorted(days)
+
+
+def landed_at(landing_dir: Path, sources: Iterable[str] = DAILY_SOURCES
+              ) -> dict[dt.date, dt.datetime]:
+    """When each day's files last changed: the newest modification time among its sources."""
+    newest: dict[dt.date, dt.datetime] = {}
+    for source in sources:
+        for day in landed_days(landing_dir, source):
+            path = landing_file(landing_dir, source, day)
+            mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+            newest[day] = max(mtime, newest.get(day, mtime))
+    return newest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 from batch_platform.core.features import FeatureSpec
@@ -10,8 +12,8 @@ from batch_platform.core.model import auc_expr
 ALL_SEGMENT = "all"
 
 
-def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
-                 ) -> pl.DataFrame:
+def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec,
+                 reported_at: dt.datetime) -> pl.DataFrame:
     """One row per day and segment (the whole day, and each value of each segment column).
 
     ``features`` supplies the segment columns and the realised outcome, where known.
@@ -46,5 +48,6 @@ def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
             auc_expr("score", spec.label_column).alias("auc"),
             pl.col("model_version").unique().sort().str.join(",").alias("model_version"),
         )
+        .with_columns(pl.lit(reported_at).cast(pl.Datetime("us", "UTC")).alias("reported_at"))
         .sort("partition_date", "segment_type", "segment")
     )

@@ -8,7 +8,7 @@ memory follows the chunk size, not the partition size.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,8 +93,12 @@ def score(
     chunk_rows: int = 100_000,
     explain: str = "all",
     num_threads: int = 0,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, ScoringStats]:
-    """One prediction row per feature row, in the same order."""
+    """One prediction row per feature row, in the same order.
+
+    ``on_chunk`` is called with the rows of each chunk once it is scored (progress).
+    """
     parts = []
     unknown = dict.fromkeys(spec.categorical_columns, 0)
     explained = 0
@@ -115,6 +119,8 @@ def score(
             )
             .hstack(reasons)
         )
+        if on_chunk is not None:
+            on_chunk(chunk.height)
     predictions = (
         pl.concat(parts) if parts else _empty_predictions(spec)
     ).with_columns(

@@ -10,23 +10,36 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from batch_platform import code_version
+from batch_platform.core import audits, drift, ingest, landing, registry, reports, scoring
 from batch_platform.core import features as feature_core
-from batch_platform.core import ingest, landing, registry, reports, scoring
 from batch_platform.core import model as model_core
 from batch_platform.core.features import FLIGHTS
 from batch_platform.core.schema import AIRLINES, AIRPORTS, PLANES, WEATHER, SourceSchema
 from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
 from batch_platform.core.warehouse import (
+    MissingDataError,
     read_partitions,
     read_table,
     replace_partitions,
     replace_table,
     require_partitions,
 )
+from batch_platform.defs.checks import (
+    FEATURE_CHECKS,
+    PREDICTION_CHECKS,
+    RAW_CHECKS,
+    REPORT_CHECKS,
+    check_specs,
+    describe_days,
+    gate,
+)
 from batch_platform.defs.metadata import (
+    prediction_summary,
+    report_summary,
     scoped_to_partitions,
     score_summary,
     table_metadata,
@@ -34,19 +47,40 @@ from batch_platform.defs.metadata import (
 )
 from batch_platform.defs.partitions import DAILY_FLOW_TAG, daily_partitions
 from batch_platform.defs.resources import PlatformResource, WarehouseResource
+from batch_platform.defs.stages import Progress, stage
+from batch_platform.settings import Settings
 
 GROUP = "flights"
+# Scored and reported nightly: a day without a new materialization means the flow stopped.
+NIGHTLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26),
+                                                   warn_window=dt.timedelta(hours=24))
+PREDICTIONS_KEY = dg.AssetKey(["predictions", "flights"])
+# Reports follow any update of predictions' partitions, however it was launched; not only the
+# latest partition (as AutomationCondition.eager() would), since backfills rescore old days.
+REPORTS_FOLLOW_PREDICTIONS = (
+    dg.AutomationCondition.any_deps_updated()
+    .allow(dg.AssetSelection.assets(PREDICTIONS_KEY)).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after predictions")
 
 
-def daily_asset(**kwargs: object):
-    """A stage of the daily flow: one day or a range of days per run."""
-    return dg.asset(
-        group_name=GROUP,
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        tags={DAILY_FLOW_TAG: "daily"},
-        **kwargs,
-    )
+def daily_asset(key: list[str], checks: dict[str, str] | None = None, **kwargs: object):
+    """A stage of the daily flow: one day or a range of days per run, its audits as checks."""
+
+    def decorate(compute):
+        return dg.asset(
+            key=key,
+            group_name=GROUP,
+            partitions_def=daily_partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            tags={DAILY_FLOW_TAG: "daily"},
+            check_specs=check_specs(key, checks or {}),
+            **kwargs,
+        )(stage(compute))
+
+    return decorate
 
 
 def partition_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
@@ -70,6 +104,7 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
         tags={DAILY_FLOW_TAG: "daily"},
         description=f"Reference table {source.name}, from landing/reference/{source.name}.csv.",
     )
+    @stage
     def _reference(context: dg.AssetExecutionContext, platform: PlatformResource,
                    warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = time.perf_counter()
@@ -96,6 +131,7 @@ def reference_asset(source: SourceSchema) -> dg.AssetsDefinition:
 def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
     @daily_asset(
         key=["raw", source.name],
+        checks=RAW_CHECKS,
         kinds={"duckdb", "polars"},
         description=(f"Rows of landing/{source.name}/YYYY-MM-DD.csv that pass the input "
                      f"schema, with lineage; rejected rows go to quarantine.{source.name} "
@@ -109,18 +145,29 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
         days = landing.days_between(start, end)
         run_lineage = lineage(context)
         good, rejected, ignored = [], [], set()
+        validated_by_day: dict[dt.date, ingest.ValidatedFile] = {}
+        progress = Progress(context.log, f"raw.{source.name}", len(days), "files validated")
         for day in days:
             path = landing.landing_file(settings.landing_dir, source.name, day)
             validated = ingest.validate_file(path, source, day)
             ingest.enforce_reject_threshold(validated, settings.max_reject_fraction,
                                             ingest.describe(path, day))
+            validated_by_day[day] = validated
             good.append(ingest.with_lineage(validated.good, validated, run_lineage))
             rejected.append(ingest.with_lineage(validated.rejected, validated, run_lineage))
             ignored.update(validated.ignored_columns)
             if validated.rejected.height:
                 context.log.warning(f"{path}: {validated.rejected.height} row(s) quarantined: "
                                     f"{validated.top_reasons()}")
+            progress.advance(rows=validated.rows_in)
         good_rows, rejected_rows = pl.concat(good), pl.concat(rejected)
+        results = gate(context, [
+            audits.audit_raw_schema(source, good_rows, sorted(ignored)),
+            audits.audit_row_counts(source.name, {d: v.rows_in for d, v in
+                                                  validated_by_day.items()},
+                                    settings.expected_rows_per_day(source.name)),
+            audits.audit_required_nulls(source, validated_by_day, settings.audit_thresholds()),
+        ], describe_days(days))
         publish_seconds = warehouse.write_and_publish(
             lambda con: replace_partitions(con, [(f"raw.{source.name}", good_rows),
                                                  (f"quarantine.{source.name}", rejected_rows)],
@@ -133,7 +180,7 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
             "rejected_fraction": rejected_rows.height / rows_in if rows_in else 0.0,
             "ignored_columns": ", ".join(sorted(ignored)) or "none",
             **timing_metadata(rows_in, started, publish_seconds),
-        }, days, good_rows))
+        }, days, good_rows), check_results=results)
 
     return _raw
 
@@ -149,6 +196,7 @@ raw_weather = raw_asset(WEATHER)
 
 @daily_asset(
     key=["features", "flights"],
+    checks=FEATURE_CHECKS,
     kinds={"duckdb", "polars"},
     # Same-day dependencies, although a day also reads the previous day's raw flights (its
     # point-in-time statistics): with a TimeWindowPartitionMapping(start_offset=-1), UI
@@ -169,11 +217,14 @@ def flights_features(context: dg.AssetExecutionContext, platform: PlatformResour
         flights = read_partitions(con, "raw.flights", previous_day, end)
         weather = read_partitions(con, "raw.weather", start, end)
         planes = read_table(con, "raw.planes")
+        profile = champion_profile(con, platform.settings)
     has_previous_day = flights.filter(pl.col("partition_date") == previous_day).height > 0
     if not has_previous_day:
         context.log.warning(f"raw.flights has no rows for {previous_day}: the previous-day "
                             f"statistics of {start} are missing")
     frame = feature_core.build_flight_features(flights, weather, planes, start, end)
+    feature_drift = audits.audit_feature_drift(frame, profile, platform.settings.audit_thresholds())
+    results = gate(context, [feature_drift], describe_days(days))
     publish_seconds = warehouse.write_and_publish(
         lambda con: replace_partitions(con, [("features.flights", frame)], days))
     label = frame.get_column(FLIGHTS.label_column)
@@ -184,8 +235,19 @@ def flights_features(context: dg.AssetExecutionContext, platform: PlatformResour
         "rows_without_weather": int(frame.get_column("temp").is_null().sum()),
         "rows_without_plane": int(frame.get_column("plane_seats").is_null().sum()),
         "previous_day_available": has_previous_day,
+        "max_psi": feature_drift.metadata["max_psi"],
         **timing_metadata(frame.height, started, publish_seconds),
-    }, days, frame))
+    }, days, frame), check_results=results)
+
+
+def champion_profile(con: duckdb.DuckDBPyConnection, settings: Settings
+                     ) -> drift.ModelProfile | None:
+    """The drift references of the model that will score these features, if there is one."""
+    try:
+        record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
+    except MissingDataError:
+        return None
+    return drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
 
 
 # --- model ------------------------------------------------------------------------------
@@ -224,6 +286,7 @@ class ModelConfig(dg.Config):
                 "you bring), evaluated on a later window, stored under its content hash and "
                 "registered as champion in models.registry.",
 )
+@stage
 def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
                   platform: PlatformResource, warehouse: WarehouseResource
                   ) -> dg.MaterializeResult:
@@ -257,8 +320,20 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
     evaluation = model_core.evaluate_on(booster, valid, FLIGHTS, levels,
                                         settings.scoring_threads)
     metrics = evaluation.metrics
-    # The file is written before the registry row, so no row ever points at a missing file.
+    valid_matrix, _ = model_core.feature_matrix(valid, FLIGHTS, levels)
+    reference = train if train is not None else valid
+    reference_window = train_window or (valid_start, valid_end)
+    profile = drift.ModelProfile(
+        features=drift.build_profile(reference, FLIGHTS.drift_columns,
+                                     f"{reference_window[0]}..{reference_window[1]}"),
+        scores=drift.build_profile(
+            pl.DataFrame({"score": booster.predict(valid_matrix,
+                                                   num_threads=settings.scoring_threads)}),
+            ["score"], f"{valid_start}..{valid_end}"),
+    )
+    # The files are written before the registry row, so no row ever points at a missing file.
     version, path = model_core.save(text, settings.models_dir / FLIGHTS.use_case)
+    drift.save_profile(profile, drift.profile_path(path))
 
     record = registry.ModelRecord(
         model_version=version, use_case=FLIGHTS.use_case, status=registry.CHAMPION, source=source,
@@ -302,6 +377,8 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
 
 @daily_asset(
     key=["predictions", "flights"],
+    checks=PREDICTION_CHECKS,
+    freshness_policy=NIGHTLY_FRESHNESS,
     kinds={"duckdb", "lightgbm"},
     deps=[flights_features, flights_model],
     description="One row per flight: probability of arriving >15 minutes late, label at the "
@@ -322,24 +399,37 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     loaded = model_core.load_registered(
         settings.data_dir, settings.models_dir, record["model_path"], record["model_version"],
         record["threshold"], FLIGHTS)
-    scoring.check_features(frame, FLIGHTS, f"features.flights {start}..{end}")
+    where = describe_days(days)
+    scoring.check_features(frame, FLIGHTS, f"features.flights {where}")
     scoring_started = time.perf_counter()
+    progress = Progress(context.log, f"scoring {where}",
+                        -(-frame.height // settings.score_chunk_rows), "chunks")
     predictions, stats = scoring.score(
         frame, loaded, FLIGHTS,
         scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
                                dt.datetime.now(dt.UTC)),
         chunk_rows=settings.score_chunk_rows, explain=settings.explain,
         num_threads=settings.scoring_threads,
+        on_chunk=lambda rows: progress.advance(rows=rows),
     )
     scoring_seconds = time.perf_counter() - scoring_started
     for column, count in stats.unknown_categories.items():
         if count:
             context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
                                 "scored with that feature missing")
+    profile = drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
+    score_drift = audits.audit_score_drift(predictions, profile, settings.audit_thresholds())
+    results = gate(context, [
+        audits.audit_one_prediction_per_row(predictions, frame, FLIGHTS.id_column),
+        audits.audit_scores_valid(predictions),
+        audits.audit_model_version(predictions, loaded.version),
+        score_drift,
+    ], where)
     publish_seconds = warehouse.write_and_publish(
         lambda con: replace_partitions(con, [("predictions.flights", predictions)], days))
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(predictions),
+        "rows_scored": predictions.height,
         "model_version": loaded.version,
         "threshold": loaded.threshold,
         "rows_explained": stats.explained_rows,
@@ -347,12 +437,17 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "scoring_rows_per_second": round(predictions.height / scoring_seconds, 1)
         if scoring_seconds else 0.0,
         **score_summary(predictions),
+        "score_max_psi": score_drift.metadata["max_psi"],
+        **prediction_summary(predictions, frame, FLIGHTS),
         **timing_metadata(predictions.height, started, publish_seconds),
-    }, days, predictions))
+    }, days, predictions), check_results=results)
 
 
 @daily_asset(
     key=["reports", "flights_daily"],
+    checks=REPORT_CHECKS,
+    freshness_policy=NIGHTLY_FRESHNESS,
+    automation_condition=REPORTS_FOLLOW_PREDICTIONS,
     kinds={"duckdb", "polars"},
     deps=[flights_predictions, flights_features],
     description="Per day and segment (all, carrier, origin): flights, score statistics, "
@@ -367,7 +462,9 @@ def flights_daily_report(context: dg.AssetExecutionContext, warehouse: Warehouse
         require_partitions(con, "predictions.flights", start, end)
         predictions = read_partitions(con, "predictions.flights", start, end)
         feature_rows = read_partitions(con, "features.flights", start, end)
-    report = reports.daily_report(predictions, feature_rows, FLIGHTS)
+    report = reports.daily_report(predictions, feature_rows, FLIGHTS, dt.datetime.now(dt.UTC))
+    results = gate(context, [audits.audit_report_reconciles(report, predictions)],
+                   describe_days(days))
     publish_seconds = warehouse.write_and_publish(
         lambda con: replace_partitions(con, [("reports.flights_daily", report)], days))
     overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
@@ -376,8 +473,9 @@ def flights_daily_report(context: dg.AssetExecutionContext, warehouse: Warehouse
         "flights": int(overall.get_column("flights").sum()),
         "predicted_late": int(overall.get_column("predicted_late").sum()),
         "realised_auc_mean": float(overall.get_column("auc").mean() or 0.0),
+        **report_summary(report),
         **timing_metadata(predictions.height, started, publish_seconds),
-    }, days, report))
+    }, days, report), check_results=results)
 
 
 ALL_ASSETS = [raw_planes, raw_airports, raw_airlines, raw_flights, raw_weather, flights_features,

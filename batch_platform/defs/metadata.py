@@ -8,7 +8,14 @@ import time
 import dagster as dg
 import polars as pl
 
+from batch_platform.core.features import FeatureSpec
+from batch_platform.core.model import auc_expr
+from batch_platform.core.reports import ALL_SEGMENT
 from batch_platform.core.scoring import RISK_BANDS
+
+TOP_SEGMENTS = 5
+# A segment needs this many flights to be ranked: tiny segments top every list by chance.
+MIN_SEGMENT_FLIGHTS = 20
 
 # What the columns of the analyst contract mean, shown beside the schema in the UI.
 COLUMN_DESCRIPTIONS = {
@@ -35,6 +42,7 @@ COLUMN_DESCRIPTIONS = {
     "outcomes_known": "flights whose arrival delay is known",
     "realised_late_rate": "share of flights with a known outcome that arrived late",
     "auc": "ROC AUC of score against the realised outcome; null with one class",
+    "reported_at": "when the report row was computed (UTC)",
 }
 
 
@@ -71,8 +79,82 @@ def score_summary(predictions: pl.DataFrame) -> dict[str, object]:
     }
 
 
+def _score_histogram(scores: pl.Series) -> str:
+    counts = [0] * 10
+    for index, count in (scores.clip(0.0, 0.999999) * 10).floor().cast(pl.Int64
+                                                                        ).value_counts().rows():
+        counts[index] = count
+    total = max(scores.len(), 1)
+    return "| score | flights | share |\n|---|---:|---|\n" + "\n".join(
+        f"| {i / 10:.1f}–{(i + 1) / 10:.1f} | {count:,} | {'█' * round(40 * count / total)} "
+        f"{count / total:.1%} |" for i, count in enumerate(counts))
+
+
+def _top_segments(rows: pl.DataFrame, column: str) -> str:
+    top = (rows.group_by(column)
+           .agg(pl.len().alias("flights"), pl.col("score").mean().alias("mean_score"),
+                pl.col("label").mean().alias("predicted_late_rate"))
+           .filter(pl.col("flights") >= MIN_SEGMENT_FLIGHTS)
+           .sort("predicted_late_rate", "flights", descending=True).head(TOP_SEGMENTS))
+    return (f"| {column} | flights | mean score | predicted late |\n|---|---:|---:|---:|\n"
+            + "\n".join(f"| {r[column]} | {r['flights']:,} | {r['mean_score']:.3f} | "
+                         f"{r['predicted_late_rate']:.1%} |" for r in top.iter_rows(named=True)))
+
+
+def prediction_summary(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
+                       ) -> dict[str, object]:
+    """The score distribution and the riskiest segments, and the realised AUC where known."""
+    if predictions.height == 0:
+        return {}
+    rows = predictions.join(
+        features.select(spec.id_column, *spec.segment_columns, spec.label_column),
+        on=spec.id_column, how="left")
+    auc = rows.select(auc_expr("score", spec.label_column)).item()
+    sections = [f"**{predictions.height:,} flights scored**, mean score "
+                f"{predictions.get_column('score').mean():.3f}, predicted late "
+                f"{predictions.get_column('label').mean():.1%}",
+                "### Score distribution", _score_histogram(predictions.get_column("score"))]
+    for column in spec.segment_columns:
+        sections += [f"### Riskiest {column}s (at least {MIN_SEGMENT_FLIGHTS} flights)",
+                     _top_segments(rows, column)]
+    metadata: dict[str, object] = {"summary": dg.MetadataValue.md("\n\n".join(sections))}
+    if auc is not None:
+        metadata["realised_auc"] = round(float(auc), 4)
+    return metadata
+
+
+def report_summary(report: pl.DataFrame) -> dict[str, object]:
+    """The day(s) at a glance and the segments with the highest predicted late rate."""
+    overall = report.filter(pl.col("segment_type") == ALL_SEGMENT).sort("partition_date")
+    segments = (report.filter((pl.col("segment_type") != ALL_SEGMENT)
+                              & (pl.col("flights") >= MIN_SEGMENT_FLIGHTS))
+                .sort("predicted_late_rate", "flights", descending=True).head(TOP_SEGMENTS))
+    days = ("| day | flights | mean score | predicted late | realised late | AUC |\n"
+            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(
+                f"| {r['partition_date']} | {r['flights']:,} | {r['mean_score']:.3f} | "
+                f"{r['predicted_late_rate']:.1%} | {_share(r['realised_late_rate'])} | "
+                f"{_number(r['auc'])} |" for r in overall.tail(31).iter_rows(named=True)))
+    top = ("| day | segment | flights | predicted late | realised late |\n"
+           "|---|---|---:|---:|---:|\n" + "\n".join(
+               f"| {r['partition_date']} | {r['segment_type']} {r['segment']} | {r['flights']:,} "
+               f"| {r['predicted_late_rate']:.1%} | {_share(r['realised_late_rate'])} |"
+               for r in segments.iter_rows(named=True)))
+    shown = "" if overall.height <= 31 else " (last 31 days)"
+    return {"summary": dg.MetadataValue.md(
+        f"### Days{shown}\n\n{days}\n\n### Highest predicted late rate "
+        f"(segments of at least {MIN_SEGMENT_FLIGHTS} flights)\n\n{top}")}
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 # Counts that add up over days; in a range run they are the range's totals.
-_ADDITIVE = {"dagster/row_count", "rows_in", "rows_rejected", "rows_with_outcome",
+_ADDITIVE = {"dagster/row_count", "rows_in", "rows_rejected", "rows_with_outcome", "rows_scored",
              "rows_without_weather", "rows_without_plane", "rows_explained", "unknown_categories",
              "flights", "predicted_late"}
 

@@ -49,15 +49,29 @@ class PlatformResource(ConfigurableResource):
     scoring_threads: int
     lock_timeout_seconds: float
     model_version: str | None = None
-    explain: str = "all"
+    explain: str
+    psi_warn: float
+    psi_error: float
+    psi_min_rows: int
+    score_psi_warn: float
+    max_null_fraction: float
+    # Dagster config has lists, not tuples: (low, high)
+    flights_rows_per_day: list[int]
+    weather_rows_per_day: list[int]
+    freshness_lag_minutes: float
+    landing_settle_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
-        return cls(**(asdict(settings) | {"data_dir": str(settings.data_dir)}))
+        values = asdict(settings) | {"data_dir": str(settings.data_dir)}
+        return cls(**{name: list(value) if isinstance(value, tuple) else value
+                      for name, value in values.items()})
 
     @property
     def settings(self) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(Settings)}
+        values = {name: tuple(value) if isinstance(value, list) else value
+                  for name, value in values.items()}
         return Settings(**(values | {"data_dir": Path(self.data_dir)})).validated()
 
 

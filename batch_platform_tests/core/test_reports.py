@@ -12,6 +12,7 @@ from batch_platform.core.features import FLIGHTS
 
 D1 = dt.date(2013, 1, 1)
 D2 = dt.date(2013, 1, 2)
+REPORTED_AT = dt.datetime(2013, 1, 3, 6, 0, tzinfo=dt.UTC)
 
 # flight_id, day, carrier, origin, score, predicted label, realised outcome (None: cancelled)
 FLIGHT_ROWS = [
@@ -38,7 +39,7 @@ def report() -> pl.DataFrame:
         "flight_id": ids, "carrier": carriers, "origin": origins, "arrived_late": outcomes,
         "distance": [100.0] * len(ids),
     }).reverse()
-    return reports.daily_report(predictions, features, FLIGHTS)
+    return reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT)
 
 
 def _row(report: pl.DataFrame, day: dt.date, segment_type: str, segment: str) -> dict:
@@ -114,7 +115,7 @@ def test_unknown_outcomes_only_leave_rates_empty() -> None:
     features = pl.DataFrame({"flight_id": ["a", "b"], "carrier": ["UA", "UA"],
                              "origin": ["EWR", "EWR"], "arrived_late": [None, None]},
                             schema_overrides={"arrived_late": pl.Boolean})
-    row = _row(reports.daily_report(predictions, features, FLIGHTS), D1, "all", "all")
+    row = _row(reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT), D1, "all", "all")
     assert row["flights"] == 2
     assert row["predicted_late"] == 1
     assert row["outcomes_known"] == 0
@@ -128,4 +129,4 @@ def test_duplicate_feature_rows_are_refused() -> None:
     features = pl.DataFrame({"flight_id": ["a", "a"], "carrier": ["UA", "UA"],
                              "origin": ["EWR", "EWR"], "arrived_late": [True, True]})
     with pytest.raises(pl.exceptions.ComputeError, match="1:1"):
-        reports.daily_report(predictions, features, FLIGHTS)
+        reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT)
