@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,13 +124,9 @@ def _digest(paths) -> str:
 
 
 def encode_cursor(seen: Mapping[str, Seen]) -> str:
-    return ";".join(f"{day}={s.signature}={s.digest}" for day, s in sorted(seen.items()))
+    return json.dumps({day: [s.signature, s.digest] for day, s in sorted(seen.items())},
+                      separators=(",", ":"))
 
 
 def decode_cursor(cursor: str | None) -> dict[str, Seen]:
-    seen: dict[str, Seen] = {}
-    for item in (cursor or "").split(";"):
-        parts = item.split("=")
-        if len(parts) == 3:
-            seen[parts[0]] = Seen(parts[1], parts[2])
-    return seen
+    return {day: Seen(*pair) for day, pair in json.loads(cursor or "{}").items()}

@@ -261,6 +261,7 @@ def audit_partition_freshness(name: str, landed_at: Mapping[dt.date, dt.datetime
     """Every landed partition produced after its files landed, or still within ``max_lag``."""
     late: list[tuple[dt.date, dt.timedelta]] = []
     pending = 0
+    limit = max_lag.total_seconds() / 60
     lags: list[float] = []
     for day, landed in sorted(landed_at.items()):
         produced = produced_at.get(day)
@@ -283,6 +284,6 @@ def audit_partition_freshness(name: str, landed_at: Mapping[dt.date, dt.datetime
     if late:
         days = [day for day, _ in late]
         return Audit(name, False, ERROR, f"{len(late)} landed partition(s) not produced within "
-                     f"{max_lag} of landing: {_day_list(days)}", metadata)
+                     f"{limit:g} minutes of landing: {_day_list(days)}", metadata)
     return Audit(name, True, ERROR, f"{len(lags)} landed partition(s) produced, {pending} "
-                 f"within the lag of {max_lag}", metadata)
+                 f"pending within {limit:g} minutes of landing", metadata)
