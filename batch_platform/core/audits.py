@@ -281,6 +281,8 @@ def audit_partition_freshness(name: str, landed_at: Mapping[dt.date, dt.datetime
                                      / 60, 2),
         "lag_limit_minutes": round(max_lag.total_seconds() / 60, 2),
     }
+    if not landed_at:
+        return Audit(name, True, ERROR, "no landed partition is due", metadata)
     if late:
         days = [day for day, _ in late]
         return Audit(name, False, ERROR, f"{len(late)} landed partition(s) not produced within "
