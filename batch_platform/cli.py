@@ -26,6 +26,11 @@ INSTANCE_YAML = """\
 # Dagster instance of batch_platform: run history and event logs live beside this file.
 telemetry:
   enabled: false
+# The landing sensor may request many days at once: at most this many run together (they take
+# turns on the warehouse lock; more would only compete for the cores).
+concurrency:
+  runs:
+    max_concurrent_runs: 4
 """
 
 

@@ -31,11 +31,32 @@ def describe_graph(defs: dg.Definitions) -> dict:
             else None,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "tags": dict(sorted(node.tags.items())),
+            "checks": sorted(k.name for k in node.check_keys),
+            "automation": node.automation_condition.get_label()
+            if node.automation_condition else None,
+            "freshness": str(node.freshness_policy) if node.freshness_policy else None,
         }
     jobs = {job.name: sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
             for job in (defs.resolve_job_def(name) for name in
                         ("flights_daily", "flights_features", "flights_train", "flights_predict"))}
-    return {"assets": described, "jobs": jobs}
+    repository = defs.get_repository_def()
+    automation = {
+        **{s.name: {"status": s.default_status.value,
+                    "job": s.job_name if s.has_jobs else None}
+           for s in repository.sensor_defs},
+        **{s.name: {"status": s.default_status.value, "job": s.job_name,
+                    "cron": s.cron_schedule, "timezone": s.execution_timezone}
+           for s in repository.schedule_defs},
+    }
+    return {"assets": described, "jobs": jobs, "automation": automation}
+
+
+def test_sensors_and_schedules_run_by_default(tmp_path: Path) -> None:
+    automation = describe_graph(build_definitions(Settings(data_dir=tmp_path)))["automation"]
+    assert set(automation) == {"landing_sensor", "reports_follow_predictions",
+                               "nightly_schedule", "freshness_schedule"}
+    assert {entry["status"] for entry in automation.values()} == {"RUNNING"}
+    assert automation["nightly_schedule"]["timezone"] == "America/New_York"
 
 
 def test_asset_graph_matches_snapshot(tmp_path: Path) -> None:
