@@ -1,0 +1,241 @@
+"""The UI as operators use it: the asset graph in a real browser, and a partition launched through
+the GraphQL API the UI calls, executed by the daemon.
+
+One `dagster dev` (webserver + daemon) serves both tests, on 127.0.0.1 and a free port, with a
+temporary instance and a copy of the session's data directory (landed files, features, a
+trained model), so the launched run has everything a daily run needs and writes nowhere else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+import polars as pl
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from batch_platform.core import landing
+from batch_platform.core.warehouse import read_only
+from batch_platform.settings import Settings
+from batch_platform_tests.conftest import FIRST, WEEK, Platform
+from batch_platform_tests.ui_support import (
+    CHROMIUM_ARGS,
+    DagsterUI,
+    UIError,
+    chromium_path,
+    running_dagster_ui,
+)
+
+FLOW_ASSETS = ["raw/planes", "raw/airports", "raw/airlines", "raw/flights", "raw/weather",
+               "features/flights", "models/flights", "predictions/flights",
+               "reports/flights_daily"]
+# Raw to reports of one day: what the landing sensor requests for a partition.
+DAILY_ASSETS = ["raw/flights", "raw/weather", "features/flights", "predictions/flights",
+                "reports/flights_daily"]
+# Landed and featurized by the session fixture, but outside the week it scores.
+DAY = dt.date(2013, 1, 10)
+RUN_TIMEOUT_SECONDS = 300.0
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+# The job the UI launches assets picked on the graph with (the first job they all share):
+# Dagster's hidden asset job, not `flights_daily`, which it uses only from that job's page.
+ASSET_JOB = "__ASSET_JOB"
+
+SELECTED_ASSETS = """
+query SelectedAssets($assetKeys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    jobNames
+    repository { name location { name } }
+    assetChecksOrError { __typename ... on AssetChecks { checks { name jobNames } } }
+  }
+}
+"""
+LAUNCH_RUN = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status jobName tags { key value } } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on PipelineNotFoundError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS = """
+query RunStatus($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { status } }
+}
+"""
+PARTITION_MATERIALIZATIONS = """
+query PartitionMaterializations($assetKey: AssetKeyInput!, $partitions: [String!]) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode { assetMaterializations(partitions: $partitions) { runId partition } }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def ui_settings(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A private copy of the session's data directory, so the UI's runs touch nothing shared."""
+    data_dir = tmp_path_factory.mktemp("ui") / "data"
+    shutil.copytree(platform.settings.data_dir, data_dir)
+    # Other tests rewrite landing files they damaged, after raw loaded them. Date every file
+    # before the loads, as when it first landed, so the landing sensor finds no new day and
+    # requests no run beside the one under test.
+    for path in (data_dir / "landing").rglob("*.csv"):
+        os.utime(path, (0, 0))
+    return Settings(data_dir=data_dir).validated()
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(ui_settings: Settings) -> Iterator[DagsterUI]:
+    with running_dagster_ui(ui_settings.data_dir) as ui:
+        # The community/"what's new" dialog would cover the graph on a new instance.
+        assert ui.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+        yield ui
+
+
+@pytest.fixture
+def page(dagster_ui: DagsterUI) -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        # Debian's chromium; Playwright's own browser download is never used.
+        browser = playwright.chromium.launch(executable_path=chromium_path(),
+                                             headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_asset_graph_shows_every_asset_of_the_flow(dagster_ui: DagsterUI, page: Page) -> None:
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    # Groups start collapsed; ⌥E is the graph's "Expand all groups".
+    expect(page.get_by_text("reference", exact=True).first).to_be_visible()
+    page.keyboard.press("Alt+KeyE")
+    nodes = page.locator('[class*="AssetNode_assetName"]')
+    expect(nodes.nth(len(FLOW_ASSETS) - 1)).to_be_visible()
+    # A node shows only the last part of its key: raw/, features/, models/ and predictions/
+    # all draw "flights".
+    leaf_names = Counter(key.rsplit("/", 1)[-1] for key in FLOW_ASSETS)
+    assert leaf_names <= Counter(nodes.all_inner_texts()), nodes.all_inner_texts()
+
+    # So each full key is found with the graph's "Jump to…" box, which must offer exactly one
+    # asset for it and, when chosen, select that asset's node on the graph.
+    jump_to = page.get_by_placeholder("Jump to…")
+    selected = page.locator('[class*="AssetNode_selected"] [class*="AssetNode_assetName"]')
+    for key in FLOW_ASSETS:
+        jump_to.click()
+        jump_to.press("Control+a")
+        page.keyboard.type(key)
+        offered = page.get_by_role("menuitem")
+        expect(offered).to_have_count(1)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url, key=key: unquote(urlparse(url).path)
+                          == f"/asset-groups/{key}")
+        expect(selected).to_have_text(key.rsplit("/", 1)[-1])
+
+
+def test_partition_launched_through_graphql_is_scored_by_the_daemon(
+        dagster_ui: DagsterUI, ui_settings: Settings) -> None:
+    day = DAY.isoformat()
+    assert FIRST < DAY < WEEK[0]  # landed and featurized, not scored by the session fixture
+    params = ui_launch_params(dagster_ui, DAILY_ASSETS, {"dagster/partition": day})
+    assert params["selector"]["pipelineName"] == ASSET_JOB
+    launched = dagster_ui.graphql(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = launched["run"]
+    run_id = run["runId"]
+    assert run["jobName"] == ASSET_JOB
+    assert {"key": "dagster/partition", "value": day} in run["tags"]
+    # Queued, not started: only the daemon's run coordinator can take it from here.
+    assert run["status"] == "QUEUED"
+
+    status = wait_for_run(dagster_ui, run_id)
+    assert status == "SUCCESS", f"run {run_id} ended {status}\n{dagster_ui.log_tail()}"
+
+    # Dagster recorded the day as materialized by this run: what the UI's partition view shows.
+    for key in DAILY_ASSETS:
+        materializations = dagster_ui.graphql(PARTITION_MATERIALIZATIONS, {
+            "assetKey": {"path": key.split("/")}, "partitions": [day],
+        })["assetNodeOrError"]["assetMaterializations"]
+        assert {"runId": run_id, "partition": day} in materializations, (key, materializations)
+
+    # And analysts see the day, whole, in the published warehouse.
+    landed = pl.read_csv(landing.landing_file(ui_settings.landing_dir, "flights", DAY),
+                         infer_schema=False).height
+    with read_only(ui_settings.warehouse_path) as con:
+        def one(sql: str) -> tuple:
+            return con.execute(sql, [DAY]).fetchone()
+
+        raw_rows, raw_runs = one("SELECT count(*), list(DISTINCT _run_id) FROM raw.flights "
+                                 "WHERE partition_date = ?")
+        rejected = one("SELECT count(*) FROM quarantine.flights WHERE partition_date = ?")[0]
+        features = one("SELECT count(*) FROM features.flights WHERE partition_date = ?")[0]
+        scored, flights, runs, low, high, late, versions = one(
+            "SELECT count(*), count(DISTINCT flight_id), list(DISTINCT run_id), min(score), "
+            "max(score), sum(label::INT), list(DISTINCT model_version) "
+            "FROM predictions.flights WHERE partition_date = ?")
+        champion = con.execute("SELECT model_version FROM models.registry "
+                               "WHERE use_case = 'flights' AND status = 'champion'").fetchone()[0]
+        report = one("SELECT flights, predicted_late FROM reports.flights_daily "
+                     "WHERE partition_date = ? AND segment_type = 'all'")
+    assert raw_rows > 0 and raw_rows + rejected == landed
+    assert raw_runs == [run_id]
+    assert features == raw_rows
+    assert scored == flights == features
+    assert runs == [run_id]
+    assert 0.0 <= low <= high <= 1.0
+    assert versions == [champion]
+    assert report == (scored, late)
+
+
+def wait_for_run(ui: DagsterUI, run_id: str) -> str:
+    """Poll the run's status as the UI does, until it ends."""
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while True:
+        status = ui.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in TERMINAL:
+            return status
+        if time.monotonic() > deadline:
+            raise UIError(f"run {run_id} still {status} after {RUN_TIMEOUT_SECONDS:.0f}s\n"
+                          f"{ui.log_tail()}")
+        time.sleep(1.0)
+
+
+def ui_launch_params(ui: DagsterUI, keys: list[str], tags: dict[str, str]) -> dict:
+    """The ExecutionParams the UI sends for "Materialize" of assets picked on the graph, for a
+    single partition (LaunchAssetExecutionButton and LaunchAssetChoosePartitionsDialog in
+    Dagster 1.13's UI): the first job all of them share, every check of theirs in that job
+    (checks that gate an asset cannot be left out of its run), and the partition as a tag."""
+    nodes = ui.graphql(SELECTED_ASSETS, {"assetKeys": [{"path": k.split("/")} for k in keys]}
+                       )["assetNodes"]
+    assert sorted("/".join(n["assetKey"]["path"]) for n in nodes) == sorted(keys)
+    job = next(j for j in nodes[0]["jobNames"] if all(j in n["jobNames"] for n in nodes))
+    checks = [{"assetKey": {"path": n["assetKey"]["path"]}, "name": check["name"]}
+              for n in nodes if n["assetChecksOrError"]["__typename"] == "AssetChecks"
+              for check in n["assetChecksOrError"]["checks"]
+              if not check["jobNames"] or job in check["jobNames"]]
+    repository = nodes[0]["repository"]
+    return {
+        "mode": "default",
+        "runConfigData": "{}",
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        "selector": {
+            "repositoryLocationName": repository["location"]["name"],
+            "repositoryName": repository["name"],
+            "pipelineName": job,
+            "assetSelection": [{"path": n["assetKey"]["path"]} for n in nodes],
+            "assetCheckSelection": checks,
+        },
+    }

@@ -1,0 +1,162 @@
+"""The Dagster UI as an operator runs it (`dagster dev`), and a client that speaks its GraphQL.
+
+`running_dagster_ui` starts the webserver and the daemon on 127.0.0.1 against a data directory
+whose instance lives under it, the layout `batch-platform ui` uses, and stops the whole process
+group afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batch_platform.cli import INSTANCE_YAML
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCATION = "batch_platform"
+STARTUP_TIMEOUT_SECONDS = 180.0
+SHUTDOWN_TIMEOUT_SECONDS = 30.0
+# What Debian's `chromium` package installs; `.ci/run` installs it.
+CHROMIUM_CANDIDATES = ("chromium", "/usr/bin/chromium")
+# Headless Chromium in a container: no sandbox (root), no GPU, no calls home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+class UIError(AssertionError):
+    """The UI or its GraphQL API did not behave; the message carries the server's log tail."""
+
+
+@dataclass
+class DagsterUI:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None,
+                timeout: float = 60.0) -> dict[str, Any]:
+        """POST a query to /graphql as the UI does; GraphQL-level errors raise."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.load(response)
+        if payload.get("errors"):
+            raise UIError(f"GraphQL errors: {payload['errors']}\n{self.log_tail()}")
+        return payload["data"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "dagster dev log (tail):\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def chromium_path() -> str:
+    for candidate in CHROMIUM_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise UIError("no chromium on this machine: `apt-get install -y chromium` (.ci/run does)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _restore_sigint() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and children
+    # inherit that; `dagster dev` only shuts down on SIGINT (KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def running_dagster_ui(data_dir: Path) -> Iterator[DagsterUI]:
+    """`dagster dev -h 127.0.0.1` (webserver + daemon) on a free port, its instance under
+    ``data_dir/dagster``; yields once the code location has loaded."""
+    home = data_dir / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    port = free_port()
+    env = os.environ | {"DAGSTER_HOME": str(home), "BATCH_PLATFORM_DATA_DIR": str(data_dir)}
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
+               "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    log_path = data_dir / "dagster-dev.log"
+    with log_path.open("wb") as log:
+        # Its own session: teardown signals the webserver, daemon, code server and run workers
+        # together, and nothing else.
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, preexec_fn=_restore_sigint)
+    ui = DagsterUI(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_ready(ui)
+        yield ui
+    finally:
+        _stop(process)
+
+
+def _wait_until_ready(ui: DagsterUI) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while not _server_answers(ui):
+        _check_alive(ui, deadline, "the webserver to answer /server_info")
+        time.sleep(0.25)
+    while True:
+        entries = ui.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+            " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        )["workspaceOrError"]["locationEntries"]
+        entry = next((e for e in entries if e["name"] == LOCATION), None)
+        if entry and entry["loadStatus"] == "LOADED":
+            loaded = entry["locationOrLoadError"] or {}
+            if loaded.get("__typename") != "RepositoryLocation":
+                raise UIError(f"code location {LOCATION} failed to load: {loaded}")
+            return
+        _check_alive(ui, deadline, f"code location {LOCATION} to load")
+        time.sleep(0.25)
+
+
+def _server_answers(ui: DagsterUI) -> bool:
+    try:
+        with urllib.request.urlopen(f"{ui.url}/server_info", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _check_alive(ui: DagsterUI, deadline: float, waiting_for: str) -> None:
+    if ui.process.poll() is not None:
+        raise UIError(f"dagster dev exited with {ui.process.returncode} while waiting for "
+                      f"{waiting_for}\n{ui.log_tail()}")
+    if time.monotonic() > deadline:
+        raise UIError(f"timed out after {STARTUP_TIMEOUT_SECONDS:.0f}s waiting for "
+                      f"{waiting_for}\n{ui.log_tail()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C to the group (dagster dev's clean shutdown), then SIGKILL for any straggler."""
+    _signal_group(process.pid, signal.SIGINT)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(pgid, sig)
