@@ -78,12 +78,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _restore_sigint() -> None:
-    # A shell without job control starts background jobs with SIGINT ignored, and children
-    # inherit that; `dagster dev` only shuts down on SIGINT (KeyboardInterrupt).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @contextmanager
 def running_dagster_ui(data_dir: Path) -> Iterator[DagsterUI]:
     """`dagster dev -h 127.0.0.1` (webserver + daemon) on a free port, its instance under
@@ -97,12 +91,19 @@ def running_dagster_ui(data_dir: Path) -> Iterator[DagsterUI]:
     command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
                "-w", str(PROJECT_ROOT / "workspace.yaml")]
     log_path = data_dir / "dagster-dev.log"
-    with log_path.open("wb") as log:
-        # Its own session: teardown signals the webserver, daemon, code server and run workers
-        # together, and nothing else.
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, preexec_fn=_restore_sigint)
+    # `dagster dev` shuts down cleanly only on SIGINT, and a shell without job control starts
+    # background jobs (CI's, say) with SIGINT ignored, which children inherit. A handled signal
+    # is reset to its default in the child at exec: handle it here while starting.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with log_path.open("wb") as log:
+            # Its own session: teardown signals the webserver, daemon, code server and run
+            # workers together, and nothing else.
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     ui = DagsterUI(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_until_ready(ui)
