@@ -9,6 +9,7 @@ trained model), so the launched run has everything a daily run needs and writes 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -41,6 +42,9 @@ DAILY_ASSETS = ["raw/flights", "raw/weather", "features/flights", "predictions/f
 # Landed and featurized by the session fixture, but outside the week it scores.
 DAY = dt.date(2013, 1, 10)
 RUN_TIMEOUT_SECONDS = 300.0
+# The run's steps in its run worker (the launchpad's executor choice) rather than a process
+# each: the default multiprocess executor spends 5-20 s starting each of the 7 steps here.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 # The job the UI launches assets picked on the graph with (the first job they all share):
 # Dagster's hidden asset job, not `flights_daily`, which it uses only from that job's page.
@@ -150,7 +154,8 @@ def test_partition_launched_through_graphql_is_scored_by_the_daemon(
         dagster_ui: DagsterUI, ui_settings: Settings) -> None:
     day = DAY.isoformat()
     assert FIRST < DAY < WEEK[0]  # landed and featurized, not scored by the session fixture
-    params = ui_launch_params(dagster_ui, DAILY_ASSETS, {"dagster/partition": day})
+    params = ui_launch_params(dagster_ui, DAILY_ASSETS, {"dagster/partition": day},
+                              IN_PROCESS)
     assert params["selector"]["pipelineName"] == ASSET_JOB
     launched = dagster_ui.graphql(LAUNCH_RUN, {"executionParams": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -213,7 +218,8 @@ def wait_for_run(ui: DagsterUI, run_id: str) -> str:
         time.sleep(1.0)
 
 
-def ui_launch_params(ui: DagsterUI, keys: list[str], tags: dict[str, str]) -> dict:
+def ui_launch_params(ui: DagsterUI, keys: list[str], tags: dict[str, str],
+                     run_config: dict | None = None) -> dict:
     """The ExecutionParams the UI sends for "Materialize" of assets picked on the graph, for a
     single partition (LaunchAssetExecutionButton and LaunchAssetChoosePartitionsDialog in
     Dagster 1.13's UI): the first job all of them share, every check of theirs in that job
@@ -227,9 +233,10 @@ def ui_launch_params(ui: DagsterUI, keys: list[str], tags: dict[str, str]) -> di
               for check in n["assetChecksOrError"]["checks"]
               if not check["jobNames"] or job in check["jobNames"]]
     repository = nodes[0]["repository"]
+    run_config = run_config or {}
     return {
         "mode": "default",
-        "runConfigData": "{}",
+        "runConfigData": json.dumps(run_config),
         "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         "selector": {
             "repositoryLocationName": repository["location"]["name"],
