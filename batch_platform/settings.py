@@ -17,6 +17,8 @@ from typing import Any
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 EXPLAIN_CHOICES = ("all", "predicted_late", "none")
+# "compiled": lleaves native code, used only after a parity check against LightGBM.
+SCORER_CHOICES = ("lightgbm", "compiled")
 
 
 class SettingsError(ValueError):
@@ -38,6 +40,8 @@ class Settings:
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
     explain: str = "all"
+    # Which scorer computes the scores: LightGBM itself, or the model compiled to native code.
+    scorer: str = "lightgbm"
 
     @property
     def landing_dir(self) -> Path:
@@ -81,6 +85,8 @@ class Settings:
                  "must be a model version from models.registry (16 hex characters)")
         _require(self.explain in EXPLAIN_CHOICES, "EXPLAIN", self.explain,
                  f"must be one of {', '.join(EXPLAIN_CHOICES)}")
+        _require(self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
+                 f"must be one of {', '.join(SCORER_CHOICES)}")
         return self
 
     @classmethod
@@ -108,6 +114,7 @@ class Settings:
                                       defaults.lock_timeout_seconds),
             model_version=read("MODEL_VERSION", str, None),
             explain=read("EXPLAIN", str, defaults.explain),
+            scorer=read("SCORER", str, defaults.scorer),
         ).validated()
 
 

@@ -8,12 +8,14 @@ memory follows the chunk size, not the partition size.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from batch_platform.core import compiled
+from batch_platform.core.compiled import LIGHTGBM, Scorer, ScorerReport
 from batch_platform.core.features import FeatureSpec
 from batch_platform.core.model import LoadedModel, feature_matrix
 
@@ -38,6 +40,7 @@ class ScoringStats:
     rows: int
     unknown_categories: dict[str, int]
     explained_rows: int
+    scorer: ScorerReport
 
 
 def check_features(frame: pl.DataFrame, spec: FeatureSpec, where: str) -> None:
@@ -93,8 +96,16 @@ def score(
     chunk_rows: int = 100_000,
     explain: str = "all",
     num_threads: int = 0,
+    scorer: str = LIGHTGBM,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[pl.DataFrame, ScoringStats]:
-    """One prediction row per feature row, in the same order."""
+    """One prediction row per feature row, in the same order.
+
+    ``scorer="compiled"`` scores with the model compiled to native code once it passed a
+    parity check on a sample of ``features``; otherwise (and on any failure, reported through
+    ``warn``) LightGBM scores. Explanations always come from LightGBM's ``pred_contrib``.
+    """
+    chosen, report = _choose_scorer(features, model, spec, scorer, num_threads, warn)
     parts = []
     unknown = dict.fromkeys(spec.categorical_columns, 0)
     explained = 0
@@ -102,7 +113,7 @@ def score(
         matrix, chunk_unknown = feature_matrix(chunk, spec, model.categorical_levels)
         for name, count in chunk_unknown.items():
             unknown[name] += count
-        scores = model.booster.predict(matrix, num_threads=num_threads)
+        scores = chosen.predict(matrix, num_threads)
         mask = _explained_mask(scores, model.threshold, explain)
         reasons = _explain(model, matrix, mask, spec, num_threads)
         explained += int(mask.sum())
@@ -119,11 +130,24 @@ def score(
         pl.concat(parts) if parts else _empty_predictions(spec)
     ).with_columns(
         pl.lit(lineage.model_version).alias("model_version"),
+        pl.lit(report.used).alias("scorer"),
         pl.lit(lineage.code_version).alias("code_version"),
         pl.lit(lineage.run_id).alias("run_id"),
         pl.lit(lineage.scored_at).cast(pl.Datetime("us", "UTC")).alias("scored_at"),
     )
-    return predictions, ScoringStats(features.height, unknown, explained)
+    return predictions, ScoringStats(features.height, unknown, explained, report)
+
+
+def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, requested: str,
+                   num_threads: int, warn: Callable[[str], None] | None
+                   ) -> tuple[Scorer, ScorerReport]:
+    sample = np.empty((0, len(spec.feature_columns)))
+    if requested != LIGHTGBM and features.height:
+        rows = features[compiled.stride_rows(features.height)]
+        sample, _ = feature_matrix(rows, spec, model.categorical_levels)
+    categorical = [i for i, c in enumerate(spec.feature_columns) if c in spec.categorical_columns]
+    return compiled.choose_scorer(requested, model.booster, model.path, model.version, sample,
+                                  categorical, num_threads, **({"warn": warn} if warn else {}))
 
 
 def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.ndarray:

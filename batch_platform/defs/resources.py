@@ -50,6 +50,7 @@ class PlatformResource(ConfigurableResource):
     lock_timeout_seconds: float
     model_version: str | None = None
     explain: str = "all"
+    scorer: str = "lightgbm"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:

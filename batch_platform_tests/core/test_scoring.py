@@ -110,9 +110,10 @@ def test_lineage_columns(scored: tuple[pl.DataFrame, scoring.ScoringStats],
         "flight_id", "partition_date", "score", "label", "risk_band",
         "reason_1", "reason_1_contribution", "reason_2", "reason_2_contribution",
         "reason_3", "reason_3_contribution",
-        "model_version", "code_version", "run_id", "scored_at",
+        "model_version", "scorer", "code_version", "run_id", "scored_at",
     ]
     assert predictions.get_column("model_version").unique().to_list() == [loaded_model.version]
+    assert predictions.get_column("scorer").unique().to_list() == ["lightgbm"]
     assert predictions.get_column("code_version").unique().to_list() == ["0.1.0+test"]
     assert predictions.get_column("run_id").unique().to_list() == ["run-42"]
     assert predictions.schema["scored_at"] == pl.Datetime("us", "UTC")
