@@ -16,7 +16,7 @@ from typing import Any
 
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-EXPLAIN_CHOICES = ("all", "predicted_late", "none")
+EXPLAIN_CHOICES = ("all", "predicted_late", "riskiest", "none")
 # "compiled": lleaves native code, used only after a parity check against LightGBM.
 SCORER_CHOICES = ("lightgbm", "compiled")
 
@@ -40,6 +40,8 @@ class Settings:
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
     explain: str = "all"
+    # With explain=riskiest: how many of each day's highest scores get top reasons.
+    explain_max_rows: int = 1_000
     # Which scorer computes the scores: LightGBM itself, or the model compiled to native code.
     scorer: str = "lightgbm"
 
@@ -85,6 +87,8 @@ class Settings:
                  "must be a model version from models.registry (16 hex characters)")
         _require(self.explain in EXPLAIN_CHOICES, "EXPLAIN", self.explain,
                  f"must be one of {', '.join(EXPLAIN_CHOICES)}")
+        _require(self.explain_max_rows >= 1, "EXPLAIN_MAX_ROWS", self.explain_max_rows,
+                 "must be a positive number of rows")
         _require(self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
                  f"must be one of {', '.join(SCORER_CHOICES)}")
         return self
@@ -114,6 +118,7 @@ class Settings:
                                       defaults.lock_timeout_seconds),
             model_version=read("MODEL_VERSION", str, None),
             explain=read("EXPLAIN", str, defaults.explain),
+            explain_max_rows=read("EXPLAIN_MAX_ROWS", int, defaults.explain_max_rows),
             scorer=read("SCORER", str, defaults.scorer),
         ).validated()
 

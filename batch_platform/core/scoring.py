@@ -98,12 +98,15 @@ def score(
     num_threads: int = 0,
     scorer: str = LIGHTGBM,
     warn: Callable[[str], None] | None = None,
+    explain_max_rows: int = 1_000,
 ) -> tuple[pl.DataFrame, ScoringStats]:
     """One prediction row per feature row, in the same order.
 
     ``scorer="compiled"`` scores with the model compiled to native code once it passed a
     parity check on a sample of ``features``; otherwise (and on any failure, reported through
     ``warn``) LightGBM scores. Explanations always come from LightGBM's ``pred_contrib``.
+    ``explain="riskiest"`` explains the ``explain_max_rows`` highest scores of each day, after
+    every chunk is scored, so its cost is bounded however large the partition.
     """
     chosen, report = _choose_scorer(features, model, spec, scorer, num_threads, warn)
     parts = []
@@ -126,9 +129,11 @@ def score(
             )
             .hstack(reasons)
         )
-    predictions = (
-        pl.concat(parts) if parts else _empty_predictions(spec)
-    ).with_columns(
+    predictions = pl.concat(parts) if parts else _empty_predictions(spec)
+    if explain == "riskiest":
+        predictions, explained = _explain_riskiest(predictions, features, model, spec,
+                                                   explain_max_rows, chunk_rows, num_threads)
+    predictions = predictions.with_columns(
         pl.lit(lineage.model_version).alias("model_version"),
         pl.lit(report.used).alias("scorer"),
         pl.lit(lineage.code_version).alias("code_version"),
@@ -148,6 +153,42 @@ def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec
     categorical = [i for i, c in enumerate(spec.feature_columns) if c in spec.categorical_columns]
     return compiled.choose_scorer(requested, model.booster, model.path, model.version, sample,
                                   categorical, num_threads, **({"warn": warn} if warn else {}))
+
+
+def _explain_riskiest(predictions: pl.DataFrame, features: pl.DataFrame, model: LoadedModel,
+                      spec: FeatureSpec, per_day: int, chunk_rows: int, num_threads: int
+                      ) -> tuple[pl.DataFrame, int]:
+    """Fill in the reasons of the ``per_day`` highest-scoring rows of each day."""
+    chosen = (
+        predictions.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                           "partition_date", "score")
+        .filter(pl.col("score").rank("ordinal", descending=True).over("partition_date")
+                <= per_day)
+        .get_column("__row")
+        .sort()
+    )
+    parts = []
+    for offset in range(0, chosen.len(), chunk_rows):
+        rows = chosen.slice(offset, chunk_rows)
+        matrix, _ = feature_matrix(features[rows], spec, model.categorical_levels)
+        every = np.ones(len(matrix), dtype=bool)
+        parts.append(_explain(model, matrix, every, spec, num_threads)
+                     .with_columns(rows.alias("__row"), pl.lit(True).alias("__chosen")))
+    if not parts:
+        return predictions, 0
+    reasons = pl.concat(parts)
+    reason_columns = [c for c in reasons.columns if c not in ("__row", "__chosen")]
+    filled = (
+        predictions.with_row_index("__row")
+        .join(reasons, on="__row", how="left", suffix="__new")
+        .with_columns(
+            pl.when(pl.col("__chosen").fill_null(False)).then(pl.col(f"{c}__new"))
+            .otherwise(pl.col(c)).alias(c)
+            for c in reason_columns
+        )
+        .select(predictions.columns)
+    )
+    return filled, chosen.len()
 
 
 def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.ndarray:

@@ -330,6 +330,7 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
                                dt.datetime.now(dt.UTC)),
         chunk_rows=settings.score_chunk_rows, explain=settings.explain,
         num_threads=settings.scoring_threads, scorer=settings.scorer, warn=context.log.warning,
+        explain_max_rows=settings.explain_max_rows,
     )
     scoring_seconds = time.perf_counter() - scoring_started
     for column, count in stats.unknown_categories.items():

@@ -50,6 +50,7 @@ class PlatformResource(ConfigurableResource):
     lock_timeout_seconds: float
     model_version: str | None = None
     explain: str = "all"
+    explain_max_rows: int = 1_000
     scorer: str = "lightgbm"
 
     @classmethod
