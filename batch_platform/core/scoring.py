@@ -201,10 +201,14 @@ def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.nd
 
 def _explain(model: LoadedModel, matrix: np.ndarray, mask: np.ndarray, spec: FeatureSpec,
              num_threads: int) -> pl.DataFrame:
+    if not mask.any():  # skip building and sorting an all-zero matrix: same empty reasons
+        return pl.select(
+            (pl.repeat(None, len(mask), dtype=pl.String) if dtype == pl.String()
+             else pl.repeat(float("nan"), len(mask), dtype=pl.Float64)).alias(name)
+            for name, dtype in _reason_schema().items())
     contributions = np.zeros((len(mask), len(spec.feature_columns)))
-    if mask.any():
-        explained = model.booster.predict(matrix[mask], pred_contrib=True, num_threads=num_threads)
-        contributions[mask] = explained[:, :-1]  # the last column is the expected value
+    explained = model.booster.predict(matrix[mask], pred_contrib=True, num_threads=num_threads)
+    contributions[mask] = explained[:, :-1]  # the last column is the expected value
     return pl.DataFrame(top_reasons(contributions, spec.feature_columns), schema=_reason_schema())
 
 
