@@ -341,7 +341,7 @@ def machine() -> str:
                       if line.startswith("MemTotal"))) / 2**20
     load = os.getloadavg()[0]
     return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python "
-            f"{platform.python_version()}, load average at start {load:.1f}")
+            f"{platform.python_version()}, load average {load:.1f}")
 
 
 def main(argv: list[str] | None = None) -> None:
