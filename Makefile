@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui lint lock clean-data
+.PHONY: demo test ui lint lock clean-data benchmark
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,11 @@ test: $(STAMP)  ## the whole test suite
 ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/
 	$(BIN)/batch-platform ui
 
+benchmark: $(STAMP)  ## the README's performance tables: the year, 1M, 3M, 10M rows (about an hour on 2 cores)
+	$(BIN)/python benchmarks/benchmark.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check batch_platform batch_platform_tests
+	$(BIN)/ruff check batch_platform batch_platform_tests benchmarks
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/batch-platform-lock && $(PYTHON) -m venv /tmp/batch-platform-lock

@@ -18,7 +18,9 @@ from batch_platform.core.audits import AuditThresholds
 
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-EXPLAIN_CHOICES = ("all", "predicted_late", "none")
+EXPLAIN_CHOICES = ("all", "predicted_late", "riskiest", "none")
+# "compiled": lleaves native code, used only after a parity check against LightGBM.
+SCORER_CHOICES = ("lightgbm", "compiled")
 
 
 class SettingsError(ValueError):
@@ -40,6 +42,10 @@ class Settings:
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
     explain: str = "all"
+    # With explain=riskiest: how many of each day's highest scores get top reasons.
+    explain_max_rows: int = 1_000
+    # Which scorer computes the scores: LightGBM itself, or the model compiled to native code.
+    scorer: str = "lightgbm"
     # Audits (README, "Checks"): feature drift warns above psi_warn and blocks publishing above
     # psi_error; days with fewer rows than psi_min_rows are not judged; score drift only warns.
     psi_warn: float = AuditThresholds.psi_warn
@@ -114,6 +120,10 @@ class Settings:
                  self.freshness_lag_minutes, "must be a positive number of minutes")
         _require(self.landing_settle_seconds >= 0, "LANDING_SETTLE_SECONDS",
                  self.landing_settle_seconds, "must be 0 or more seconds")
+        _require(self.explain_max_rows >= 1, "EXPLAIN_MAX_ROWS", self.explain_max_rows,
+                 "must be a positive number of rows")
+        _require(self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
+                 f"must be one of {', '.join(SCORER_CHOICES)}")
         return self
 
     def audit_thresholds(self) -> AuditThresholds:
@@ -164,6 +174,8 @@ class Settings:
                                        defaults.freshness_lag_minutes),
             landing_settle_seconds=read("LANDING_SETTLE_SECONDS", float,
                                         defaults.landing_settle_seconds),
+            explain_max_rows=read("EXPLAIN_MAX_ROWS", int, defaults.explain_max_rows),
+            scorer=read("SCORER", str, defaults.scorer),
         ).validated()
 
 

@@ -21,6 +21,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.lock_timeout_seconds == 300.0
     assert settings.model_version is None
     assert settings.explain == "all"
+    assert settings.scorer == "lightgbm"
 
 
 def test_blank_values_fall_back_to_defaults() -> None:
@@ -49,6 +50,8 @@ def test_valid_overrides_are_parsed() -> None:
         "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS": "1.5",
         "BATCH_PLATFORM_MODEL_VERSION": "0123456789abcdef",
         "BATCH_PLATFORM_EXPLAIN": "predicted_late",
+        "BATCH_PLATFORM_SCORER": "compiled",
+        "BATCH_PLATFORM_EXPLAIN_MAX_ROWS": "50",
     })
     assert settings.max_reject_fraction == 0.2
     assert settings.score_chunk_rows == 7
@@ -56,6 +59,8 @@ def test_valid_overrides_are_parsed() -> None:
     assert settings.lock_timeout_seconds == 1.5
     assert settings.model_version == "0123456789abcdef"
     assert settings.explain == "predicted_late"
+    assert settings.scorer == "compiled"
+    assert settings.explain_max_rows == 50
 
 
 def test_variables_without_the_prefix_are_ignored() -> None:
@@ -74,7 +79,9 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("SCORE_CHUNK_ROWS", "1e3", "is not a valid int"),
         ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
         ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
-        ("EXPLAIN", "some", "must be one of all, predicted_late, none"),
+        ("EXPLAIN", "some", "must be one of all, predicted_late, riskiest, none"),
+        ("EXPLAIN_MAX_ROWS", "0", "must be a positive number of rows"),
+        ("SCORER", "lleaves", "must be one of lightgbm, compiled"),
         ("MODEL_VERSION", "xyz", "16 hex characters"),
         ("MODEL_VERSION", "0123456789ABCDEF", "16 hex characters"),
     ],

@@ -60,6 +60,8 @@ class LoadedModel:
     booster: lgb.Booster
     threshold: float
     categorical_levels: dict[str, list[str]] = field(default_factory=dict)
+    # The registered model file: the compiled scorer compiles (and caches by) exactly this file.
+    path: Path | None = None
 
 
 def category_levels(frame: pl.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
@@ -225,7 +227,7 @@ def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: 
                          f"{models_dir}")
     booster = load(path, version)
     return LoadedModel(version=version, booster=booster, threshold=threshold,
-                       categorical_levels=levels_from_model(booster, spec, str(path)))
+                       categorical_levels=levels_from_model(booster, spec, str(path)), path=path)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from batch_platform.core import compiled
+from batch_platform.core.compiled import LIGHTGBM, Scorer, ScorerReport
 from batch_platform.core.features import FeatureSpec
 from batch_platform.core.model import LoadedModel, feature_matrix
 
@@ -38,6 +40,7 @@ class ScoringStats:
     rows: int
     unknown_categories: dict[str, int]
     explained_rows: int
+    scorer: ScorerReport
 
 
 def check_features(frame: pl.DataFrame, spec: FeatureSpec, where: str) -> None:
@@ -93,12 +96,21 @@ def score(
     chunk_rows: int = 100_000,
     explain: str = "all",
     num_threads: int = 0,
+    scorer: str = LIGHTGBM,
+    warn: Callable[[str], None] | None = None,
+    explain_max_rows: int = 1_000,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, ScoringStats]:
     """One prediction row per feature row, in the same order.
 
+    ``scorer="compiled"`` scores with the model compiled to native code once it passed a
+    parity check on a sample of ``features``; otherwise (and on any failure, reported through
+    ``warn``) LightGBM scores. Explanations always come from LightGBM's ``pred_contrib``.
+    ``explain="riskiest"`` explains the ``explain_max_rows`` highest scores of each day, after
+    every chunk is scored, so its cost is bounded however large the partition.
     ``on_chunk`` is called with the rows of each chunk once it is scored (progress).
     """
+    chosen, report = _choose_scorer(features, model, spec, scorer, num_threads, warn)
     parts = []
     unknown = dict.fromkeys(spec.categorical_columns, 0)
     explained = 0
@@ -106,7 +118,7 @@ def score(
         matrix, chunk_unknown = feature_matrix(chunk, spec, model.categorical_levels)
         for name, count in chunk_unknown.items():
             unknown[name] += count
-        scores = model.booster.predict(matrix, num_threads=num_threads)
+        scores = chosen.predict(matrix, num_threads)
         mask = _explained_mask(scores, model.threshold, explain)
         reasons = _explain(model, matrix, mask, spec, num_threads)
         explained += int(mask.sum())
@@ -121,15 +133,66 @@ def score(
         )
         if on_chunk is not None:
             on_chunk(chunk.height)
-    predictions = (
-        pl.concat(parts) if parts else _empty_predictions(spec)
-    ).with_columns(
+    predictions = pl.concat(parts) if parts else _empty_predictions(spec)
+    if explain == "riskiest":
+        predictions, explained = _explain_riskiest(predictions, features, model, spec,
+                                                   explain_max_rows, chunk_rows, num_threads)
+    predictions = predictions.with_columns(
         pl.lit(lineage.model_version).alias("model_version"),
+        pl.lit(report.used).alias("scorer"),
         pl.lit(lineage.code_version).alias("code_version"),
         pl.lit(lineage.run_id).alias("run_id"),
         pl.lit(lineage.scored_at).cast(pl.Datetime("us", "UTC")).alias("scored_at"),
     )
-    return predictions, ScoringStats(features.height, unknown, explained)
+    return predictions, ScoringStats(features.height, unknown, explained, report)
+
+
+def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, requested: str,
+                   num_threads: int, warn: Callable[[str], None] | None
+                   ) -> tuple[Scorer, ScorerReport]:
+    sample = np.empty((0, len(spec.feature_columns)))
+    if requested != LIGHTGBM and features.height:
+        rows = features[compiled.stride_rows(features.height)]
+        sample, _ = feature_matrix(rows, spec, model.categorical_levels)
+    categorical = [i for i, c in enumerate(spec.feature_columns) if c in spec.categorical_columns]
+    return compiled.choose_scorer(requested, model.booster, model.path, model.version, sample,
+                                  categorical, num_threads, **({"warn": warn} if warn else {}))
+
+
+def _explain_riskiest(predictions: pl.DataFrame, features: pl.DataFrame, model: LoadedModel,
+                      spec: FeatureSpec, per_day: int, chunk_rows: int, num_threads: int
+                      ) -> tuple[pl.DataFrame, int]:
+    """Fill in the reasons of the ``per_day`` highest-scoring rows of each day."""
+    chosen = (
+        predictions.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                           "partition_date", "score")
+        .filter(pl.col("score").rank("ordinal", descending=True).over("partition_date")
+                <= per_day)
+        .get_column("__row")
+        .sort()
+    )
+    parts = []
+    for offset in range(0, chosen.len(), chunk_rows):
+        rows = chosen.slice(offset, chunk_rows)
+        matrix, _ = feature_matrix(features[rows], spec, model.categorical_levels)
+        every = np.ones(len(matrix), dtype=bool)
+        parts.append(_explain(model, matrix, every, spec, num_threads)
+                     .with_columns(rows.alias("__row"), pl.lit(True).alias("__chosen")))
+    if not parts:
+        return predictions, 0
+    reasons = pl.concat(parts)
+    reason_columns = [c for c in reasons.columns if c not in ("__row", "__chosen")]
+    filled = (
+        predictions.with_row_index("__row")
+        .join(reasons, on="__row", how="left", suffix="__new")
+        .with_columns(
+            pl.when(pl.col("__chosen").fill_null(False)).then(pl.col(f"{c}__new"))
+            .otherwise(pl.col(c)).alias(c)
+            for c in reason_columns
+        )
+        .select(predictions.columns)
+    )
+    return filled, chosen.len()
 
 
 def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.ndarray:
@@ -142,10 +205,14 @@ def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.nd
 
 def _explain(model: LoadedModel, matrix: np.ndarray, mask: np.ndarray, spec: FeatureSpec,
              num_threads: int) -> pl.DataFrame:
+    if not mask.any():  # skip building and sorting an all-zero matrix: same empty reasons
+        return pl.select(
+            (pl.repeat(None, len(mask), dtype=pl.String) if dtype == pl.String()
+             else pl.repeat(float("nan"), len(mask), dtype=pl.Float64)).alias(name)
+            for name, dtype in _reason_schema().items())
     contributions = np.zeros((len(mask), len(spec.feature_columns)))
-    if mask.any():
-        explained = model.booster.predict(matrix[mask], pred_contrib=True, num_threads=num_threads)
-        contributions[mask] = explained[:, :-1]  # the last column is the expected value
+    explained = model.booster.predict(matrix[mask], pred_contrib=True, num_threads=num_threads)
+    contributions[mask] = explained[:, :-1]  # the last column is the expected value
     return pl.DataFrame(top_reasons(contributions, spec.feature_columns), schema=_reason_schema())
 
 

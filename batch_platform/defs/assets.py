@@ -409,7 +409,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
                                dt.datetime.now(dt.UTC)),
         chunk_rows=settings.score_chunk_rows, explain=settings.explain,
-        num_threads=settings.scoring_threads,
+        num_threads=settings.scoring_threads, scorer=settings.scorer, warn=context.log.warning,
+        explain_max_rows=settings.explain_max_rows,
         on_chunk=lambda rows: progress.advance(rows=rows),
     )
     scoring_seconds = time.perf_counter() - scoring_started
@@ -433,6 +434,10 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "model_version": loaded.version,
         "threshold": loaded.threshold,
         "rows_explained": stats.explained_rows,
+        "scorer": stats.scorer.used,
+        "scorer_requested": stats.scorer.requested,
+        "parity_max_abs_diff": stats.scorer.parity_max_abs_diff,
+        "parity_rows": stats.scorer.parity_rows,
         "unknown_categories": sum(stats.unknown_categories.values()),
         "scoring_rows_per_second": round(predictions.height / scoring_seconds, 1)
         if scoring_seconds else 0.0,

@@ -34,6 +34,7 @@ COLUMN_DESCRIPTIONS = {
     "reason_2": "second feature that pushed the score up",
     "reason_3": "third feature that pushed the score up",
     "model_version": "content hash of the LightGBM model file (models.registry)",
+    "scorer": "what computed the score: lightgbm, or compiled (the model as native code)",
     "code_version": "batch_platform release + hash of its source",
     "run_id": "Dagster run that scored the row",
     "scored_at": "when the row was scored (UTC)",

@@ -50,6 +50,8 @@ class PlatformResource(ConfigurableResource):
     lock_timeout_seconds: float
     model_version: str | None = None
     explain: str
+    explain_max_rows: int
+    scorer: str
     psi_warn: float
     psi_error: float
     psi_min_rows: int

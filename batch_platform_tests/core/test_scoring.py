@@ -110,9 +110,10 @@ def test_lineage_columns(scored: tuple[pl.DataFrame, scoring.ScoringStats],
         "flight_id", "partition_date", "score", "label", "risk_band",
         "reason_1", "reason_1_contribution", "reason_2", "reason_2_contribution",
         "reason_3", "reason_3_contribution",
-        "model_version", "code_version", "run_id", "scored_at",
+        "model_version", "scorer", "code_version", "run_id", "scored_at",
     ]
     assert predictions.get_column("model_version").unique().to_list() == [loaded_model.version]
+    assert predictions.get_column("scorer").unique().to_list() == ["lightgbm"]
     assert predictions.get_column("code_version").unique().to_list() == ["0.1.0+test"]
     assert predictions.get_column("run_id").unique().to_list() == ["run-42"]
     assert predictions.schema["scored_at"] == pl.Datetime("us", "UTC")
@@ -244,3 +245,37 @@ def test_check_features_names_a_wrong_dtype(day_rows: pl.DataFrame, column: str,
     with pytest.raises(scoring.FeatureMismatchError) as raised:
         scoring.check_features(day_rows.with_columns(value.alias(column)), FLIGHTS, "here")
     assert str(raised.value) == f"here: {fragment}"
+
+
+def test_explain_riskiest_explains_the_top_rows_of_each_day(
+    feature_rows: pl.DataFrame, loaded_model: model.LoadedModel,
+    lineage: scoring.ScoringLineage
+) -> None:
+    # Two days, shuffled together, scored in chunks that split both days.
+    rows = feature_rows.filter(pl.col("partition_date") > feature_rows["partition_date"].min())
+    rows = rows.sample(fraction=1.0, seed=3, shuffle=True)
+    everything, _ = scoring.score(rows, loaded_model, FLIGHTS, lineage, chunk_rows=97,
+                                  num_threads=2)
+    riskiest, stats = scoring.score(rows, loaded_model, FLIGHTS, lineage, explain="riskiest",
+                                    explain_max_rows=5, chunk_rows=97, num_threads=2)
+    whole, whole_stats = scoring.score(rows, loaded_model, FLIGHTS, lineage, explain="riskiest",
+                                       explain_max_rows=5, chunk_rows=rows.height + 1,
+                                       num_threads=2)
+    assert_frame_equal(riskiest, whole)
+    assert stats == whole_stats
+    assert stats.explained_rows == 10  # five per day
+    top = (everything.with_columns(pl.col("score").rank("ordinal", descending=True)
+                                   .over("partition_date").alias("rank"))
+           .filter(pl.col("rank") <= 5).get_column("flight_id").sort())
+    reason_columns = [c for c in everything.columns if c.startswith("reason_")]
+    explained = riskiest.filter(pl.col("flight_id").is_in(top.implode()))
+    assert explained.height == 10
+    assert_frame_equal(
+        explained.select("flight_id", *reason_columns).sort("flight_id"),
+        everything.filter(pl.col("flight_id").is_in(top.implode()))
+        .select("flight_id", *reason_columns).sort("flight_id"))
+    assert explained.get_column("reason_1").null_count() < 10
+    rest = riskiest.filter(~pl.col("flight_id").is_in(top.implode()))
+    assert rest.get_column("reason_1").null_count() == rest.height
+    # Scores and row order are untouched by what gets explained.
+    assert riskiest.select("flight_id", "score").equals(everything.select("flight_id", "score"))

@@ -1,0 +1,88 @@
+"""CPU seconds of each stage on the benchmark's day, by calling the core functions directly.
+
+    .venv/bin/python benchmarks/stages.py        # after benchmarks/benchmark.py has run
+
+Shows what bounds the platform beyond the scorer; CPU seconds, not wall time, so that a busy
+machine does not distort the proportions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import polars as pl
+
+from batch_platform.core import features, ingest, landing, model, registry, reports, scoring
+from batch_platform.core.features import FLIGHTS
+from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
+from batch_platform.core.schema import PLANES, WEATHER, SourceSchema
+from batch_platform.core.warehouse import read_only, replace_partitions
+
+DAY = dt.date(2013, 7, 1)
+T = TypeVar("T")
+
+
+def timed(label: str, call: Callable[[], T]) -> T:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    print(f"| {label} | {time.process_time() - cpu:.2f} | {time.perf_counter() - wall:.2f} |",
+          flush=True)
+    return result
+
+
+def main(data_dir: Path) -> None:
+    folder = data_dir / "landing"
+    lineage = ingest.Lineage("stages", dt.datetime.now(dt.UTC))
+
+    def raw(schema: SourceSchema, day: dt.date) -> pl.DataFrame:
+        checked = ingest.validate_file(landing.landing_file(folder, schema.name, day), schema, day)
+        return ingest.with_lineage(checked.good, checked, lineage)
+
+    print("| stage | CPU s | wall s |\n|---|---:|---:|")
+    day = timed("validate the landing file and add lineage", lambda: raw(FLIGHTS_SOURCE, DAY))
+    previous = raw(FLIGHTS_SOURCE, DAY - dt.timedelta(days=1))
+    weather = raw(WEATHER, DAY)
+    planes = ingest.validate_file(landing.reference_file(folder, "planes"), PLANES, None).good
+    frame = timed("build features", lambda: features.build_flight_features(
+        pl.concat([previous, day]), weather, planes, DAY, DAY))
+    with read_only(data_dir / "warehouse.duckdb") as con:
+        record = registry.resolve(con, "flights", None)
+    loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
+                                   record["model_version"], record["threshold"], FLIGHTS)
+    lineage_of_scores = scoring.ScoringLineage(loaded.version, "stages", "stages",
+                                               dt.datetime.now(dt.UTC))
+    matrix, _ = timed("encode the feature matrix", lambda: model.feature_matrix(
+        frame, FLIGHTS, loaded.categorical_levels))
+    timed("Booster.predict (the floor)", lambda: loaded.booster.predict(matrix))
+    predictions, _ = timed("score(), LightGBM, explain none", lambda: scoring.score(
+        frame, loaded, FLIGHTS, lineage_of_scores, explain="none"))
+    timed("score(), compiled, explain none", lambda: scoring.score(
+        frame, loaded, FLIGHTS, lineage_of_scores, explain="none", scorer="compiled"))
+    timed("score(), compiled, explain riskiest (1,000 rows)", lambda: scoring.score(
+        frame, loaded, FLIGHTS, lineage_of_scores, explain="riskiest", scorer="compiled"))
+    timed("daily report", lambda: reports.daily_report(predictions, frame, FLIGHTS))
+    with tempfile.TemporaryDirectory() as scratch:
+        con = duckdb.connect(f"{scratch}/stages.duckdb")
+        try:
+            for table, rows in (("raw.flights", day), ("features.flights", frame),
+                                ("predictions.flights", predictions)):
+                timed(f"DuckDB write {table}", lambda t=table, r=rows: replace_partitions(
+                    con, [(t, r)], [DAY]))
+            timed("DuckDB read features.flights back", lambda: con.execute(
+                "SELECT * FROM features.flights").pl())
+        finally:
+            con.close()
+    print(f"\n{frame.height:,} rows; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else ".benchmark").resolve())
