@@ -148,6 +148,7 @@ class Job:
     kind: str  # "score", "dagster" or "train"
     day: dt.date | None = None
     attempts: int = 0
+    kills: int = 0
 
     def describe(self) -> str:
         return f"{self.kind} {self.day}" if self.day else self.kind
@@ -199,6 +200,8 @@ def launch(job: Job, env: dict[str, str], logs: Path, figures: Figures) -> Runni
 
 
 def kill(running: Running) -> None:
+    if running.process.poll() is not None:
+        return  # it finished first
     try:
         os.killpg(running.process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -256,13 +259,8 @@ def soak(args: argparse.Namespace) -> int:
     running: list[Running] = []
     started = time.monotonic()
     deadline = started + args.minutes * 60
-    next_kill = started + rng.uniform(0.5, 1.5) * args.kill_every
-    rounds = 0
-    next_report = started + 60
 
     def refill() -> None:
-        nonlocal rounds
-        rounds += 1
         order = scored_days[:]
         rng.shuffle(order)
         for i, day in enumerate(order):
@@ -271,41 +269,15 @@ def soak(args: argparse.Namespace) -> int:
             queue.append(Job(kind, day))
         queue.insert(rng.randrange(len(queue) + 1), Job("train"))
 
-    while True:
-        now = time.monotonic()
-        for run in running[:]:
-            code = run.process.poll()
-            if code is None:
-                continue
-            running.remove(run)
-            if run.killed:
-                figures.killed += 1
-                queue.appendleft(run.job)  # retry it next
-            elif code == 0:
-                figures.succeeded += 1
-            else:
-                figures.failed += 1
-                tail = run.log.read_text()[-1500:]
-                figures.failures.append(f"{run.job.describe()} exited {code}:\n{tail}")
-                queue.appendleft(run.job)
-        if now < deadline and not queue:
-            refill()
-        if now >= deadline and not queue and not running:
-            break
-        while queue and len(running) < args.parallel:
-            running.append(launch(queue.popleft(), env, logs, figures))
-        if now < deadline and now >= next_kill and running:
-            kill(rng.choice(running))
-            next_kill = now + rng.uniform(0.5, 1.5) * args.kill_every
-        time.sleep(0.05)
-        if now >= next_report:
-            next_report += 60
-            print(f"  {now - started:4.0f}s: {figures.started} started, {figures.killed} "
-                  f"killed, {figures.succeeded} succeeded, {figures.failed} failed, "
-                  f"{len(running)} running", flush=True)
+    try:
+        rounds = run_until(deadline, args, rng, queue, running, figures, refill, env, logs,
+                           started)
+    finally:
+        for run in running:  # interrupted: take the runs down with the soak
+            kill(run)
+        stop_file.touch()
     elapsed = time.monotonic() - started
 
-    stop_file.touch()
     queries = failed_queries = torn = 0
     latencies: list[float] = []
     reader_errors: list[str] = []
@@ -347,6 +319,55 @@ def soak(args: argparse.Namespace) -> int:
     if clean and not args.keep:
         shutil.rmtree(data_dir)
     return 0 if clean else 1
+
+
+def run_until(deadline: float, args: argparse.Namespace, rng: random.Random,
+              queue: collections.deque, running: list[Running], figures: Figures, refill,
+              env: dict[str, str], logs: Path, started: float) -> int:
+    """Keep K runs going and kill one now and then until the deadline; then drain the queue.
+
+    Returns how many rounds over the partitions were queued."""
+    rounds = 0
+    next_kill = started + rng.uniform(0.5, 1.5) * args.kill_every
+    next_report = started + 60
+    while True:
+        now = time.monotonic()
+        for run in running[:]:
+            code = run.process.poll()
+            if code is None:
+                continue
+            running.remove(run)
+            if run.killed:
+                figures.killed += 1
+                queue.appendleft(run.job)  # retry it next
+            elif code == 0:
+                figures.succeeded += 1
+            else:
+                figures.failed += 1
+                tail = run.log.read_text()[-1500:]
+                figures.failures.append(f"{run.job.describe()} exited {code}:\n{tail}")
+                if run.job.attempts - run.job.kills < 3:  # a run that keeps failing is dropped
+                    queue.appendleft(run.job)
+        if now < deadline and not queue:
+            refill()
+            rounds += 1
+        if now >= deadline and not queue and not running:
+            break
+        while queue and len(running) < args.parallel:
+            running.append(launch(queue.popleft(), env, logs, figures))
+        killable = [run for run in running if run.job.kills < args.max_kills_per_run]
+        if now < deadline and now >= next_kill and killable:
+            victim = rng.choice(killable)
+            victim.job.kills += 1
+            kill(victim)
+            next_kill = now + rng.uniform(0.5, 1.5) * args.kill_every
+        time.sleep(0.05)
+        if now >= next_report:
+            next_report += 60
+            print(f"  {now - started:4.0f}s: {figures.started} started, {figures.killed} "
+                  f"killed, {figures.succeeded} succeeded, {figures.failed} failed, "
+                  f"{len(running)} running", flush=True)
+    return rounds
 
 
 def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
@@ -422,6 +443,8 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--kill-every", type=float, default=8.0,
                         help="mean seconds between SIGKILLs")
+    parser.add_argument("--max-kills-per-run", type=int, default=2,
+                        help="a run killed this often is left to finish, so the soak progresses")
     parser.add_argument("--readers", type=int, default=2)
     parser.add_argument("--multiprocess-every", type=int, default=4,
                         help="every n-th score run uses dagster's multiprocess executor (0: never)")
