@@ -22,7 +22,7 @@ ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance u
 	$(BIN)/batch-platform ui
 
 lint: $(STAMP)
-	$(BIN)/ruff check batch_platform batch_platform_tests
+	$(BIN)/ruff check batch_platform batch_platform_tests scripts
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/batch-platform-lock && $(PYTHON) -m venv /tmp/batch-platform-lock
