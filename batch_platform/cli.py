@@ -18,7 +18,7 @@ from pathlib import Path
 
 from batch_platform.core import landing
 from batch_platform.core.model import auc_expr
-from batch_platform.core.warehouse import read_only
+from batch_platform.core.warehouse import exclusive_lock, read_only
 from batch_platform.settings import Settings, SettingsError
 
 FIRST_DAY = dt.date(2013, 1, 1)
@@ -41,12 +41,27 @@ class CliError(Exception):
 
 
 def prepare_instance(settings: Settings) -> Path:
-    """Point DAGSTER_HOME at the data directory's instance, creating its dagster.yaml once."""
+    """Point DAGSTER_HOME at the data directory's instance, creating it once.
+
+    Runs started at the same time on a new instance would each create its SQLite storage and
+    stamp its schema version: two stamps make every later run fail ("alembic_version has more
+    than one head"). So the first caller creates the storage under a lock, and marks it done.
+    """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        landing.write_bytes_atomic(config, INSTANCE_YAML.encode())
+    created = home / ".storage-created"
+    if not created.exists():
+        with exclusive_lock(home / ".create.lock", settings.lock_timeout_seconds,
+                            "create the Dagster instance"):
+            if not config.exists():
+                landing.write_bytes_atomic(config, INSTANCE_YAML.encode())
+            if not created.exists():
+                from dagster import DagsterInstance
+
+                with DagsterInstance.from_config(str(home)):
+                    pass  # opening it creates and stamps the storage
+                landing.write_bytes_atomic(created, b"")
     os.environ["DAGSTER_HOME"] = str(home)
     # Dagster's code servers are subprocesses: hand them the same, absolute, data directory.
     os.environ["BATCH_PLATFORM_DATA_DIR"] = str(settings.data_dir)

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ import pytest
 
 from batch_platform import cli
 from batch_platform.core import warehouse as wh
+from batch_platform.defs import stages
 from batch_platform_tests.conftest import Platform, failure_messages
 from batch_platform_tests.core.test_warehouse import HOLD_LOCK
 
@@ -169,17 +171,52 @@ def lock_held_elsewhere(platform: Platform):
 
 
 def test_a_lock_held_too_long_fails_the_run_naming_the_holder(
-    platform: Platform, lock_held_elsewhere: subprocess.Popen
+    platform: Platform, lock_held_elsewhere: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = partitions(platform, with_lineage=True)
+    # The step retries a lock timeout three times; their backoff is not under test here.
+    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
     impatient = dataclasses.replace(platform.settings, lock_timeout_seconds=1.0)
     started = time.monotonic()
-    result = platform.run("flights_daily", DAYS[0], settings=impatient, raise_on_error=False)
+    result = platform.run("flights_predict", DAYS[0], settings=impatient, raise_on_error=False)
     assert not result.success
     assert time.monotonic() - started < 60
+    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
     message = failure_messages(result)
     assert "WarehouseLockTimeout: waited 1s for " in message
     assert f"held by process {lock_held_elsewhere.pid} on " in message
     assert "(hold the lock for a test, since " in message
     assert "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS" in message
     assert_same(partitions(platform, with_lineage=True), before)
+
+
+CREATE_INSTANCE = textwrap.dedent("""
+    import sys
+    from batch_platform import cli
+    from batch_platform.settings import Settings
+    cli.prepare_instance(Settings.from_env())
+    from dagster import DagsterInstance
+    with DagsterInstance.get() as instance:
+        print(len(instance.get_runs()))
+""")
+
+
+def test_runs_starting_together_on_a_new_instance_do_not_break_it(tmp_path: Path) -> None:
+    """Concurrent first runs used to stamp the instance's schema twice, breaking every run."""
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DAGSTER_HOME", None)
+    starters = [subprocess.Popen([sys.executable, "-c", CREATE_INSTANCE], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    for starter in starters:
+        out, err = starter.communicate(timeout=120)
+        assert starter.returncode == 0, err[-2000:]
+        assert out.strip() == "0"
+    databases = list((tmp_path / "data" / "dagster").rglob("*.db"))
+    assert databases
+    for database in databases:
+        con = sqlite3.connect(database)
+        try:  # one schema version per database: two make every later run fail
+            assert len(con.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
+        finally:
+            con.close()
