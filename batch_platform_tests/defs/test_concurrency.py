@@ -34,7 +34,8 @@ DAYS = [dt.date(2013, 1, 18), dt.date(2013, 1, 19), dt.date(2013, 1, 20), dt.dat
 DAILY_ASSETS = ("raw.flights", "raw.weather", "features.flights", "predictions.flights",
                 "reports.flights_daily")
 TABLES = {"raw.flights": ("_ingested_at", "_run_id"), "features.flights": (),
-          "predictions.flights": ("run_id", "scored_at"), "reports.flights_daily": ()}
+          "predictions.flights": ("run_id", "scored_at"),
+          "reports.flights_daily": ("reported_at",)}
 
 ANALYST = textwrap.dedent("""
     import json, os, sys, time

@@ -20,6 +20,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from batch_platform.core import drift
 from batch_platform.core import model as model_core
 from batch_platform.core.features import FLIGHTS
 from batch_platform_tests.conftest import Platform, model_config
@@ -31,7 +32,7 @@ LINEAGE = {
     "quarantine.flights": ("_ingested_at", "_run_id"),
     "features.flights": (),
     "predictions.flights": ("run_id", "scored_at"),
-    "reports.flights_daily": (),
+    "reports.flights_daily": ("reported_at",),
 }
 
 
@@ -133,7 +134,7 @@ def test_a_run_killed_mid_write_leaves_the_partition_whole_and_the_rerun_is_clea
 
 
 def registry_is_consistent(platform: Platform, path: Path) -> list[tuple]:
-    """No registry row without its intact file, exactly one champion, and it loads."""
+    """No registry row without its intact file and profile, one champion, and it loads."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         rows = con.execute("SELECT model_version, status, model_path, threshold "
@@ -145,6 +146,8 @@ def registry_is_consistent(platform: Platform, path: Path) -> list[tuple]:
         file = settings.data_dir / model_path
         assert file.is_file(), f"registry row {version} points at a missing file"
         assert model_core.version_of(file.read_text()) == version
+        # Its drift profile, written beside it before the row, is whole too.
+        assert drift.load_profile(drift.profile_path(file)) is not None
     champions = [row for row in rows if row[1] == "champion"]
     assert len(champions) == 1
     version, _, model_path, threshold = champions[0]
