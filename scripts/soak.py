@@ -221,6 +221,9 @@ def soak(args: argparse.Namespace) -> int:
         "DAGSTER_HOME": str(data_dir / "dagster"),
         # K runs share the cores: one LightGBM thread each keeps them from thrashing.
         "BATCH_PLATFORM_SCORING_THREADS": "1",
+        # The soak is about crashes, not drift: against a two-week January training window a
+        # February day may drift past the blocking PSI, which would (rightly) withhold it.
+        "BATCH_PLATFORM_PSI_ERROR": "100",
     }
     rng = random.Random(args.seed)
     trained_days = days(dt.date.fromisoformat(TRAIN[0]), dt.date.fromisoformat(VALID[1]))
