@@ -203,9 +203,11 @@ def landed_days(landing_dir: Path, source: str) -> list[dt.date]:
     if not folder.is_dir():
         return []
     days = []
+    inside = landing_dir.resolve()
     for entry in folder.iterdir():
         match = DATE_FILE_PATTERN.match(entry.name)
-        if match and entry.is_file():
+        # A link to a file elsewhere is no landed day (landing_file refuses to read it).
+        if match and entry.is_file() and entry.resolve().is_relative_to(inside):
             try:
                 days.append(dt.date.fromisoformat(match.group(1)))
             except ValueError:
