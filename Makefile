@@ -25,7 +25,7 @@ benchmark: $(STAMP)  ## the README's performance tables: the year, 1M, 3M, 10M r
 	$(BIN)/python benchmarks/benchmark.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check batch_platform batch_platform_tests benchmarks
+	$(BIN)/ruff check batch_platform batch_platform_tests benchmarks scripts
 
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/batch-platform-lock && $(PYTHON) -m venv /tmp/batch-platform-lock

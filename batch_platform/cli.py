@@ -1,4 +1,4 @@
-"""The batch-platform command: land, train, score, sql, demo and ui.
+"""The batch-platform command: land, train, score, sql, shell, demo and ui.
 
 Runs go through the persistent Dagster instance under the data directory, so everything done
 here also shows in the UI's run history.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from batch_platform.core import landing
 from batch_platform.core.model import auc_expr
-from batch_platform.core.warehouse import read_only
+from batch_platform.core.warehouse import exclusive_lock, read_only
 from batch_platform.settings import Settings, SettingsError
 
 FIRST_DAY = dt.date(2013, 1, 1)
@@ -39,12 +41,27 @@ class CliError(Exception):
 
 
 def prepare_instance(settings: Settings) -> Path:
-    """Point DAGSTER_HOME at the data directory's instance, creating its dagster.yaml once."""
+    """Point DAGSTER_HOME at the data directory's instance, creating it once.
+
+    Runs started at the same time on a new instance would each create its SQLite storage and
+    stamp its schema version: two stamps make every later run fail ("alembic_version has more
+    than one head"). So the first caller creates the storage under a lock, and marks it done.
+    """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        landing.write_bytes_atomic(config, INSTANCE_YAML.encode())
+    created = home / ".storage-created"
+    if not created.exists():
+        with exclusive_lock(home / ".create.lock", settings.lock_timeout_seconds,
+                            "create the Dagster instance"):
+            if not config.exists():
+                landing.write_bytes_atomic(config, INSTANCE_YAML.encode())
+            if not created.exists():
+                from dagster import DagsterInstance
+
+                with DagsterInstance.from_config(str(home)):
+                    pass  # opening it creates and stamps the storage
+                landing.write_bytes_atomic(created, b"")
     os.environ["DAGSTER_HOME"] = str(home)
     # Dagster's code servers are subprocesses: hand them the same, absolute, data directory.
     os.environ["BATCH_PLATFORM_DATA_DIR"] = str(settings.data_dir)
@@ -142,6 +159,38 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> None:
             raise CliError(f"query failed: {err}") from None
         if relation is not None:
             relation.show(max_rows=args.max_rows, max_width=200)
+
+
+def duckdb_cli_binary() -> Path:
+    """The DuckDB CLI itself: the ``duckdb`` script of the duckdb-cli package is a wrapper
+    whose start-up ``SET`` fails in ``-safe`` mode, so run the binary it wraps."""
+    spec = importlib.util.find_spec("duckdb_cli")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).with_name("duckdb")
+        if bundled.is_file():
+            return bundled
+    found = shutil.which("duckdb")
+    if found is None:
+        raise CliError("the DuckDB CLI is not installed: pip install duckdb-cli")
+    return Path(found)
+
+
+def shell_command(settings: Settings) -> list[str]:
+    """The analysts' interactive session: the published snapshot, read-only, in safe mode.
+
+    ``-readonly`` alone still lets a session ATTACH the pipeline's database read-write (locking
+    every run out) or COPY over the warehouse file; ``-safe`` shuts the file system off, as
+    ``sql`` does, and locks the configuration so it cannot be switched back on.
+    """
+    if not settings.warehouse_path.exists():
+        raise CliError(f"no warehouse at {settings.warehouse_path}: run `make demo` or "
+                       "materialize a partition")
+    return [str(duckdb_cli_binary()), "-safe", "-readonly", str(settings.warehouse_path)]
+
+
+def cmd_shell(settings: Settings, args: argparse.Namespace) -> None:
+    command = shell_command(settings)
+    os.execv(command[0], command)
 
 
 def print_model(settings: Settings) -> None:
@@ -251,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--max-rows", type=int, default=40)
     sql.set_defaults(handler=cmd_sql)
+
+    shell = commands.add_parser(
+        "shell", help="an interactive DuckDB session on the published warehouse, read-only")
+    shell.set_defaults(handler=cmd_shell)
 
     demo = commands.add_parser("demo", help="land, build features, train and score the year")
     demo.set_defaults(handler=cmd_demo)

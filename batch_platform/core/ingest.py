@@ -219,9 +219,12 @@ def enforce_reject_threshold(validated: ValidatedFile, max_fraction: float, wher
     fraction = validated.rejected.height / validated.rows_in
     if fraction > max_fraction:
         top = ", ".join(f"{reason} ({n})" for reason, n in validated.top_reasons())
+        # The column alone ("date (936)") does not say what is wrong: show the first row's reason.
+        first = validated.rejected.row(0, named=True)
         raise BadInputError(
             f"{where}: {validated.rejected.height} of {validated.rows_in} rows rejected "
-            f"({fraction:.1%}), above the limit of {max_fraction:.1%}; most common reasons: {top}. "
+            f"({fraction:.1%}), above the limit of {max_fraction:.1%}; most common reasons: {top}; "
+            f"first, line {first[LINE_COLUMN]}: {first[REASON_COLUMN]}. "
             "Nothing was written: the partition keeps its previous version."
         )
 

@@ -23,6 +23,12 @@ import polars as pl
 DAILY_SOURCES = ("flights", "weather")
 REFERENCE_SOURCES = ("planes", "airports", "airlines")
 DATE_FILE_PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
+SOURCE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
+TEMP_FILE_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+class UnsafeLandingPath(ValueError):
+    """A landing file that would be read from outside the landing directory."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,39 @@ def read_source_text(name: str, data_dir: Path | None = None) -> pl.DataFrame:
 
 
 def landing_file(landing_dir: Path, source: str, day: dt.date) -> Path:
-    return landing_dir / source / f"{day.isoformat()}.csv"
+    """The day's file of ``source``, refused if it resolves outside the landing directory."""
+    return _inside(landing_dir, _landing_path(landing_dir, source, day), f"partition {day}")
 
 
 def reference_file(landing_dir: Path, source: str) -> Path:
-    return landing_dir / "reference" / f"{source}.csv"
+    return _inside(landing_dir, _reference_path(landing_dir, source), "reference data")
+
+
+def _landing_path(landing_dir: Path, source: str, day: dt.date) -> Path:
+    # A date object, not a caller's string: a partition key cannot smuggle "../" in here.
+    return landing_dir / _source(source) / f"{dt.date.isoformat(day)}.csv"
+
+
+def _reference_path(landing_dir: Path, source: str) -> Path:
+    return landing_dir / "reference" / f"{_source(source)}.csv"
+
+
+def _source(name: str) -> str:
+    if not SOURCE_NAME_PATTERN.match(name):
+        raise UnsafeLandingPath(f"invalid source name {name!r}: expected lower-case letters, "
+                                "digits and underscores")
+    return name
+
+
+def _inside(landing_dir: Path, path: Path, where: str) -> Path:
+    """``path``, unless a symbolic link makes it resolve outside ``landing_dir``."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(landing_dir.resolve()):
+        raise UnsafeLandingPath(
+            f"landing file {path} ({where}) resolves to {resolved}, outside the landing "
+            f"directory {landing_dir}: a landing file must be a file inside it, not a link "
+            "elsewhere; replace it with the file itself")
+    return path
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -82,14 +116,15 @@ def land(
             if frame is None:
                 # A day without observations still lands, header only, so "no file" means late.
                 frame = by_day.get("empty")
-            changed = write_csv_atomic(frame, landing_file(landing_dir, source, day))
+            # Landing writes through the path itself: it replaces a link rather than follow it.
+            changed = write_csv_atomic(frame, _landing_path(landing_dir, source, day))
             written += changed
             unchanged += not changed
             rows += frame.height
     if with_reference:
         for source in REFERENCE_SOURCES:
             frame = read_source_text(source, package_data_dir)
-            changed = write_csv_atomic(frame, reference_file(landing_dir, source))
+            changed = write_csv_atomic(frame, _reference_path(landing_dir, source))
             written += changed
             unchanged += not changed
     return LandingSummary(files_written=written, files_unchanged=unchanged, rows=rows)
@@ -121,6 +156,7 @@ def write_csv_atomic(frame: pl.DataFrame, path: Path) -> bool:
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
@@ -132,15 +168,46 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temp_files(path: Path, any_owner: bool = False) -> list[Path]:
+    """Delete the temporary files of ``path`` left by writers that died (SIGKILL, power loss).
+
+    A temporary file names its writer's pid; one whose writer still runs is left alone, unless
+    ``any_owner`` says the caller holds a lock that excludes every other writer.
+    """
+    removed = []
+    for entry in path.parent.glob(f".{path.name}.*.tmp"):
+        match = TEMP_FILE_PATTERN.match(entry.name)
+        if not match or match.group("name") != path.name:
+            continue
+        if any_owner or not _process_alive(int(match.group("pid"))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
 def landed_days(landing_dir: Path, source: str) -> list[dt.date]:
     """The days that have a landing file; names that are not a date are ignored."""
     folder = landing_dir / source
     if not folder.is_dir():
         return []
     days = []
+    inside = landing_dir.resolve()
     for entry in folder.iterdir():
         match = DATE_FILE_PATTERN.match(entry.name)
-        if match and entry.is_file():
+        # A link to a file elsewhere is no landed day (landing_file refuses to read it).
+        if match and entry.is_file() and entry.resolve().is_relative_to(inside):
             try:
                 days.append(dt.date.fromisoformat(match.group(1)))
             except ValueError:

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from batch_platform.core.landing import days_between
+from batch_platform.core.landing import days_between, remove_stale_temp_files
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -154,15 +154,27 @@ class Warehouse:
     def _copy_to_published(self) -> float:
         """Copy the (closed, checkpointed) pipeline file and rename it over the published one."""
         started = time.perf_counter()
+        # Callers hold the lock, so any copy in progress was left by a publisher that died.
+        remove_stale_temp_files(self.published_path, any_owner=True)
         tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
         try:
             shutil.copyfile(self.pipeline_path, tmp)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, self.published_path)
+            _fsync_directory(self.published_path.parent)
         finally:
             tmp.unlink(missing_ok=True)
         return time.perf_counter() - started
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (it lives in the directory, not the file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:

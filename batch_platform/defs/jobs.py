@@ -46,10 +46,15 @@ def run_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
                 and event.step_failure_data.error):
             continue
         error = event.step_failure_data.error
-        while error.cause is not None and error.cls_name in _WRAPPERS:
+        retries = ""
+        while error.cause is not None and error.cls_name in _WRAPPERS | {_RETRIES_EXHAUSTED}:
+            if error.cls_name == _RETRIES_EXHAUSTED:
+                # "Exceeded max_retries of 3" alone hides what kept failing: show its cause.
+                retries = f" ({error.message.strip().split(': ', 1)[-1]})"
             error = error.cause
-        messages.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()}")
+        messages.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()}{retries}")
     return messages
 
 
 _WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+_RETRIES_EXHAUSTED = "RetryRequested"

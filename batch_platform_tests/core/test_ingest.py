@@ -389,7 +389,7 @@ def test_reject_threshold_fails_above_the_limit(tmp_path: Path, header: str,
     message = str(raised.value)
     assert message.startswith(f"{validated.source_file} ({WHERE}): ")
     assert "2 of 5 rows rejected (40.0%), above the limit of 5.0%" in message
-    assert "most common reasons: distance (2)" in message
+    assert "most common reasons: distance (2); first, line 5: distance: " in message
     assert "Nothing was written" in message
 
 

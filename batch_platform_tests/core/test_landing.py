@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -160,6 +163,43 @@ def test_landed_days_ignores_names_that_are_not_dates(
     (flights_dir / "2013-01-07.csv").mkdir()  # a directory, not a file
     (flights_dir / "2012-12-31.csv").write_text("year\n")
     assert landing.landed_days(folder, "flights") == [dt.date(2012, 12, 31), DAY_1, DAY_2]
+
+
+def test_a_landing_file_may_not_lead_outside_the_landing_directory(
+    landed_copy: tuple[Path, landing.LandingSummary], tmp_path: Path
+) -> None:
+    folder, _ = landed_copy
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("year\n")
+    (folder / "flights" / "2013-01-04.csv").symlink_to(elsewhere)
+    assert landing.landed_days(folder, "flights") == [DAY_1, DAY_2]
+    with pytest.raises(landing.UnsafeLandingPath, match="outside the landing directory"):
+        landing.landing_file(folder, "flights", dt.date(2013, 1, 4))
+    for source in ("../flights", "flights/../../etc", "Flights; DROP"):
+        with pytest.raises(landing.UnsafeLandingPath, match="invalid source name"):
+            landing.landing_file(folder, source, DAY_1)
+    with pytest.raises(TypeError):  # a partition key is parsed to a date first, never joined
+        landing.landing_file(folder, "flights", "../../etc/passwd")  # type: ignore[arg-type]
+    # Landing again replaces the link with the file itself.
+    landing.land(folder, [dt.date(2013, 1, 4)], with_reference=False)
+    assert not (folder / "flights" / "2013-01-04.csv").is_symlink()
+    assert elsewhere.read_text() == "year\n"
+
+
+def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "2013-01-01.csv"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".2013-01-01.csv.{dead}.tmp"
+    alive = tmp_path / f".2013-01-01.csv.{os.getppid()}.tmp"
+    other = tmp_path / f".2013-01-02.csv.{dead}.tmp"
+    for path in (stale, alive, other):
+        path.write_text("half a file")
+    landing.write_bytes_atomic(target, b"year\n")
+    assert target.read_bytes() == b"year\n"
+    assert not stale.exists()
+    assert alive.exists() and other.exists()  # a live writer's file, another file's
+    assert landing.remove_stale_temp_files(target, any_owner=True) == [alive]
 
 
 def test_landed_days_of_a_source_never_landed(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Bad input through the real assets: a clear message, and the previous partition untouched."""
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import polars as pl
 import pytest
 
 from batch_platform.core import landing
-from batch_platform_tests.conftest import Platform, failure_messages
+from batch_platform_tests.conftest import Platform, failure_messages, model_config
 
 DAY = dt.date(2013, 1, 16)
 
@@ -58,6 +59,15 @@ def rewrite(path: Path, edit) -> None:
                          .otherwise(pl.col("distance")).alias("distance"))),
                      ["rows rejected", "above the limit", "distance", "Nothing was written"],
                      id="too many wrong types"),
+        pytest.param(lambda p: p.write_bytes(p.with_name("2013-01-15.csv").read_bytes()),
+                     ["rows rejected (100.0%)",
+                      "first, line 2: date: row date 2013-1-15 is not partition 2013-01-16"],
+                     id="file of another day"),
+        pytest.param(lambda p: rewrite(p, lambda f: f.with_columns(
+                         pl.when(pl.int_range(pl.len()) % 3 == 0).then(None)
+                         .otherwise(pl.col("sched_dep_time")).alias("sched_dep_time"))),
+                     ["sched_dep_time: required value is missing", "Nothing was written"],
+                     id="nulls in a required column"),
     ],
 )
 def test_a_bad_landing_file_fails_the_partition_and_keeps_the_old_one(
@@ -111,3 +121,104 @@ def test_a_day_missing_upstream_names_what_to_materialize(platform: Platform) ->
     result = platform.run("flights_predict", dt.date(2013, 3, 1), raise_on_error=False)
     assert not result.success
     assert "features.flights has no rows for 2013-03-01" in failure_messages(result)
+
+
+def test_unknown_airports(platform: Platform, landing_restored: Path) -> None:
+    """An origin outside New York is quarantined; a destination the model never saw is scored
+    with that feature missing, and counted."""
+    path = flights_file(landing_restored)
+    rewrite(path, lambda f: f.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("XXX")).otherwise(pl.col("origin"))
+        .alias("origin"),
+        pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("ZZZ")).otherwise(pl.col("dest"))
+        .alias("dest"),
+    ))
+    result = platform.run("flights_daily", DAY)
+    quarantined = platform.query("SELECT _line_number, reason FROM quarantine.flights "
+                                 "WHERE partition_date = ?", [DAY])
+    assert quarantined.rows() == [
+        (2, "origin: 'XXX' must be one of the New York airports EWR, JFK, LGA")]
+    scored = platform.query("SELECT score FROM predictions.flights p JOIN features.flights f "
+                            "USING (flight_id) WHERE f.dest = 'ZZZ' AND p.partition_date = ?",
+                            [DAY])
+    assert scored.height == 1
+    assert 0.0 < scored.item() < 1.0
+    metadata = result.asset_materializations_for_node("predictions__flights")[0].metadata
+    assert metadata["unknown_categories"].value == 1
+
+
+def test_a_missing_weather_file_fails_the_day_and_keeps_what_it_had(
+    platform: Platform, landing_restored: Path
+) -> None:
+    before = snapshot(platform, DAY)
+    weather_before = platform.query("SELECT * FROM raw.weather WHERE partition_date = ? "
+                                    "ORDER BY ALL", [DAY])
+    features_before = platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
+                                     "ORDER BY ALL", [DAY])
+    weather_file = landing.landing_file(landing_restored, "weather", DAY)
+    weather_file.unlink()
+    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    assert not result.success
+    message = failure_messages(result)
+    assert message.startswith("raw__weather: BadInputError: ")
+    assert f"weather landing file {weather_file} (partition {DAY}) is missing" in message
+    assert platform.query("SELECT * FROM raw.weather WHERE partition_date = ? ORDER BY ALL",
+                          [DAY]).equals(weather_before)
+    # Features are not built without the day's weather, so what was scored stays as it was.
+    assert platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
+                          "ORDER BY ALL", [DAY]).equals(features_before)
+    after = snapshot(platform, DAY)
+    assert after["predictions.flights"].equals(before["predictions.flights"])
+
+
+def test_a_landing_file_that_links_outside_the_landing_directory_is_refused(
+    platform: Platform, landing_restored: Path, tmp_path: Path
+) -> None:
+    before = snapshot(platform, DAY)
+    path = flights_file(landing_restored)
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(elsewhere)
+    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    assert not result.success
+    message = failure_messages(result)
+    assert (f"UnsafeLandingPath: landing file {path} (partition {DAY}) resolves to "
+            f"{elsewhere}, outside the landing directory") in message
+    assert_unchanged(platform, before)
+    path.unlink()  # landing_restored lays the file again
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"train_start": "2013-01-14", "train_end": "2013-01-01"},
+         "train window ends (2013-01-01) before it starts (2013-01-14)"),
+        ({"valid_start": "2013-01-10"},
+         "validation window starts (2013-01-10) before the training window ends (2013-01-14)"),
+        ({"valid_end": "2013-02-30"},
+         "model config valid_end='2013-02-30' is not a date like 2013-01-31"),
+        ({"valid_start": "2013-03-01", "valid_end": "2013-03-05"},
+         "features.flights has no rows for 2013-03-01"),
+    ],
+)
+def test_an_invalid_training_window_is_refused(platform: Platform, window: dict,
+                                               message: str) -> None:
+    registry = platform.query("SELECT * FROM models.registry ORDER BY ALL")
+    result = platform.run("flights_train", run_config=model_config(**window),
+                          raise_on_error=False)
+    assert not result.success
+    assert message in failure_messages(result)
+    assert platform.query("SELECT * FROM models.registry ORDER BY ALL").equals(registry)
+
+
+def test_an_invalid_reject_threshold_stops_the_step_naming_the_variable(
+    platform: Platform
+) -> None:
+    before = snapshot(platform, DAY)
+    invalid = dataclasses.replace(platform.settings, max_reject_fraction=1.5)
+    result = platform.run("flights_daily", DAY, settings=invalid, raise_on_error=False)
+    assert not result.success
+    assert "BATCH_PLATFORM_MAX_REJECT_FRACTION=1.5 must be between 0 and 1" in (
+        failure_messages(result))
+    assert_unchanged(platform, before)

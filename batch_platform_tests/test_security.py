@@ -1,0 +1,314 @@
+"""Security: servers on 127.0.0.1, no pickle, models only from where they belong, SQL values as
+values, and an analysts' shell that cannot change anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from batch_platform import cli
+from batch_platform.core import landing, registry
+from batch_platform.core import model as model_core
+from batch_platform.core.features import FLIGHTS
+from batch_platform.core.warehouse import MissingDataError, read_only
+from batch_platform.definitions import build_definitions
+from batch_platform.defs.assets import raw_flights, raw_weather
+from batch_platform.defs.jobs import partition_range_tags
+from batch_platform.settings import Settings
+from batch_platform_tests.conftest import Platform, failure_messages
+
+PACKAGE = Path(cli.__file__).resolve().parent
+DAY = dt.date(2013, 1, 19)
+INJECTION = "2013-01-19' OR TRUE; DROP TABLE raw.flights; --"
+
+
+def table_counts(platform: Platform) -> dict[str, int]:
+    tables = ("raw.flights", "quarantine.flights", "raw.weather", "features.flights",
+              "predictions.flights", "reports.flights_daily", "models.registry")
+    return {t: platform.query(f"SELECT count(*) FROM {t}").item() for t in tables}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- servers -------------------------------------------------------------------------------
+
+def listening_sockets(root_pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state owned by ``root_pid`` or below."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += children.get(pid, [])
+    inodes = set()
+    for pid in tree:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                found.add((_address(address), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_ui_and_every_server_it_starts_listen_on_localhost_only(tmp_path: Path) -> None:
+    port = free_port()
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DAGSTER_HOME", None)
+    ui = subprocess.Popen([str(Path(sys.executable).with_name("batch-platform")), "ui",
+                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        sockets: set[tuple[str, int]] = set()
+        # Wait for the web server, then a little for the code server and daemon it starts.
+        while time.monotonic() < deadline and port not in {p for _, p in sockets}:
+            assert ui.poll() is None, "the UI exited"
+            time.sleep(1)
+            sockets = listening_sockets(ui.pid)
+        time.sleep(3)
+        sockets = listening_sockets(ui.pid)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait(timeout=30)
+    assert ("127.0.0.1", port) in sockets
+    assert {address for address, _ in sockets} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, sockets
+
+
+def test_the_ui_host_is_localhost_unless_the_user_says_otherwise(monkeypatch, tmp_path: Path
+                                                                  ) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append(argv))
+    settings = Settings(data_dir=tmp_path).validated()
+    for argv in (["ui"], ["ui", "--host", "0.0.0.0"]):
+        cli.cmd_ui(settings, cli.build_parser().parse_args(argv))
+    assert started[0][started[0].index("-h") + 1] == "127.0.0.1"
+    assert started[1][started[1].index("-h") + 1] == "0.0.0.0"
+
+
+# --- models ------------------------------------------------------------------------------
+
+def test_nothing_in_the_package_can_unpickle() -> None:
+    unpicklers = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|joblib|cloudpickle|dill)\b"
+                            r"|pickle\.loads?\(|model_file\s*=", re.MULTILINE)
+    offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                 if unpicklers.search(path.read_text())]
+    assert offenders == []
+    # The one way a model is built from bytes: LightGBM's own text, already read and checked.
+    loads = re.findall(r"lgb\.Booster\(([^)]*)\)", (PACKAGE / "core" / "model.py").read_text())
+    assert loads == ["model_str=text"]
+
+
+def test_a_model_linked_into_the_model_directory_from_elsewhere_is_refused(
+    platform: Platform, tmp_path: Path
+) -> None:
+    settings = platform.settings
+    record = platform.query("SELECT model_version, model_path, threshold FROM models.registry "
+                            "WHERE status = 'champion'").row(0, named=True)
+    outside = tmp_path / "outside.txt"
+    shutil.copyfile(settings.data_dir / record["model_path"], outside)
+    linked = settings.models_dir / "flights" / "linked.txt"
+    linked.symlink_to(outside)
+    try:
+        with pytest.raises(model_core.ModelError, match="outside the model directory"):
+            model_core.load_registered(settings.data_dir, settings.models_dir,
+                                       str(linked.relative_to(settings.data_dir)),
+                                       record["model_version"], record["threshold"], FLIGHTS)
+    finally:
+        linked.unlink()
+
+
+def test_a_registry_row_pointing_outside_the_model_directory_is_not_loaded(
+    platform: Platform
+) -> None:
+    """Even an intact copy of the champion is refused when the registry names a path outside."""
+    settings = platform.settings
+    record = platform.query("SELECT model_version, model_path FROM models.registry "
+                            "WHERE status = 'champion'").row(0, named=True)
+    outside = settings.data_dir / "outside.txt"
+    shutil.copyfile(settings.data_dir / record["model_path"], outside)
+    warehouse = build_definitions(settings).resources["warehouse"]
+
+    def point_at(path: str):
+        return lambda con: con.execute(
+            "UPDATE models.registry SET model_path = ? WHERE model_version = ?",
+            [path, record["model_version"]])
+
+    warehouse.write_and_publish(point_at("outside.txt"))
+    try:
+        result = platform.run("flights_predict", DAY, raise_on_error=False)
+        assert not result.success
+        assert (f"registered model path {outside} is outside the model directory "
+                f"{settings.models_dir}") in failure_messages(result)
+    finally:
+        warehouse.write_and_publish(point_at(record["model_path"]))
+        outside.unlink()
+
+
+# --- SQL values ----------------------------------------------------------------------------
+
+def test_an_injected_partition_key_is_refused_and_changes_nothing(platform: Platform) -> None:
+    before = table_counts(platform)
+    job = build_definitions(platform.settings).resolve_job_def("flights_daily")
+    try:
+        result = job.execute_in_process(instance=platform.instance, raise_on_error=False,
+                                        tags=partition_range_tags(INJECTION, INJECTION))
+    except (dg.DagsterError, ValueError) as err:  # refused before the run started
+        message = str(err)
+    else:
+        assert not result.success
+        message = failure_messages(result)
+    assert "OR TRUE; DROP TABLE raw.flights" in message  # the error shows the key it refused
+    assert table_counts(platform) == before
+
+
+def test_the_cli_refuses_a_date_that_is_not_a_date(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["score", "--date", INJECTION])
+    assert "is not a date like 2013-10-15" in capsys.readouterr().err
+
+
+def test_versions_and_use_cases_are_values_not_sql(platform: Platform) -> None:
+    with read_only(platform.settings.warehouse_path) as con:
+        with pytest.raises(MissingDataError, match=r"is not in models\.registry"):
+            registry.resolve(con, "flights", "0' OR '1'='1")
+        with pytest.raises(MissingDataError, match="no champion model for use case"):
+            registry.resolve(con, "flights' OR '1'='1", None)
+
+
+def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
+    """A data directory (so every landing file name) with quotes and SQL in it loads as data."""
+    data_dir = tmp_path / "x'); DROP TABLE raw.flights; --" / 'd"ata'
+    settings = Settings(data_dir=data_dir).validated()
+    landing.land(settings.landing_dir, [DAY], with_reference=False)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_flights, raw_weather], partition_key=DAY.isoformat(),
+                                resources=defs.resources, instance=instance)
+    assert result.success
+    with read_only(settings.warehouse_path) as con:
+        files = con.execute("SELECT DISTINCT _source_file FROM raw.flights").fetchall()
+        rows = con.execute("SELECT count(*) FROM raw.flights").fetchone()[0]
+    assert files == [(str(landing.landing_file(settings.landing_dir, "flights", DAY)),)]
+    landed = landing.landing_file(settings.landing_dir, "flights", DAY).read_text()
+    assert rows == len(landed.splitlines()) - 1
+
+
+def test_a_column_name_full_of_sql_is_ignored_and_reported(platform: Platform,
+                                                           landing_restored: Path) -> None:
+    path = landing.landing_file(landing_restored, "flights", DAY)
+    evil = "x INT); DROP TABLE raw.flights; --"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([f"{lines[0]},{evil}"] + [f"{line},1" for line in lines[1:]])
+                    + "\n")
+    columns = platform.query("DESCRIBE raw.flights")["column_name"].to_list()
+    rows = platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
+    result = platform.run("flights_daily", DAY)
+    metadata = result.asset_materializations_for_node("raw__flights")[0].metadata
+    assert metadata["ignored_columns"].value == evil
+    assert platform.query("DESCRIBE raw.flights")["column_name"].to_list() == columns
+    assert platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?",
+                          [DAY]).equals(rows)
+
+
+# --- the analysts' commands ----------------------------------------------------------------
+
+SHELL_ATTEMPTS = [
+    ("DELETE FROM predictions.flights;", "read-only"),
+    ("ATTACH '{pipeline}' AS p (READ_WRITE);", "disabled by configuration"),
+    ("COPY (SELECT 1 AS x) TO '{warehouse}' (FORMAT csv);", "disabled by configuration"),
+    ("SET enable_external_access = true;", "the configuration has been locked"),
+    ("SELECT * FROM read_csv('{landing}');", "disabled by configuration"),
+    (".shell touch {landing}", "cannot be used in -safe mode"),
+    (".output {warehouse}", "cannot be used in -safe mode"),
+    (".open {pipeline}", "cannot be used in -safe mode"),
+]
+
+
+def test_the_analysts_shell_cannot_change_or_lock_anything(platform: Platform) -> None:
+    settings = platform.settings
+    paths = {"pipeline": settings.pipeline_db_path, "warehouse": settings.warehouse_path,
+             "landing": landing.landing_file(settings.landing_dir, "flights", DAY)}
+    before = {name: sha256(path) for name, path in paths.items()}
+    script = "\n".join(attempt.format(**paths) for attempt, _ in SHELL_ATTEMPTS)
+    shell = subprocess.run([str(Path(sys.executable).with_name("batch-platform")), "shell"],
+                           input=script + "\nSELECT count(*) AS scored FROM predictions.flights;\n",
+                           env=os.environ | {"BATCH_PLATFORM_DATA_DIR": str(settings.data_dir)},
+                           capture_output=True, text=True, timeout=120)
+    output = shell.stdout + shell.stderr
+    for _, refusal in SHELL_ATTEMPTS:
+        assert refusal in output
+    assert output.count("cannot be used in -safe mode") == 3
+    assert str(table_counts(platform)["predictions.flights"]) in shell.stdout  # queries work
+    assert {name: sha256(path) for name, path in paths.items()} == before
+    # The shell never held the pipeline database: a run goes straight through.
+    impatient = dataclasses.replace(settings, lock_timeout_seconds=2.0)
+    assert platform.run("flights_predict", DAY, settings=impatient).success
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT * FROM read_csv('{landing}')", "EXPORT DATABASE '{export}'",
+     "INSTALL httpfs"],
+)
+def test_sql_can_neither_read_files_nor_write_anywhere(platform: Platform, capsys,
+                                                       monkeypatch, tmp_path: Path,
+                                                       statement: str) -> None:
+    settings = platform.settings
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    before = sha256(settings.warehouse_path)
+    query = statement.format(landing=landing.landing_file(settings.landing_dir, "flights", DAY),
+                             export=tmp_path / "export")
+    assert cli.main(["sql", query]) == 1
+    assert "query failed" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+    assert sha256(settings.warehouse_path) == before
