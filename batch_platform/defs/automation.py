@@ -28,20 +28,18 @@ def partition_days() -> tuple[dt.date, dt.date]:
 
 
 def ingested_at(settings: Settings) -> dict[dt.date, dt.datetime]:
-    """When each day was last loaded into raw (the older of its sources), as published."""
+    """When each day was last loaded into raw.flights, as published.
+
+    Flights, not weather: a day's weather file may hold no rows (2013-12-31 does), and every
+    loaded day has flights. A later weather file makes the day's newest landing time later.
+    """
     if not settings.warehouse_path.exists():
         return {}
-    loaded: dict[dt.date, dt.datetime] = {}
     with read_only(settings.warehouse_path) as con:
-        for source in landing.DAILY_SOURCES:
-            table = f"raw.{source}"
-            if not table_exists(con, table):
-                return {}
-            rows = dict(con.execute(f"SELECT partition_date, min(_ingested_at) FROM {table} "
-                                    "GROUP BY ALL").fetchall())
-            loaded = rows if not loaded else {
-                day: min(at, rows[day]) for day, at in loaded.items() if day in rows}
-    return loaded
+        if not table_exists(con, "raw.flights"):
+            return {}
+        return dict(con.execute("SELECT partition_date, min(_ingested_at) FROM raw.flights "
+                                "GROUP BY ALL").fetchall())
 
 
 @dg.sensor(

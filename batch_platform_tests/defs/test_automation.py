@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from batch_platform.core import landing
+from batch_platform.definitions import build_definitions
 from batch_platform.defs.automation import landing_sensor, nightly_schedule
 from batch_platform.defs.jobs import partition_range_tags
 from batch_platform.defs.resources import PlatformResource
@@ -210,3 +211,15 @@ def test_freshness_flags_landed_days_not_scored_in_time(platform: Platform) -> N
     finally:
         for path in paths:
             path.unlink()
+
+
+def test_a_loaded_day_without_weather_rows_is_not_requested_again(
+        fresh: Settings, instance: dg.DagsterInstance) -> None:
+    last_day = dt.date(2013, 12, 31)  # the package's weather ends on 2013-12-30
+    land(fresh, last_day)
+    assert landing.landing_file(fresh.landing_dir, "weather", last_day).read_text().count(
+        "\n") == 1
+    raw = [dg.AssetKey(["raw", "flights"]), dg.AssetKey(["raw", "weather"])]
+    build_definitions(fresh).resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=raw, partition_key=last_day.isoformat())
+    assert tick(fresh, instance, None).run_requests == []
