@@ -235,6 +235,8 @@ class Evaluation:
     metrics: Metrics
     threshold: float
     predicted_positive_rate: float
+    # The scores of the rows with a known outcome: the reference of the score-drift check.
+    scores: np.ndarray = field(compare=False, repr=False, default_factory=lambda: np.empty(0))
 
 
 def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,
@@ -249,7 +251,7 @@ def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,
     metrics = evaluate(labels, scores)
     metrics = Metrics(**{**asdict(metrics), "auc": finite_or_none(metrics.auc)})
     threshold = choose_threshold(labels, scores)
-    return Evaluation(metrics, threshold, float((scores >= threshold).mean()))
+    return Evaluation(metrics, threshold, float((scores >= threshold).mean()), scores)
 
 
 def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> dict[str, list[str]]:

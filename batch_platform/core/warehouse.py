@@ -292,6 +292,16 @@ def partition_counts(con: duckdb.DuckDBPyConnection, table: str, start: dt.date,
     return dict(rows)
 
 
+def partition_times(con: duckdb.DuckDBPyConnection, table: str, column: str, newest: bool
+                    ) -> dict[dt.date, dt.datetime]:
+    """Per partition of ``table``, the newest (or oldest) value of timestamp ``column``."""
+    if not table_exists(con, table):
+        return {}
+    aggregate = "max" if newest else "min"
+    return dict(con.execute(f"SELECT partition_date, {aggregate}({_quoted(column)}) "
+                            f"FROM {table_name(table)} GROUP BY ALL").fetchall())
+
+
 def require_partitions(con: duckdb.DuckDBPyConnection, table: str, start: dt.date,
                        end: dt.date) -> None:
     """Fail, naming the days, unless every day from ``start`` to ``end`` has rows in ``table``."""

@@ -320,16 +320,13 @@ def flights_model(context: dg.AssetExecutionContext, config: ModelConfig,
     evaluation = model_core.evaluate_on(booster, valid, FLIGHTS, levels,
                                         settings.scoring_threads)
     metrics = evaluation.metrics
-    valid_matrix, _ = model_core.feature_matrix(valid, FLIGHTS, levels)
     reference = train if train is not None else valid
     reference_window = train_window or (valid_start, valid_end)
     profile = drift.ModelProfile(
         features=drift.build_profile(reference, FLIGHTS.drift_columns,
                                      f"{reference_window[0]}..{reference_window[1]}"),
-        scores=drift.build_profile(
-            pl.DataFrame({"score": booster.predict(valid_matrix,
-                                                   num_threads=settings.scoring_threads)}),
-            ["score"], f"{valid_start}..{valid_end}"),
+        scores=drift.build_profile(pl.DataFrame({"score": evaluation.scores}), ["score"],
+                                   f"{valid_start}..{valid_end}"),
     )
     # The files are written before the registry row, so no row ever points at a missing file.
     version, path = model_core.save(text, settings.models_dir / FLIGHTS.use_case)

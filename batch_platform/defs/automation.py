@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from batch_platform.core import arrivals, landing
-from batch_platform.core.warehouse import read_only, table_exists
+from batch_platform.core.warehouse import partition_times, read_only
 from batch_platform.defs.freshness import FRESHNESS_CHECKS
 from batch_platform.defs.jobs import daily_flow_job
 from batch_platform.defs.partitions import DATA_TIMEZONE, daily_partitions
@@ -36,10 +36,7 @@ def ingested_at(settings: Settings) -> dict[dt.date, dt.datetime]:
     if not settings.warehouse_path.exists():
         return {}
     with read_only(settings.warehouse_path) as con:
-        if not table_exists(con, "raw.flights"):
-            return {}
-        return dict(con.execute("SELECT partition_date, min(_ingested_at) FROM raw.flights "
-                                "GROUP BY ALL").fetchall())
+        return partition_times(con, "raw.flights", "_ingested_at", newest=False)
 
 
 @dg.sensor(

@@ -13,7 +13,7 @@ import dagster as dg
 from batch_platform.core import landing, registry
 from batch_platform.core.audits import audit_partition_freshness
 from batch_platform.core.features import FLIGHTS
-from batch_platform.core.warehouse import MissingDataError, read_only, table_exists
+from batch_platform.core.warehouse import MissingDataError, partition_times, read_only
 from batch_platform.defs.assets import flights_daily_report, flights_predictions
 from batch_platform.defs.checks import SEVERITY, metadata_value
 from batch_platform.defs.resources import PlatformResource
@@ -31,11 +31,7 @@ def produced_at(settings: Settings, table: str, column: str) -> tuple[dict, dt.d
                                          )["valid_end"]
         except MissingDataError:
             valid_end = None
-        if not table_exists(con, table):
-            return {}, valid_end
-        rows = con.execute(f"SELECT partition_date, max({column}) FROM {table} GROUP BY ALL"
-                           ).fetchall()
-    return dict(rows), valid_end
+        return partition_times(con, table, column, newest=True), valid_end
 
 
 def freshness_check(name: str, asset: dg.AssetsDefinition, table: str, column: str,

@@ -172,6 +172,21 @@ def test_reading_a_table_that_does_not_exist(con: duckdb.DuckDBPyConnection) -> 
     assert not wh.table_exists(con, "raw.nothing")
 
 
+def test_partition_times_are_the_newest_or_oldest_per_day(con: duckdb.DuckDBPyConnection
+                                                          ) -> None:
+    early, late = (dt.datetime(2013, 1, 2, h, tzinfo=dt.UTC) for h in (6, 9))
+    frame = pl.DataFrame({"partition_date": [D1, D1, D2], "at": [early, late, early]},
+                         schema={"partition_date": pl.Date, "at": pl.Datetime("us", "UTC")})
+    wh.replace_partitions(con, [("raw.times", frame)], [D1, D2])
+    newest = wh.partition_times(con, "raw.times", "at", newest=True)
+    assert {day: at.astimezone(dt.UTC) for day, at in newest.items()} == {D1: late, D2: early}
+    oldest = wh.partition_times(con, "raw.times", "at", newest=False)
+    assert oldest[D1].astimezone(dt.UTC) == early
+    assert wh.partition_times(con, "raw.nothing", "at", newest=True) == {}
+    with pytest.raises(ValueError, match="invalid column name"):
+        wh.partition_times(con, "raw.times", "at) FROM x; --", newest=True)
+
+
 # --- SQL safety ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["raw.flights; drop table x", "flights", "Raw.Flights",
