@@ -28,6 +28,15 @@ INSTANCE_YAML = """\
 # Dagster instance of batch_platform: run history and event logs live beside this file.
 telemetry:
   enabled: false
+# Dagster's SQLite storage in this directory, with event writes about 3x cheaper (see
+# batch_platform/defs/instance_storage.py). Remove this block to use Dagster's stock class.
+storage:
+  custom:
+    module: batch_platform.defs.instance_storage
+    class: BatchPlatformSqliteStorage
+    config:
+      base_dir:
+        env: DAGSTER_HOME
 # The landing sensor may request many days at once: at most this many run together (they take
 # turns on the warehouse lock; more would only compete for the cores).
 concurrency:
@@ -49,6 +58,7 @@ def prepare_instance(settings: Settings) -> Path:
     """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance's dagster.yaml reads it
     config = home / "dagster.yaml"
     created = home / ".storage-created"
     if not created.exists():
@@ -62,7 +72,6 @@ def prepare_instance(settings: Settings) -> Path:
                 with DagsterInstance.from_config(str(home)):
                     pass  # opening it creates and stamps the storage
                 landing.write_bytes_atomic(created, b"")
-    os.environ["DAGSTER_HOME"] = str(home)
     # Dagster's code servers are subprocesses: hand them the same, absolute, data directory.
     os.environ["BATCH_PLATFORM_DATA_DIR"] = str(settings.data_dir)
     return home

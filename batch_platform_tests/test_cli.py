@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, DagsterInstance
 
 from batch_platform import cli
+from batch_platform.defs.instance_storage import ReusedConnectionEventLogStorage
 from batch_platform_tests.conftest import Platform
 
 
@@ -105,3 +107,8 @@ def test_land_train_score_on_a_fresh_data_directory(tmp_path: Path, monkeypatch,
     landed = len((tmp_path / "data/landing/flights/2013-02-10.csv").read_text().splitlines()) - 1
     assert f"scored {landed} flights from 2013-02-10 to 2013-02-10" in out
     assert (tmp_path / "data/dagster/dagster.yaml").is_file()
+    # The run went through the instance's storage with reused connections, day by day.
+    with DagsterInstance.from_config(str(tmp_path / "data/dagster")) as instance:
+        assert isinstance(instance.event_log_storage, ReusedConnectionEventLogStorage)
+        assert instance.get_materialized_partitions(AssetKey(["predictions", "flights"])) == {
+            "2013-02-10"}
