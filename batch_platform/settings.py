@@ -32,8 +32,9 @@ class Settings:
     data_dir: Path
     # A partition fails when more than this fraction of a landing file's rows is rejected.
     max_reject_fraction: float = 0.05
-    # Rows scored per LightGBM call: bounds scoring memory independently of partition size.
-    score_chunk_rows: int = 100_000
+    # Rows every stage holds at a time (read, validate, features, score, write): peak memory
+    # follows this, not the partition's size.
+    chunk_rows: int = 100_000
     # LightGBM threads; 0 lets LightGBM use every core.
     scoring_threads: int = 0
     # How long a step waits for the pipeline database before failing with the holder's name.
@@ -77,6 +78,11 @@ class Settings:
         return self.data_dir / "warehouse.duckdb"
 
     @property
+    def staging_dir(self) -> Path:
+        """Where steps stage Parquet chunks; each step removes its own directory."""
+        return self.data_dir / "staging"
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
@@ -92,7 +98,7 @@ class Settings:
     def validated(self) -> Settings:
         _require(0.0 <= self.max_reject_fraction <= 1.0, "MAX_REJECT_FRACTION",
                  self.max_reject_fraction, "must be between 0 and 1")
-        _require(self.score_chunk_rows >= 1, "SCORE_CHUNK_ROWS", self.score_chunk_rows,
+        _require(self.chunk_rows >= 1, "CHUNK_ROWS", self.chunk_rows,
                  "must be a positive number of rows")
         _require(self.scoring_threads >= 0, "SCORING_THREADS", self.scoring_threads,
                  "must be 0 (all cores) or a positive number of threads")
@@ -155,7 +161,7 @@ class Settings:
         return cls(
             data_dir=Path(read("DATA_DIR", str, "data")).expanduser().resolve(),
             max_reject_fraction=read("MAX_REJECT_FRACTION", float, defaults.max_reject_fraction),
-            score_chunk_rows=read("SCORE_CHUNK_ROWS", int, defaults.score_chunk_rows),
+            chunk_rows=read("CHUNK_ROWS", int, defaults.chunk_rows),
             scoring_threads=read("SCORING_THREADS", int, defaults.scoring_threads),
             lock_timeout_seconds=read("LOCK_TIMEOUT_SECONDS", float,
                                       defaults.lock_timeout_seconds),

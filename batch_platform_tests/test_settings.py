@@ -16,7 +16,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.data_dir == (tmp_path / "data").resolve()
     assert settings.data_dir.is_absolute()
     assert settings.max_reject_fraction == 0.05
-    assert settings.score_chunk_rows == 100_000
+    assert settings.chunk_rows == 100_000
     assert settings.scoring_threads == 0
     assert settings.lock_timeout_seconds == 300.0
     assert settings.model_version is None
@@ -25,9 +25,9 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_blank_values_fall_back_to_defaults() -> None:
-    settings = Settings.from_env({"BATCH_PLATFORM_SCORE_CHUNK_ROWS": "  ",
+    settings = Settings.from_env({"BATCH_PLATFORM_CHUNK_ROWS": "  ",
                                   "BATCH_PLATFORM_EXPLAIN": ""})
-    assert settings.score_chunk_rows == 100_000
+    assert settings.chunk_rows == 100_000
     assert settings.explain == "all"
 
 
@@ -45,7 +45,7 @@ def test_data_dir_override_moves_every_path(tmp_path: Path) -> None:
 def test_valid_overrides_are_parsed() -> None:
     settings = Settings.from_env({
         "BATCH_PLATFORM_MAX_REJECT_FRACTION": "0.2",
-        "BATCH_PLATFORM_SCORE_CHUNK_ROWS": " 7 ",
+        "BATCH_PLATFORM_CHUNK_ROWS": " 7 ",
         "BATCH_PLATFORM_SCORING_THREADS": "2",
         "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS": "1.5",
         "BATCH_PLATFORM_MODEL_VERSION": "0123456789abcdef",
@@ -54,7 +54,7 @@ def test_valid_overrides_are_parsed() -> None:
         "BATCH_PLATFORM_EXPLAIN_MAX_ROWS": "50",
     })
     assert settings.max_reject_fraction == 0.2
-    assert settings.score_chunk_rows == 7
+    assert settings.chunk_rows == 7
     assert settings.scoring_threads == 2
     assert settings.lock_timeout_seconds == 1.5
     assert settings.model_version == "0123456789abcdef"
@@ -64,8 +64,8 @@ def test_valid_overrides_are_parsed() -> None:
 
 
 def test_variables_without_the_prefix_are_ignored() -> None:
-    settings = Settings.from_env({"SCORE_CHUNK_ROWS": "0", "EXPLAIN": "some"})
-    assert settings.score_chunk_rows == 100_000
+    settings = Settings.from_env({"CHUNK_ROWS": "0", "EXPLAIN": "some"})
+    assert settings.chunk_rows == 100_000
     assert settings.explain == "all"
 
 
@@ -75,8 +75,8 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("MAX_REJECT_FRACTION", "1.5", "must be between 0 and 1"),
         ("MAX_REJECT_FRACTION", "-0.1", "must be between 0 and 1"),
         ("MAX_REJECT_FRACTION", "abc", "is not a valid float"),
-        ("SCORE_CHUNK_ROWS", "0", "must be a positive number of rows"),
-        ("SCORE_CHUNK_ROWS", "1e3", "is not a valid int"),
+        ("CHUNK_ROWS", "0", "must be a positive number of rows"),
+        ("CHUNK_ROWS", "1e3", "is not a valid int"),
         ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
         ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
         ("EXPLAIN", "some", "must be one of all, predicted_late, riskiest, none"),
@@ -103,9 +103,9 @@ def test_settings_error_is_a_value_error() -> None:
 
 def test_with_overrides_validates(tmp_path: Path) -> None:
     settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path)})
-    changed = settings.with_overrides(score_chunk_rows=5)
-    assert changed.score_chunk_rows == 5
+    changed = settings.with_overrides(chunk_rows=5)
+    assert changed.chunk_rows == 5
     assert changed.data_dir == settings.data_dir
-    assert settings.score_chunk_rows == 100_000  # the original is untouched
-    with pytest.raises(SettingsError, match="BATCH_PLATFORM_SCORE_CHUNK_ROWS=0"):
-        settings.with_overrides(score_chunk_rows=0)
+    assert settings.chunk_rows == 100_000  # the original is untouched
+    with pytest.raises(SettingsError, match="BATCH_PLATFORM_CHUNK_ROWS=0"):
+        settings.with_overrides(chunk_rows=0)

@@ -8,6 +8,7 @@ publishing (write, audit, publish); a failed ``warn`` audit publishes and flags.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -127,21 +128,22 @@ def audit_required_nulls(source: SourceSchema, validated_by_day: Mapping[dt.date
 
 # --- features and scores: drift -------------------------------------------------------------
 
-def _drift(name: str, frame: pl.DataFrame, profile: drift.Profile | None, warn: float,
-           error: float, min_rows: int, error_severity: str) -> Audit:
+def _drift(name: str, data: pl.DataFrame | drift.DriftCounter, profile: drift.Profile | None,
+           warn: float, error: float, min_rows: int, error_severity: str) -> Audit:
     if profile is None:
         return Audit(name, True, error_severity, "no reference profile yet (no model is "
                      "registered with one): nothing to compare against", {"max_psi": 0.0})
+    counter = (data if isinstance(data, drift.DriftCounter)
+               else drift.DriftCounter(profile).add(data))
     worst = (0.0, "", None)
     judged, too_small = 0, []
     by_column: dict[str, float] = {}
-    for (day,), rows in frame.partition_by("partition_date", as_dict=True,
-                                           maintain_order=True).items():
-        if rows.height < min_rows:
+    for day, psi_by_column in counter.psi_by_day().items():
+        if counter.rows[day] < min_rows:
             too_small.append(day)
             continue
         judged += 1
-        for column, value in drift.psi_by_column(profile, rows).items():
+        for column, value in psi_by_column.items():
             by_column[column] = max(by_column.get(column, 0.0), value)
             if value > worst[0]:
                 worst = (value, column, day)
@@ -165,15 +167,15 @@ def _drift(name: str, frame: pl.DataFrame, profile: drift.Profile | None, warn: 
                  f"max PSI {value:.3f} ({column or 'n/a'}) within {warn}{small}", metadata)
 
 
-def audit_feature_drift(features: pl.DataFrame, profile: drift.ModelProfile | None,
-                        thresholds: AuditThresholds) -> Audit:
+def audit_feature_drift(features: pl.DataFrame | drift.DriftCounter,
+                        profile: drift.ModelProfile | None, thresholds: AuditThresholds) -> Audit:
     """Each drift column of each day against the champion's training window."""
     return _drift("feature_drift", features, profile.features if profile else None,
                   thresholds.psi_warn, thresholds.psi_error, thresholds.psi_min_rows, ERROR)
 
 
-def audit_score_drift(predictions: pl.DataFrame, profile: drift.ModelProfile | None,
-                      thresholds: AuditThresholds) -> Audit:
+def audit_score_drift(predictions: pl.DataFrame | drift.DriftCounter,
+                      profile: drift.ModelProfile | None, thresholds: AuditThresholds) -> Audit:
     """Each day's scores against the model's scores on its validation window (flag only)."""
     return _drift("score_drift", predictions, profile.scores if profile else None,
                   thresholds.score_psi_warn, float("inf"), thresholds.psi_min_rows, WARN)
@@ -183,35 +185,68 @@ def audit_score_drift(predictions: pl.DataFrame, profile: drift.ModelProfile | N
 
 def audit_one_prediction_per_row(predictions: pl.DataFrame, features: pl.DataFrame,
                                  id_column: str) -> Audit:
+    return audit_prediction_counts(prediction_row_counts(predictions, features, id_column))
+
+
+def prediction_row_counts(predictions: pl.DataFrame, features: pl.DataFrame,
+                          id_column: str) -> Counter[str]:
+    """Feature rows, predictions, and predictions missing, duplicated or without a feature row:
+    counts that add up over chunks scored one after another."""
     expected = features.get_column(id_column)
     scored = predictions.get_column(id_column)
-    duplicated = scored.len() - scored.n_unique()
-    missing = int((~expected.is_in(scored.implode())).sum())
-    extra = int((~scored.is_in(expected.implode())).sum())
-    metadata: dict[str, object] = {"feature_rows": expected.len(), "prediction_rows": scored.len(),
-                                   "missing": missing, "duplicated": duplicated, "extra": extra}
-    if missing or duplicated or extra:
+    return Counter({"feature_rows": expected.len(), "prediction_rows": scored.len(),
+                    "missing": int((~expected.is_in(scored.implode())).sum()),
+                    "duplicated": scored.len() - scored.n_unique(),
+                    "extra": int((~scored.is_in(expected.implode())).sum())})
+
+
+def audit_prediction_counts(counts: Counter[str]) -> Audit:
+    metadata: dict[str, object] = {name: counts[name] for name in
+                                   ("feature_rows", "prediction_rows", "missing", "duplicated",
+                                    "extra")}
+    if counts["missing"] or counts["duplicated"] or counts["extra"]:
         return Audit("one_per_feature_row", False, ERROR,
-                     f"{expected.len()} feature rows but {scored.len()} predictions: {missing} "
-                     f"missing, {duplicated} duplicated, {extra} without a feature row", metadata)
+                     f"{counts['feature_rows']} feature rows but {counts['prediction_rows']} "
+                     f"predictions: {counts['missing']} missing, {counts['duplicated']} "
+                     f"duplicated, {counts['extra']} without a feature row", metadata)
     return Audit("one_per_feature_row", True, ERROR,
-                 f"{scored.len()} predictions, one per feature row", metadata)
+                 f"{counts['prediction_rows']} predictions, one per feature row", metadata)
 
 
-def audit_scores_valid(predictions: pl.DataFrame) -> Audit:
-    score = predictions.get_column("score")
-    invalid = int((score.is_null() | score.is_nan() | (score < 0) | (score > 1)).sum())
-    metadata: dict[str, object] = {"invalid_scores": invalid,
-                                   "min_score": float(score.min() or 0.0),
-                                   "max_score": float(score.max() or 0.0)}
-    if invalid:
+@dataclass
+class ScoreRange:
+    """Invalid scores and the range of the valid ones, added up chunk by chunk."""
+
+    invalid: int = 0
+    low: float = float("inf")
+    high: float = float("-inf")
+    versions: set[str] = field(default_factory=set)
+
+    def add(self, predictions: pl.DataFrame) -> ScoreRange:
+        score = predictions.get_column("score")
+        self.invalid += int((score.is_null() | score.is_nan() | (score < 0) | (score > 1)).sum())
+        if predictions.height:
+            self.low = min(self.low, float(score.min()))  # type: ignore[arg-type]
+            self.high = max(self.high, float(score.max()))  # type: ignore[arg-type]
+        self.versions.update(predictions.get_column("model_version").unique().to_list())
+        return self
+
+
+def audit_scores_valid(predictions: pl.DataFrame | ScoreRange) -> Audit:
+    scores = predictions if isinstance(predictions, ScoreRange) else ScoreRange().add(predictions)
+    metadata: dict[str, object] = {
+        "invalid_scores": scores.invalid,
+        "min_score": scores.low if scores.low != float("inf") else 0.0,
+        "max_score": scores.high if scores.high != float("-inf") else 0.0}
+    if scores.invalid:
         return Audit("scores_in_unit_interval", False, ERROR,
-                     f"{invalid} score(s) missing or outside [0, 1]", metadata)
+                     f"{scores.invalid} score(s) missing or outside [0, 1]", metadata)
     return Audit("scores_in_unit_interval", True, ERROR, "every score in [0, 1]", metadata)
 
 
-def audit_model_version(predictions: pl.DataFrame, loaded_version: str) -> Audit:
-    versions = sorted(predictions.get_column("model_version").unique().to_list())
+def audit_model_version(predictions: pl.DataFrame | ScoreRange, loaded_version: str) -> Audit:
+    scores = predictions if isinstance(predictions, ScoreRange) else ScoreRange().add(predictions)
+    versions = sorted(scores.versions)
     metadata: dict[str, object] = {"loaded_version": loaded_version,
                                    "versions_in_rows": ", ".join(versions) or "none"}
     if any(version != loaded_version for version in versions):

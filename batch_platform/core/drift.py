@@ -7,6 +7,7 @@ levels it never saw, and one for missing). Profiles are plain JSON, stored besid
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Sequence
@@ -51,11 +52,18 @@ class ModelProfile:
 def profile_column(values: pl.Series) -> ColumnProfile:
     if values.dtype == pl.String:
         levels = sorted(v for v in values.unique().to_list() if v is not None)
-        return ColumnProfile("categorical", levels, _categorical_shares(values, levels))
+        return _with_shares(ColumnProfile("categorical", levels, []), values)
     present = values.drop_nulls().cast(pl.Float64)
     edges = sorted({float(present.quantile(q, interpolation="linear"))
                     for q in QUANTILES} if present.len() else set())
-    return ColumnProfile("numeric", edges, _numeric_shares(values, edges))
+    return _with_shares(ColumnProfile("numeric", edges, []), values)
+
+
+def _with_shares(column: ColumnProfile, values: pl.Series) -> ColumnProfile:
+    counts = bin_counts(column, values)
+    total = int(counts.sum())
+    return ColumnProfile(column.kind, column.bins,
+                         [float(c) / total if total else 0.0 for c in counts])
 
 
 def build_profile(frame: pl.DataFrame, columns: Sequence[str], window: str) -> Profile:
@@ -63,34 +71,58 @@ def build_profile(frame: pl.DataFrame, columns: Sequence[str], window: str) -> P
 
 
 def psi(reference: ColumnProfile, values: pl.Series) -> float:
-    actual = (_categorical_shares(values, reference.bins) if reference.kind == "categorical"
-              else _numeric_shares(values, reference.bins))
-    return float(sum((a - e) * math.log(a / e) for a, e in
-                     zip(_floored(actual), _floored(reference.shares), strict=True)))
+    return psi_from_counts(reference, bin_counts(reference, values))
 
 
 def psi_by_column(profile: Profile, frame: pl.DataFrame) -> dict[str, float]:
     return {name: psi(column, frame.get_column(name)) for name, column in profile.columns.items()}
 
 
-def _numeric_shares(values: pl.Series, edges: list[float]) -> list[float]:
-    total = values.len()
-    if total == 0:
-        return [0.0] * (len(edges) + 2)
+def bin_counts(reference: ColumnProfile, values: pl.Series) -> np.ndarray:
+    """Rows per bin of ``reference``: counts add up over chunks, shares would not."""
+    if reference.kind == "categorical":
+        counts = dict(values.value_counts().iter_rows()) if values.len() else {}
+        known = [counts.get(level, 0) for level in reference.bins]
+        missing = counts.get(None, 0)
+        return np.array([*known, values.len() - sum(known) - missing, missing], dtype=np.int64)
     present = values.drop_nulls().cast(pl.Float64).to_numpy()
-    counts = np.bincount(np.searchsorted(np.asarray(edges), present, side="left"),
-                         minlength=len(edges) + 1)
-    return [float(c) / total for c in counts] + [(total - len(present)) / total]
+    counts = np.bincount(np.searchsorted(np.asarray(reference.bins), present, side="left"),
+                         minlength=len(reference.bins) + 1)
+    return np.array([*counts, values.len() - len(present)], dtype=np.int64)
 
 
-def _categorical_shares(values: pl.Series, levels: list[str]) -> list[float]:
-    total = values.len()
-    if total == 0:
-        return [0.0] * (len(levels) + 2)
-    counts = dict(values.value_counts().iter_rows())
-    known = [counts.get(level, 0) / total for level in levels]
-    missing = counts.get(None, 0) / total
-    return [*known, max(0.0, 1.0 - sum(known) - missing), missing]
+def psi_from_counts(reference: ColumnProfile, counts: np.ndarray) -> float:
+    total = int(counts.sum())
+    actual = [float(c) / total for c in counts] if total else [0.0] * len(counts)
+    return float(sum((a - e) * math.log(a / e) for a, e in
+                     zip(_floored(actual), _floored(reference.shares), strict=True)))
+
+
+class DriftCounter:
+    """Bin counts per day and column against a profile, added up chunk by chunk."""
+
+    def __init__(self, profile: Profile | None) -> None:
+        self.profile = profile
+        self.rows: dict[dt.date, int] = {}
+        self.counts: dict[dt.date, dict[str, np.ndarray]] = {}
+
+    def add(self, frame: pl.DataFrame) -> DriftCounter:
+        if self.profile is None or frame.height == 0:
+            return self
+        for (day,), rows in frame.partition_by("partition_date", as_dict=True,
+                                               maintain_order=True).items():
+            self.rows[day] = self.rows.get(day, 0) + rows.height
+            counts = self.counts.setdefault(day, {})
+            for name, column in self.profile.columns.items():
+                added = bin_counts(column, rows.get_column(name))
+                counts[name] = counts[name] + added if name in counts else added
+        return self
+
+    def psi_by_day(self) -> dict[dt.date, dict[str, float]]:
+        assert self.profile is not None
+        columns = self.profile.columns
+        return {day: {name: psi_from_counts(columns[name], counts[name]) for name in columns}
+                for day, counts in sorted(self.counts.items())}
 
 
 def _floored(shares: list[float]) -> list[float]:

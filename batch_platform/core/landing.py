@@ -179,13 +179,13 @@ def remove_stale_temp_files(path: Path, any_owner: bool = False) -> list[Path]:
         match = TEMP_FILE_PATTERN.match(entry.name)
         if not match or match.group("name") != path.name:
             continue
-        if any_owner or not _process_alive(int(match.group("pid"))):
+        if any_owner or not process_alive(int(match.group("pid"))):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -8,7 +8,7 @@ memory follows the chunk size, not the partition size.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,7 +101,7 @@ def score(
     explain_max_rows: int = 1_000,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, ScoringStats]:
-    """One prediction row per feature row, in the same order.
+    """One prediction row per feature row, in the same order, for a frame in memory.
 
     ``scorer="compiled"`` scores with the model compiled to native code once it passed a
     parity check on a sample of ``features``; otherwise (and on any failure, reported through
@@ -109,47 +109,75 @@ def score(
     ``explain="riskiest"`` explains the ``explain_max_rows`` highest scores of each day, after
     every chunk is scored, so its cost is bounded however large the partition.
     ``on_chunk`` is called with the rows of each chunk once it is scored (progress).
+    The streaming path (a partition too large for memory) uses the same pieces:
+    ``choose_scorer``, ``score_chunk``, ``Riskiest`` and ``fill_reasons``.
     """
-    chosen, report = _choose_scorer(features, model, spec, scorer, num_threads, warn)
+    chosen, report = choose_scorer(features, model, spec, scorer, num_threads, warn)
+    riskiest = Riskiest(explain_max_rows, spec.id_column) if explain == "riskiest" else None
     parts = []
     unknown = dict.fromkeys(spec.categorical_columns, 0)
     explained = 0
     for chunk in _chunks(features, chunk_rows):
-        matrix, chunk_unknown = feature_matrix(chunk, spec, model.categorical_levels)
-        for name, count in chunk_unknown.items():
+        scored = score_chunk(chunk, model, spec, chosen, explain, num_threads)
+        for name, count in scored.unknown_categories.items():
             unknown[name] += count
-        scores = chosen.predict(matrix, num_threads)
-        mask = _explained_mask(scores, model.threshold, explain)
-        reasons = _explain(model, matrix, mask, spec, num_threads)
-        explained += int(mask.sum())
-        parts.append(
-            chunk.select(spec.id_column, "partition_date")
-            .with_columns(pl.Series("score", scores, dtype=pl.Float64))
-            .with_columns(
-                (pl.col("score") >= model.threshold).alias("label"),
-                risk_band(pl.col("score"), model.threshold).alias("risk_band"),
-            )
-            .hstack(reasons)
-        )
+        explained += scored.explained_rows
+        parts.append(scored.predictions)
+        if riskiest is not None:
+            riskiest.add(scored.predictions)
         if on_chunk is not None:
             on_chunk(chunk.height)
-    predictions = pl.concat(parts) if parts else _empty_predictions(spec)
-    if explain == "riskiest":
-        predictions, explained = _explain_riskiest(predictions, features, model, spec,
-                                                   explain_max_rows, chunk_rows, num_threads)
-    predictions = predictions.with_columns(
+    predictions = pl.concat(parts) if parts else empty_predictions(spec)
+    if riskiest is not None:
+        reasons = riskiest.explain(_chunks(features, chunk_rows), model, spec, num_threads)
+        predictions, explained = fill_reasons(predictions, reasons, spec.id_column), reasons.height
+    return (with_lineage(predictions, lineage, report.used),
+            ScoringStats(features.height, unknown, explained, report))
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    predictions: pl.DataFrame  # without the lineage columns: see ``with_lineage``
+    unknown_categories: dict[str, int]
+    explained_rows: int
+
+
+def score_chunk(chunk: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, chosen: Scorer,
+                explain: str, num_threads: int) -> ScoredChunk:
+    """Score, label, band and (per ``explain``; never for "riskiest") explain one chunk."""
+    matrix, unknown = feature_matrix(chunk, spec, model.categorical_levels)
+    scores = chosen.predict(matrix, num_threads)
+    mask = _explained_mask(scores, model.threshold, explain)
+    reasons = _explain(model, matrix, mask, spec, num_threads)
+    predictions = (
+        chunk.select(spec.id_column, "partition_date")
+        .with_columns(pl.Series("score", scores, dtype=pl.Float64))
+        .with_columns(
+            (pl.col("score") >= model.threshold).alias("label"),
+            risk_band(pl.col("score"), model.threshold).alias("risk_band"),
+        )
+        .hstack(reasons)
+    )
+    return ScoredChunk(predictions, unknown, int(mask.sum()))
+
+
+def with_lineage(predictions: pl.DataFrame, lineage: ScoringLineage, scorer: str
+                 ) -> pl.DataFrame:
+    """Which model, scorer, code and run produced each row, and when."""
+    return predictions.with_columns(
         pl.lit(lineage.model_version).alias("model_version"),
-        pl.lit(report.used).alias("scorer"),
+        pl.lit(scorer).alias("scorer"),
         pl.lit(lineage.code_version).alias("code_version"),
         pl.lit(lineage.run_id).alias("run_id"),
         pl.lit(lineage.scored_at).cast(pl.Datetime("us", "UTC")).alias("scored_at"),
     )
-    return predictions, ScoringStats(features.height, unknown, explained, report)
 
 
-def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, requested: str,
-                   num_threads: int, warn: Callable[[str], None] | None
-                   ) -> tuple[Scorer, ScorerReport]:
+def choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec,
+                  requested: str, num_threads: int, warn: Callable[[str], None] | None = None
+                  ) -> tuple[Scorer, ScorerReport]:
+    """The scorer for these rows: the compiled one only if it passed parity on a sample of
+    ``features`` (a chunk of the partition is sample enough)."""
     sample = np.empty((0, len(spec.feature_columns)))
     if requested != LIGHTGBM and features.height:
         rows = features[compiled.stride_rows(features.height)]
@@ -159,40 +187,58 @@ def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec
                                   categorical, num_threads, **({"warn": warn} if warn else {}))
 
 
-def _explain_riskiest(predictions: pl.DataFrame, features: pl.DataFrame, model: LoadedModel,
-                      spec: FeatureSpec, per_day: int, chunk_rows: int, num_threads: int
-                      ) -> tuple[pl.DataFrame, int]:
-    """Fill in the reasons of the ``per_day`` highest-scoring rows of each day."""
-    chosen = (
-        predictions.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
-                           "partition_date", "score")
-        .filter(pl.col("score").rank("ordinal", descending=True).over("partition_date")
-                <= per_day)
-        .get_column("__row")
-        .sort()
-    )
-    parts = []
-    for offset in range(0, chosen.len(), chunk_rows):
-        rows = chosen.slice(offset, chunk_rows)
-        matrix, _ = feature_matrix(features[rows], spec, model.categorical_levels)
-        every = np.ones(len(matrix), dtype=bool)
-        parts.append(_explain(model, matrix, every, spec, num_threads)
-                     .with_columns(rows.alias("__row"), pl.lit(True).alias("__chosen")))
-    if not parts:
-        return predictions, 0
-    reasons = pl.concat(parts)
-    reason_columns = [c for c in reasons.columns if c not in ("__row", "__chosen")]
-    filled = (
-        predictions.with_row_index("__row")
-        .join(reasons, on="__row", how="left", suffix="__new")
-        .with_columns(
-            pl.when(pl.col("__chosen").fill_null(False)).then(pl.col(f"{c}__new"))
-            .otherwise(pl.col(c)).alias(c)
-            for c in reason_columns
-        )
-        .select(predictions.columns)
-    )
-    return filled, chosen.len()
+class Riskiest:
+    """The ``per_day`` highest scores of each day, over chunks scored one after another.
+
+    Ties go to the smaller id, so the choice does not depend on how rows were chunked.
+    """
+
+    def __init__(self, per_day: int, id_column: str) -> None:
+        self.per_day, self.id_column = per_day, id_column
+        self.best: pl.DataFrame | None = None
+
+    def add(self, predictions: pl.DataFrame) -> None:
+        rows = predictions.select("partition_date", self.id_column, "score")
+        merged = rows if self.best is None else pl.concat([self.best, rows])
+        self.best = (merged.sort("partition_date", "score", self.id_column,
+                                 descending=[False, True, False])
+                     .group_by("partition_date", maintain_order=True).head(self.per_day))
+
+    def ids(self) -> pl.Series:
+        if self.best is None:
+            return pl.Series(self.id_column, [], dtype=pl.String)
+        return self.best.get_column(self.id_column)
+
+    def explain(self, feature_chunks: Iterable[pl.DataFrame], model: LoadedModel,
+                spec: FeatureSpec, num_threads: int) -> pl.DataFrame:
+        """The reasons of the chosen rows, keyed by id: a second pass over the features."""
+        chosen = self.ids().implode()
+        parts = []
+        for chunk in feature_chunks:
+            rows = chunk.filter(pl.col(spec.id_column).is_in(chosen))
+            if rows.height:
+                matrix, _ = feature_matrix(rows, spec, model.categorical_levels)
+                every = np.ones(len(matrix), dtype=bool)
+                parts.append(rows.select(spec.id_column).hstack(
+                    _explain(model, matrix, every, spec, num_threads)))
+        if not parts:
+            return pl.DataFrame(schema={spec.id_column: pl.String(), **_reason_schema()})
+        return pl.concat(parts)
+
+
+def fill_reasons(predictions: pl.DataFrame, reasons: pl.DataFrame, id_column: str
+                 ) -> pl.DataFrame:
+    """``predictions`` with the reasons of the rows in ``reasons`` filled in, order kept."""
+    if reasons.height == 0:
+        return predictions
+    names = list(_reason_schema())
+    return (predictions.join(reasons, on=id_column, how="left", suffix="__new",
+                             maintain_order="left")
+            .with_columns(pl.when(pl.col(f"{names[0]}__new").is_not_null()
+                                  | pl.col(f"{names[1]}__new").is_not_nan())
+                          .then(pl.col(f"{c}__new")).otherwise(pl.col(c)).alias(c)
+                          for c in names)
+            .select(predictions.columns))
 
 
 def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.ndarray:
@@ -224,7 +270,7 @@ def _reason_schema() -> dict[str, pl.DataType]:
     return schema
 
 
-def _empty_predictions(spec: FeatureSpec) -> pl.DataFrame:
+def empty_predictions(spec: FeatureSpec) -> pl.DataFrame:
     return pl.DataFrame(schema={
         spec.id_column: pl.String(), "partition_date": pl.Date(), "score": pl.Float64(),
         "label": pl.Boolean(), "risk_band": pl.String(), **_reason_schema(),

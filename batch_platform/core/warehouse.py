@@ -27,6 +27,7 @@ import duckdb
 import polars as pl
 
 from batch_platform.core.landing import days_between, remove_stale_temp_files
+from batch_platform.core.staging import StagedTable
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -197,26 +198,39 @@ def ensure_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame
         )
 
 
+Rows = pl.DataFrame | StagedTable  # in memory, or staged as Parquet parts
+
+
 def replace_partitions(
     con: duckdb.DuckDBPyConnection,
-    writes: Sequence[tuple[str, pl.DataFrame]],
+    writes: Sequence[tuple[str, Rows]],
     partition_dates: Sequence[dt.date],
 ) -> None:
     """Replace ``partition_dates`` of every table in ``writes`` in one transaction.
 
     Either every table holds exactly the new rows of those dates, or nothing changed.
     """
-    for table, frame in writes:
-        ensure_table(con, table, frame)
-        outside = frame.filter(~pl.col("partition_date").is_in(list(partition_dates)))
-        if outside.height:
-            raise ValueError(f"{outside.height} row(s) for {table} fall outside the partitions "
+    for table, rows in writes:
+        ensure_table(con, table, rows.empty() if isinstance(rows, StagedTable) else rows)
+        outside = _rows_outside(con, rows, partition_dates)
+        if outside:
+            raise ValueError(f"{outside} row(s) for {table} fall outside the partitions "
                              f"being written ({partition_dates[0]}..{partition_dates[-1]})")
     with transaction(con):
-        for table, frame in writes:
+        for table, rows in writes:
             con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
                         {"dates": list(partition_dates)})
-            insert(con, table, frame)
+            insert(con, table, rows)
+
+
+def _rows_outside(con: duckdb.DuckDBPyConnection, rows: Rows,
+                  partition_dates: Sequence[dt.date]) -> int:
+    if isinstance(rows, pl.DataFrame):
+        return rows.filter(~pl.col("partition_date").is_in(list(partition_dates))).height
+    return con.execute("SELECT count(*) FROM read_parquet($files) "
+                       "WHERE NOT partition_date = ANY($dates)",
+                       {"files": [str(f) for f in rows.files],
+                        "dates": list(partition_dates)}).fetchone()[0]
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
@@ -239,9 +253,14 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
-def insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Insert by column name, so a frame's column order never matters."""
-    con.register("__frame", frame.to_arrow())
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows) -> None:
+    """Insert by column name, so a frame's column order never matters; staged parts are
+    streamed by DuckDB, never held in memory whole."""
+    if isinstance(rows, StagedTable):
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet($files)",
+                    {"files": [str(f) for f in rows.files]})
+        return
+    con.register("__frame", rows.to_arrow())
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
     finally:

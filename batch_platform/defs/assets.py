@@ -7,6 +7,10 @@ policy, so one day and a year of days are the same code path and a range is one 
 
 import datetime as dt
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +24,7 @@ from batch_platform.core import model as model_core
 from batch_platform.core.features import FLIGHTS
 from batch_platform.core.schema import AIRLINES, AIRPORTS, PLANES, WEATHER, SourceSchema
 from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
+from batch_platform.core.staging import StagedTable, Staging, chunks, row_count, staging
 from batch_platform.core.warehouse import (
     MissingDataError,
     read_partitions,
@@ -38,6 +43,7 @@ from batch_platform.defs.checks import (
     gate,
 )
 from batch_platform.defs.metadata import (
+    PredictionSummary,
     prediction_summary,
     report_summary,
     scoped_to_partitions,
@@ -86,6 +92,14 @@ def daily_asset(key: list[str], checks: dict[str, str] | None = None, **kwargs: 
 def partition_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     key_range = context.partition_key_range
     return dt.date.fromisoformat(key_range.start), dt.date.fromisoformat(key_range.end)
+
+
+@contextmanager
+def staged(context: dg.AssetExecutionContext, settings: Settings, step: str
+           ) -> Iterator[Staging]:
+    """The step's own staging directory, removed when the step ends, however it ends."""
+    with staging(settings.staging_dir, context.run.run_id, step, settings.chunk_rows) as folder:
+        yield folder
 
 
 def lineage(context: dg.AssetExecutionContext) -> ingest.Lineage:
@@ -388,46 +402,33 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     settings = platform.settings
     start, end = partition_dates(context)
     days = landing.days_between(start, end)
-    with warehouse.get_connection() as con:
-        record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
-        require_partitions(con, "features.flights", start, end)
-        frame = read_partitions(con, "features.flights", start, end,
-                                order_by=("partition_date", FLIGHTS.id_column))
-    loaded = model_core.load_registered(
-        settings.data_dir, settings.models_dir, record["model_path"], record["model_version"],
-        record["threshold"], FLIGHTS)
     where = describe_days(days)
-    scoring.check_features(frame, FLIGHTS, f"features.flights {where}")
-    scoring_started = time.perf_counter()
-    progress = Progress(context.log, f"scoring {where}",
-                        -(-frame.height // settings.score_chunk_rows), "chunks")
-    predictions, stats = scoring.score(
-        frame, loaded, FLIGHTS,
-        scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
-                               dt.datetime.now(dt.UTC)),
-        chunk_rows=settings.score_chunk_rows, explain=settings.explain,
-        num_threads=settings.scoring_threads, scorer=settings.scorer, warn=context.log.warning,
-        explain_max_rows=settings.explain_max_rows,
-        on_chunk=lambda rows: progress.advance(rows=rows),
-    )
-    scoring_seconds = time.perf_counter() - scoring_started
-    for column, count in stats.unknown_categories.items():
-        if count:
-            context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
-                                "scored with that feature missing")
-    profile = drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
-    score_drift = audits.audit_score_drift(predictions, profile, settings.audit_thresholds())
-    results = gate(context, [
-        audits.audit_one_prediction_per_row(predictions, frame, FLIGHTS.id_column),
-        audits.audit_scores_valid(predictions),
-        audits.audit_model_version(predictions, loaded.version),
-        score_drift,
-    ], where)
-    publish_seconds = warehouse.write_and_publish(
-        lambda con: replace_partitions(con, [("predictions.flights", predictions)], days))
+    with staged(context, settings, "predictions") as staging:
+        with warehouse.get_connection() as con:
+            record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
+            require_partitions(con, "features.flights", start, end)
+            features_file = staging.export(
+                con, "features", "SELECT * FROM features.flights WHERE partition_date BETWEEN "
+                "$start AND $end ORDER BY partition_date, flight_id", {"start": start, "end": end})
+        loaded = model_core.load_registered(
+            settings.data_dir, settings.models_dir, record["model_path"],
+            record["model_version"], record["threshold"], FLIGHTS)
+        profile = drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
+        scored = score_staged(context, settings, staging, features_file, loaded, where)
+        score_drift = audits.audit_score_drift(scored.drift, profile, settings.audit_thresholds())
+        results = gate(context, [
+            audits.audit_prediction_counts(scored.counts),
+            audits.audit_scores_valid(scored.scores),
+            audits.audit_model_version(scored.scores, loaded.version),
+            score_drift,
+        ], where)
+        publish_seconds = warehouse.write_and_publish(
+            lambda con: replace_partitions(con, [("predictions.flights", scored.predictions)],
+                                           days))
+    stats = scored.stats
     return dg.MaterializeResult(metadata=scoped_to_partitions({
-        **table_metadata(predictions),
-        "rows_scored": predictions.height,
+        **table_metadata(scored.predictions),
+        "rows_scored": scored.predictions.rows,
         "model_version": loaded.version,
         "threshold": loaded.threshold,
         "rows_explained": stats.explained_rows,
@@ -436,13 +437,97 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "parity_max_abs_diff": stats.scorer.parity_max_abs_diff,
         "parity_rows": stats.scorer.parity_rows,
         "unknown_categories": sum(stats.unknown_categories.values()),
-        "scoring_rows_per_second": round(predictions.height / scoring_seconds, 1)
-        if scoring_seconds else 0.0,
-        **score_summary(predictions),
+        "chunk_rows": settings.chunk_rows,
+        "scoring_rows_per_second": round(stats.rows / scored.seconds, 1)
+        if scored.seconds else 0.0,
+        **score_summary(scored.summary),
         "score_max_psi": score_drift.metadata["max_psi"],
-        **prediction_summary(predictions, frame, FLIGHTS),
-        **timing_metadata(predictions.height, started, publish_seconds),
-    }, days, predictions), check_results=results)
+        **prediction_summary(scored.summary),
+        **timing_metadata(stats.rows, started, publish_seconds),
+    }, days, scored.rows_by_day), check_results=results)
+
+
+@dataclass
+class StagedScores:
+    """A partition's predictions, staged as Parquet, and what was tallied on the way."""
+
+    predictions: StagedTable
+    stats: scoring.ScoringStats
+    counts: Counter[str]
+    scores: audits.ScoreRange
+    drift: drift.DriftCounter
+    summary: PredictionSummary
+    rows_by_day: Counter[dt.date]
+    seconds: float
+
+
+def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging: Staging,
+                 features_file: Path, loaded: model_core.LoadedModel, where: str
+                 ) -> StagedScores:
+    """Score the staged features chunk by chunk with one booster; nothing holds them whole."""
+    started = time.perf_counter()
+    feature_rows = row_count(features_file)
+    progress = Progress(context.log, f"scoring {where}", max(1, -(-feature_rows //
+                                                                  settings.chunk_rows)), "chunks")
+    lineage = scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
+                                     dt.datetime.now(dt.UTC))
+    profile = drift.load_profile(drift.profile_path(loaded.path))
+    riskiest = (scoring.Riskiest(settings.explain_max_rows, FLIGHTS.id_column)
+                if settings.explain == "riskiest" else None)
+    explain = "none" if riskiest else settings.explain
+    predictions = staging.table("predictions")
+    counts: Counter[str] = Counter()
+    scores = audits.ScoreRange()
+    score_drift = drift.DriftCounter(profile.scores if profile else None)
+    summary = PredictionSummary(FLIGHTS)
+    rows_by_day: Counter[dt.date] = Counter()
+    unknown = dict.fromkeys(FLIGHTS.categorical_columns, 0)
+    explained = 0
+    chosen = report = None
+    for chunk in chunks([features_file], settings.chunk_rows):
+        if chosen is None:
+            scoring.check_features(chunk, FLIGHTS, f"features.flights {where}")
+            # The parity check of a compiled scorer samples the first chunk.
+            chosen, report = scoring.choose_scorer(chunk, loaded, FLIGHTS, settings.scorer,
+                                                   settings.scoring_threads, context.log.warning)
+        if chunk.height == 0:
+            continue
+        result = scoring.score_chunk(chunk, loaded, FLIGHTS, chosen, explain,
+                                     settings.scoring_threads)
+        rows = scoring.with_lineage(result.predictions, lineage, report.used)
+        for name, count in result.unknown_categories.items():
+            unknown[name] += count
+        explained += result.explained_rows
+        counts += audits.prediction_row_counts(rows, chunk, FLIGHTS.id_column)
+        scores.add(rows)
+        score_drift.add(rows)
+        summary.add(rows, chunk)
+        rows_by_day.update(dict(rows.group_by("partition_date").len().iter_rows()))
+        if riskiest is not None:
+            riskiest.add(rows)
+        predictions.write(rows)
+        progress.advance(rows=chunk.height)
+    assert report is not None
+    if predictions.schema is None:
+        predictions.write(scoring.with_lineage(scoring.empty_predictions(FLIGHTS), lineage,
+                                               report.used))
+    predictions.close()
+    if riskiest is not None:
+        # A second pass: explain the chosen rows, then fill their reasons into the staged parts.
+        reasons = riskiest.explain(chunks([features_file], settings.chunk_rows), loaded,
+                                   FLIGHTS, settings.scoring_threads)
+        explained = reasons.height
+        filled = staging.table("predictions_explained")
+        for part in chunks(predictions.files, settings.chunk_rows):
+            filled.write(scoring.fill_reasons(part, reasons, FLIGHTS.id_column))
+        predictions = filled.close()
+    for column, count in unknown.items():
+        if count:
+            context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
+                                "scored with that feature missing")
+    stats = scoring.ScoringStats(predictions.rows, unknown, explained, report)
+    return StagedScores(predictions, stats, counts, scores, score_drift, summary, rows_by_day,
+                        time.perf_counter() - started)
 
 
 @daily_asset(

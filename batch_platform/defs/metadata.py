@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from batch_platform.core.features import FeatureSpec
-from batch_platform.core.model import auc_expr
 from batch_platform.core.reports import ALL_SEGMENT
 from batch_platform.core.scoring import RISK_BANDS
+from batch_platform.core.staging import StagedTable
 
 TOP_SEGMENTS = 5
 # A segment needs this many flights to be ranked: tiny segments top every list by chance.
@@ -47,13 +49,15 @@ COLUMN_DESCRIPTIONS = {
 }
 
 
-def table_metadata(frame: pl.DataFrame) -> dict[str, object]:
+def table_metadata(rows: pl.DataFrame | StagedTable) -> dict[str, object]:
+    schema = rows.empty().schema if isinstance(rows, StagedTable) else rows.schema
+    count = rows.rows if isinstance(rows, StagedTable) else rows.height
     # TableMetadataSet is not exported in dagster 1.13: the literal keys are the API.
     return {
-        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "dagster/row_count": dg.MetadataValue.int(count),
         "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=[
             dg.TableColumn(name, str(dtype), description=COLUMN_DESCRIPTIONS.get(name))
-            for name, dtype in frame.schema.items()
+            for name, dtype in schema.items()
         ])),
     }
 
@@ -67,34 +71,89 @@ def timing_metadata(rows: int, started: float, publish_seconds: float) -> dict[s
     }
 
 
-def score_summary(predictions: pl.DataFrame) -> dict[str, object]:
-    if predictions.height == 0:
+AUC_BINS = 100_000  # the realised AUC in metadata is exact to about 1e-5
+
+
+class PredictionSummary:
+    """What the predictions' metadata shows, added up chunk by chunk: score distribution, risk
+    bands, the riskiest segments and the realised AUC, in memory independent of the rows."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.rows = 0
+        self.score_sum = 0.0
+        self.labelled = 0
+        self.bands: dict[str, int] = dict.fromkeys(RISK_BANDS, 0)
+        self.histogram = np.zeros(10, dtype=np.int64)
+        self.segments: dict[str, pl.DataFrame] = {}
+        self.late = np.zeros(AUC_BINS, dtype=np.int64)
+        self.on_time = np.zeros(AUC_BINS, dtype=np.int64)
+
+    @classmethod
+    def of(cls, predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
+           ) -> PredictionSummary:
+        return cls(spec).add(predictions, features)
+
+    def add(self, predictions: pl.DataFrame, features: pl.DataFrame) -> PredictionSummary:
+        spec = self.spec
+        rows = predictions.join(
+            features.select(spec.id_column, *spec.segment_columns, spec.label_column),
+            on=spec.id_column, how="left")
+        score = rows.get_column("score")
+        self.rows += rows.height
+        self.score_sum += float(score.sum())
+        self.labelled += int(rows.get_column("label").sum())
+        for band, count in rows.group_by("risk_band").len().iter_rows():
+            self.bands[band] = self.bands.get(band, 0) + count
+        self.histogram += np.bincount(
+            (score.clip(0.0, 0.999999) * 10).floor().cast(pl.Int64).to_numpy(), minlength=10)
+        for column in spec.segment_columns:
+            partial = rows.group_by(column).agg(
+                pl.len().alias("flights"), pl.col("score").sum().alias("score_sum"),
+                pl.col("label").cast(pl.Int64).sum().alias("label_sum"))
+            previous = self.segments.get(column)
+            self.segments[column] = partial if previous is None else (
+                pl.concat([previous, partial]).group_by(column).agg(pl.all().sum()))
+        known = rows.filter(pl.col(spec.label_column).is_not_null())
+        bins = (known.get_column("score").clip(0.0, 1.0) * (AUC_BINS - 1)).cast(pl.Int64)
+        late = known.get_column(spec.label_column).to_numpy().astype(bool)
+        self.late += np.bincount(bins.to_numpy()[late], minlength=AUC_BINS)
+        self.on_time += np.bincount(bins.to_numpy()[~late], minlength=AUC_BINS)
+        return self
+
+    def realised_auc(self) -> float | None:
+        """Mann-Whitney over score bins; ties within a bin count half."""
+        positives, negatives = int(self.late.sum()), int(self.on_time.sum())
+        if not positives or not negatives:
+            return None
+        below = np.cumsum(self.on_time) - self.on_time
+        wins = float((self.late * below).sum() + 0.5 * (self.late * self.on_time).sum())
+        return wins / (positives * negatives)
+
+
+def score_summary(summary: PredictionSummary) -> dict[str, object]:
+    if summary.rows == 0:
         return {"mean_score": 0.0, "positive_rate": 0.0}
-    counts = dict(predictions.group_by("risk_band").len().iter_rows())
     table = "| risk band | flights |\n|---|---|\n" + "\n".join(
-        f"| {band} | {counts.get(band, 0)} |" for band in RISK_BANDS)
+        f"| {band} | {summary.bands.get(band, 0)} |" for band in RISK_BANDS)
     return {
-        "mean_score": round(float(predictions.get_column("score").mean()), 4),
-        "positive_rate": round(float(predictions.get_column("label").mean()), 4),
+        "mean_score": round(summary.score_sum / summary.rows, 4),
+        "positive_rate": round(summary.labelled / summary.rows, 4),
         "risk_bands": dg.MetadataValue.md(table),
     }
 
 
-def _score_histogram(scores: pl.Series) -> str:
-    counts = [0] * 10
-    for index, count in (scores.clip(0.0, 0.999999) * 10).floor().cast(pl.Int64
-                                                                        ).value_counts().rows():
-        counts[index] = count
-    total = max(scores.len(), 1)
+def _score_histogram(counts: np.ndarray) -> str:
+    total = max(int(counts.sum()), 1)
     return "| score | flights | share |\n|---|---:|---|\n" + "\n".join(
         f"| {i / 10:.1f}–{(i + 1) / 10:.1f} | {count:,} | {'█' * round(40 * count / total)} "
-        f"{count / total:.1%} |" for i, count in enumerate(counts))
+        f"{count / total:.1%} |" for i, count in enumerate(counts.tolist()))
 
 
-def _top_segments(rows: pl.DataFrame, column: str) -> str:
-    top = (rows.group_by(column)
-           .agg(pl.len().alias("flights"), pl.col("score").mean().alias("mean_score"),
-                pl.col("label").mean().alias("predicted_late_rate"))
+def _top_segments(segments: pl.DataFrame, column: str) -> str:
+    top = (segments.with_columns((pl.col("score_sum") / pl.col("flights")).alias("mean_score"),
+                                 (pl.col("label_sum") / pl.col("flights"))
+                                 .alias("predicted_late_rate"))
            .filter(pl.col("flights") >= MIN_SEGMENT_FLIGHTS)
            .sort("predicted_late_rate", "flights", descending=True).head(TOP_SEGMENTS))
     return (f"| {column} | flights | mean score | predicted late |\n|---|---:|---:|---:|\n"
@@ -102,25 +161,21 @@ def _top_segments(rows: pl.DataFrame, column: str) -> str:
                          f"{r['predicted_late_rate']:.1%} |" for r in top.iter_rows(named=True)))
 
 
-def prediction_summary(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
-                       ) -> dict[str, object]:
+def prediction_summary(summary: PredictionSummary) -> dict[str, object]:
     """The score distribution and the riskiest segments, and the realised AUC where known."""
-    if predictions.height == 0:
+    if summary.rows == 0:
         return {}
-    rows = predictions.join(
-        features.select(spec.id_column, *spec.segment_columns, spec.label_column),
-        on=spec.id_column, how="left")
-    auc = rows.select(auc_expr("score", spec.label_column)).item()
-    sections = [f"**{predictions.height:,} flights scored**, mean score "
-                f"{predictions.get_column('score').mean():.3f}, predicted late "
-                f"{predictions.get_column('label').mean():.1%}",
-                "### Score distribution", _score_histogram(predictions.get_column("score"))]
-    for column in spec.segment_columns:
+    sections = [f"**{summary.rows:,} flights scored**, mean score "
+                f"{summary.score_sum / summary.rows:.3f}, predicted late "
+                f"{summary.labelled / summary.rows:.1%}",
+                "### Score distribution", _score_histogram(summary.histogram)]
+    for column, segments in summary.segments.items():
         sections += [f"### Riskiest {column}s (at least {MIN_SEGMENT_FLIGHTS} flights)",
-                     _top_segments(rows, column)]
+                     _top_segments(segments, column)]
     metadata: dict[str, object] = {"summary": dg.MetadataValue.md("\n\n".join(sections))}
+    auc = summary.realised_auc()
     if auc is not None:
-        metadata["realised_auc"] = round(float(auc), 4)
+        metadata["realised_auc"] = round(auc, 4)
     return metadata
 
 
@@ -161,7 +216,7 @@ _ADDITIVE = {"dagster/row_count", "rows_in", "rows_rejected", "rows_with_outcome
 
 
 def scoped_to_partitions(metadata: dict[str, object], days: list[dt.date],
-                         frame: pl.DataFrame) -> dict[str, object]:
+                         rows_by_day: pl.DataFrame | Mapping[dt.date, int]) -> dict[str, object]:
     """Say what the metadata of a materialization covers.
 
     Dagster 1.13 copies a range run's metadata to every partition of the range (one
@@ -176,7 +231,8 @@ def scoped_to_partitions(metadata: dict[str, object], days: list[dt.date],
     for key, value in metadata.items():
         name = key.removeprefix("dagster/")
         scoped[f"range_{name}" if key in _ADDITIVE else key] = value
-    per_day = frame.group_by("partition_date").len().sort("partition_date")
+    if isinstance(rows_by_day, pl.DataFrame):
+        rows_by_day = dict(rows_by_day.group_by("partition_date").len().iter_rows())
     scoped["rows_by_partition"] = dg.MetadataValue.json(
-        {day.isoformat(): count for day, count in per_day.iter_rows()})
+        {day.isoformat(): count for day, count in sorted(rows_by_day.items())})
     return scoped

@@ -45,7 +45,7 @@ class PlatformResource(ConfigurableResource):
 
     data_dir: str
     max_reject_fraction: float
-    score_chunk_rows: int
+    chunk_rows: int
     scoring_threads: int
     lock_timeout_seconds: float
     model_version: str | None = None
