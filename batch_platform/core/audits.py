@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from batch_platform.core import drift
-from batch_platform.core.ingest import REASON_COLUMN, ValidatedFile
+from batch_platform.core.ingest import FileTally, ValidatedFile
 from batch_platform.core.reports import ALL_SEGMENT
 from batch_platform.core.schema import SourceSchema
 
@@ -97,20 +97,19 @@ def audit_row_counts(source: str, rows_by_day: Mapping[dt.date, int],
     return Audit("row_count", True, WARN, f"rows per day within {low}..{high}", metadata)
 
 
-def audit_required_nulls(source: SourceSchema, validated_by_day: Mapping[dt.date, ValidatedFile],
+def audit_required_nulls(source: SourceSchema,
+                         validated_by_day: Mapping[dt.date, ValidatedFile | FileTally],
                          thresholds: AuditThresholds) -> Audit:
     """Share of each day's input rows missing a required value (those rows are quarantined)."""
     worst = (0.0, "", None)
     for day, validated in validated_by_day.items():
-        if not validated.rows_in:
+        tally = validated.tally() if isinstance(validated, ValidatedFile) else validated
+        if not tally.rows_in:
             continue
-        reasons = validated.rejected.get_column(REASON_COLUMN)
         for column in source.columns:
             if not column.required:
                 continue
-            missing = int(reasons.str.contains(f"{column.name}: required value is missing",
-                                               literal=True).sum())
-            fraction = missing / validated.rows_in
+            fraction = tally.missing_required[column.name] / tally.rows_in
             if fraction > worst[0]:
                 worst = (fraction, column.name, day)
     fraction, column, day = worst

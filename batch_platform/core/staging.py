@@ -32,6 +32,8 @@ class StagedTable:
 
     folder: Path
     part_rows: int
+    # Columns a stage needs while it works that the table does not have (line numbers).
+    exclude: tuple[str, ...] = ()
     files: list[Path] = field(default_factory=list)
     rows: int = 0
     schema: pl.Schema | None = None
@@ -49,15 +51,20 @@ class StagedTable:
             self._buffer.append(frame)
             self._buffered += frame.height
         if self._buffered >= self.part_rows:
-            self._flush()
+            self._write_part()
+
+    def flush(self) -> None:
+        """Write what is buffered, so that every row written so far is in ``files``."""
+        if self._buffer:
+            self._write_part()
 
     def close(self) -> StagedTable:
         """Write what is buffered; a table that got no rows gets one empty part (its schema)."""
         if self._buffer or (not self.files and self.schema is not None):
-            self._flush()
+            self._write_part()
         return self
 
-    def _flush(self) -> None:
+    def _write_part(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"part-{len(self.files):05d}{PART_SUFFIX}"
         frame = (pl.concat(self._buffer) if self._buffer
@@ -67,9 +74,15 @@ class StagedTable:
         self._buffer, self._buffered = [], 0
 
     def empty(self) -> pl.DataFrame:
+        """No rows, the table's columns (without ``exclude``)."""
         if self.schema is None:
             raise ValueError(f"{self.folder.name}: nothing was written, the schema is unknown")
-        return pl.DataFrame(schema=self.schema)
+        return pl.DataFrame(schema=self.schema).drop(self.exclude)
+
+    def select_sql(self) -> str:
+        """What DuckDB reads to load the table."""
+        exclude = (f" EXCLUDE ({', '.join(self.exclude)})" if self.exclude else "")
+        return f"SELECT *{exclude} FROM read_parquet($files)"
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,8 @@ class Staging:
     root: Path
     chunk_rows: int
 
-    def table(self, name: str) -> StagedTable:
-        return StagedTable(self.root / name, self.chunk_rows)
+    def table(self, name: str, exclude: tuple[str, ...] = ()) -> StagedTable:
+        return StagedTable(self.root / name, self.chunk_rows, exclude)
 
     def export(self, con: duckdb.DuckDBPyConnection, name: str, query: str,
                params: Mapping[str, object] | None = None) -> Path:

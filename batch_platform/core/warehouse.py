@@ -257,7 +257,7 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows) -> None:
     """Insert by column name, so a frame's column order never matters; staged parts are
     streamed by DuckDB, never held in memory whole."""
     if isinstance(rows, StagedTable):
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet($files)",
+        con.execute(f"INSERT INTO {table} BY NAME {rows.select_sql()}",
                     {"files": [str(f) for f in rows.files]})
         return
     con.register("__frame", rows.to_arrow())

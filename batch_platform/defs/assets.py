@@ -158,43 +158,58 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
         start, end = partition_dates(context)
         days = landing.days_between(start, end)
         run_lineage = lineage(context)
-        good, rejected, ignored = [], [], set()
-        validated_by_day: dict[dt.date, ingest.ValidatedFile] = {}
+        tallies: dict[dt.date, ingest.FileTally] = {}
         progress = Progress(context.log, f"raw.{source.name}", len(days), "files validated")
-        for day in days:
-            path = landing.landing_file(settings.landing_dir, source.name, day)
-            validated = ingest.validate_file(path, source, day)
-            ingest.enforce_reject_threshold(validated, settings.max_reject_fraction,
-                                            ingest.describe(path, day))
-            validated_by_day[day] = validated
-            good.append(ingest.with_lineage(validated.good, validated, run_lineage))
-            rejected.append(ingest.with_lineage(validated.rejected, validated, run_lineage))
-            ignored.update(validated.ignored_columns)
-            if validated.rejected.height:
-                context.log.warning(f"{path}: {validated.rejected.height} row(s) quarantined: "
-                                    f"{validated.top_reasons()}")
-            progress.advance(rows=validated.rows_in)
-        good_rows, rejected_rows = pl.concat(good), pl.concat(rejected)
-        results = gate(context, [
-            audits.audit_raw_schema(source, good_rows, sorted(ignored)),
-            audits.audit_row_counts(source.name, {d: v.rows_in for d, v in
-                                                  validated_by_day.items()},
-                                    settings.expected_rows_per_day(source.name)),
-            audits.audit_required_nulls(source, validated_by_day, settings.audit_thresholds()),
-        ], describe_days(days))
-        publish_seconds = warehouse.write_and_publish(
-            lambda con: replace_partitions(con, [(f"raw.{source.name}", good_rows),
-                                                 (f"quarantine.{source.name}", rejected_rows)],
-                                           days))
-        rows_in = good_rows.height + rejected_rows.height
+        with staged(context, settings, f"raw_{source.name}") as staging:
+            good = staging.table("good", exclude=(ingest.LINE_COLUMN,))
+            rejected = staging.table("rejected")
+            repeated: dict[str, pl.Series] = {}
+            for day in days:
+                path = landing.landing_file(settings.landing_dir, source.name, day)
+                tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
+                                          settings.chunk_rows)
+                if tally.chunks > 1:  # a key may repeat in a later chunk
+                    duplicates = ingest.duplicates_across_chunks(good, str(path), source,
+                                                                 staging.root)
+                    if duplicates.height:
+                        ingest.quarantine_duplicates(path, source, day, run_lineage,
+                                                     duplicates, rejected, tally,
+                                                     settings.chunk_rows)
+                        repeated[str(path)] = duplicates.get_column(ingest.LINE_COLUMN)
+                ingest.enforce_reject_threshold(tally, settings.max_reject_fraction,
+                                                ingest.describe(path, day))
+                tallies[day] = tally
+                if tally.rejected:
+                    context.log.warning(f"{path}: {tally.rejected} row(s) quarantined: "
+                                        f"{tally.top_reasons()}")
+                progress.advance(rows=tally.rows_in)
+            if repeated:
+                good = ingest.without_lines(good, repeated, staging.table(
+                    "good_without_repeated_keys", exclude=(ingest.LINE_COLUMN,)))
+            good, rejected = good.close(), rejected.close()
+            ignored = sorted({c for tally in tallies.values() for c in tally.ignored_columns})
+            results = gate(context, [
+                audits.audit_raw_schema(source, good.empty(), ignored),
+                audits.audit_row_counts(source.name, {d: t.rows_in for d, t in tallies.items()},
+                                        settings.expected_rows_per_day(source.name)),
+                audits.audit_required_nulls(source, tallies, settings.audit_thresholds()),
+            ], describe_days(days))
+            publish_seconds = warehouse.write_and_publish(
+                lambda con: replace_partitions(con, [(f"raw.{source.name}", good),
+                                                     (f"quarantine.{source.name}", rejected)],
+                                               days))
+        rows_in = sum(t.rows_in for t in tallies.values())
+        rows_rejected = sum(t.rejected for t in tallies.values())
         return dg.MaterializeResult(metadata=scoped_to_partitions({
-            **table_metadata(good_rows),
+            **table_metadata(good),
             "rows_in": rows_in,
-            "rows_rejected": rejected_rows.height,
-            "rejected_fraction": rejected_rows.height / rows_in if rows_in else 0.0,
-            "ignored_columns": ", ".join(sorted(ignored)) or "none",
+            "rows_rejected": rows_rejected,
+            "rejected_fraction": rows_rejected / rows_in if rows_in else 0.0,
+            "ignored_columns": ", ".join(ignored) or "none",
+            "chunk_rows": settings.chunk_rows,
             **timing_metadata(rows_in, started, publish_seconds),
-        }, days, good_rows), check_results=results)
+        }, days, {d: t.rows_in - t.rejected for d, t in tallies.items()}),
+            check_results=results)
 
     return _raw
 
