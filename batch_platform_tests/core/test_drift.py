@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import polars as pl
 import pytest
@@ -60,3 +62,25 @@ def test_profile_round_trips_through_its_file(tmp_path, reference: pl.Series) ->
 
 def test_a_model_without_a_profile_has_none(tmp_path) -> None:
     assert drift.load_profile(tmp_path / "missing.profile.json") is None
+
+
+def test_counts_added_over_chunks_give_each_days_psi(reference: pl.Series) -> None:
+    rng = np.random.default_rng(3)
+    days = [dt.date(2013, 1, 1), dt.date(2013, 1, 2)]
+    frame = pl.DataFrame({
+        "partition_date": [days[0]] * 1500 + [days[1]] * 1500,
+        "x": [*rng.normal(100, 10, 1500), *rng.normal(115, 10, 1400), *[None] * 100],
+        "c": (["AA", "UA", "ZZ", None] * 750),
+    }).sample(fraction=1.0, shuffle=True, seed=4)
+    profile = drift.build_profile(
+        pl.DataFrame({"x": reference, "c": ["AA", "UA", "B6", "AA"] * 1250}), ["x", "c"], "ref")
+    counter = drift.DriftCounter(profile)
+    for offset in range(0, frame.height, 77):
+        counter.add(frame.slice(offset, 77))
+    by_day = counter.psi_by_day()
+    assert list(by_day) == days
+    for day in days:
+        whole = drift.psi_by_column(profile, frame.filter(pl.col("partition_date") == day))
+        assert by_day[day] == pytest.approx(whole, rel=1e-12)
+        assert counter.rows[day] == 1500
+    assert by_day[days[1]]["x"] > by_day[days[0]]["x"] > 0

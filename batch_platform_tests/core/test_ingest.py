@@ -7,8 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
-from batch_platform.core import ingest, landing
+from batch_platform.core import ingest, landing, staging
 from batch_platform.core.schema import FLIGHTS, PLANES, WEATHER
 from batch_platform_tests.core.support import DAY_1, LINEAGE, data_lines, validate_file
 
@@ -436,3 +437,61 @@ def test_reference_file_has_no_partition(landing_dir: Path) -> None:
     assert framed.columns[:3] == list(ingest.LINEAGE_COLUMNS)
     assert "partition_date" not in framed.columns
     assert ingest.describe(path, None) == f"{path} (reference data)"
+
+
+# --- streaming: a file of any size, chunk by chunk -----------------------------------------
+
+def _stage(path: Path, chunk_rows: int, folder: Path
+           ) -> tuple[pl.DataFrame, pl.DataFrame, ingest.FileTally]:
+    """Good and rejected rows of ``path`` as the raw step stages them, duplicates included."""
+    good = staging.StagedTable(folder / "good", chunk_rows, exclude=(ingest.LINE_COLUMN,))
+    rejected = staging.StagedTable(folder / "rejected", chunk_rows)
+    tally = ingest.stage_file(path, FLIGHTS, DAY_1, LINEAGE, good, rejected, chunk_rows)
+    duplicates = ingest.duplicates_across_chunks(good, str(path), FLIGHTS, folder)
+    if duplicates.height:
+        ingest.quarantine_duplicates(path, FLIGHTS, DAY_1, LINEAGE, duplicates, rejected, tally,
+                                     chunk_rows)
+        good = ingest.without_lines(good, {str(path): duplicates[ingest.LINE_COLUMN]},
+                                    staging.StagedTable(folder / "kept", chunk_rows))
+    read = [pl.concat(staging.chunks(t.close().files, 10**6)) for t in (good, rejected)]
+    return read[0].drop(ingest.LINE_COLUMN), read[1].sort(ingest.LINE_COLUMN), tally
+
+
+def test_chunks_of_a_file_are_its_rows_with_their_lines(day_file: Path) -> None:
+    whole = ingest.read_text(day_file, FLIGHTS, DAY_1)
+    chunks = list(ingest.text_chunks(day_file, FLIGHTS, DAY_1, chunk_rows=97))
+    assert max(c.height for c in chunks) == 97
+    assert len(chunks) == -(-whole.height // 97)
+    assert_frame_equal(pl.concat(chunks), whole)
+    assert whole.get_column(ingest.LINE_COLUMN).to_list() == list(range(2, whole.height + 2))
+
+
+def test_trailing_blank_lines_are_dropped_whatever_the_chunking(tmp_path: Path, header: str,
+                                                                  first_row: dict[str, str]
+                                                                  ) -> None:
+    rows = [_line(first_row, flight=str(n)) for n in range(1, 6)]
+    path = tmp_path / "2013-01-01.csv"
+    path.write_text("\n".join([header, *rows[:2], "", *rows[2:]]) + "\n\n\n\n")
+    for chunk_rows in (1, 2, 3, 100):
+        text = pl.concat(ingest.text_chunks(path, FLIGHTS, DAY_1, chunk_rows))
+        # The blank line between rows is a (rejected) row; the ones at the end are not rows.
+        assert text.get_column(ingest.LINE_COLUMN).to_list() == [2, 3, 4, 5, 6, 7], chunk_rows
+
+
+def test_streamed_validation_equals_validating_the_whole_file(
+        tmp_path: Path, day_file: Path, header: str) -> None:
+    lines = data_lines(day_file)
+    # A bad row, and a repeat of the first row 500 lines later: in another chunk.
+    bad = lines[3].replace(",EWR,", ",XXXX,", 1)
+    damaged = [*lines[:3], bad, *lines[3:500], lines[0], *lines[500:]]
+    path = _write(tmp_path / "2013-01-01.csv", header, damaged)
+    whole = validate_file(path, FLIGHTS, DAY_1)
+    assert whole.rejected.height == 2
+    good, rejected, tally = _stage(path, 97, tmp_path / "stage")
+    assert tally.chunks > 5
+    expected_good = ingest.with_lineage(whole.good, whole, LINEAGE)
+    assert_frame_equal(good, expected_good)
+    assert_frame_equal(rejected, ingest.with_lineage(whole.rejected, whole, LINEAGE))
+    assert rejected.get_column("reason").to_list()[1].startswith("key: duplicate of line 2 ")
+    assert (tally.rows_in, tally.rejected) == (whole.rows_in, 2)
+    assert tally.top_reasons() == whole.top_reasons()
