@@ -258,11 +258,12 @@ def audit_model_version(predictions: pl.DataFrame | ScoreRange, loaded_version: 
 
 # --- reports --------------------------------------------------------------------------------
 
-def audit_report_reconciles(report: pl.DataFrame, predictions: pl.DataFrame) -> Audit:
+def audit_report_reconciles(report: pl.DataFrame, predictions: pl.DataFrame | pl.LazyFrame
+                            ) -> Audit:
     """Per day: the whole-day row matches the predictions, and each segment type adds up to it."""
-    truth = predictions.group_by("partition_date").agg(
+    truth = predictions.lazy().group_by("partition_date").agg(
         pl.len().cast(pl.Int64).alias("flights"),
-        pl.col("label").sum().cast(pl.Int64).alias("predicted_late"))
+        pl.col("label").sum().cast(pl.Int64).alias("predicted_late")).collect(engine="streaming")
     totals = report.group_by("partition_date", "segment_type").agg(
         pl.col("flights").sum(), pl.col("predicted_late").sum())
     compared = totals.join(truth, on="partition_date", how="full", suffix="_predictions",

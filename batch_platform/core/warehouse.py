@@ -283,6 +283,15 @@ def read_table(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str
     return con.execute(f"SELECT {selected} FROM {table_name(table)}").pl()
 
 
+def partitions_query(table: str, columns: Sequence[str] = (), order_by: Sequence[str] = ()
+                     ) -> str:
+    """SELECT of ``columns`` (all by default) of the partitions $start..$end of ``table``."""
+    selected = ", ".join(_quoted(c) for c in columns) if columns else "*"
+    order = f" ORDER BY {', '.join(_quoted(c) for c in order_by)}" if order_by else ""
+    return (f"SELECT {selected} FROM {table_name(table)} "
+            f"WHERE partition_date BETWEEN $start AND $end{order}")
+
+
 def read_partitions(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -292,11 +301,8 @@ def read_partitions(
 ) -> pl.DataFrame:
     if not table_exists(con, table):
         raise MissingDataError(f"{table} does not exist yet: materialize it first")
-    order = f" ORDER BY {', '.join(_quoted(c) for c in order_by)}" if order_by else ""
-    return con.execute(
-        f"SELECT * FROM {table_name(table)} WHERE partition_date BETWEEN $start AND $end{order}",
-        {"start": start, "end": end},
-    ).pl()
+    return con.execute(partitions_query(table, order_by=order_by),
+                       {"start": start, "end": end}).pl()
 
 
 def partition_counts(con: duckdb.DuckDBPyConnection, table: str, start: dt.date, end: dt.date

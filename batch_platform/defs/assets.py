@@ -27,6 +27,8 @@ from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
 from batch_platform.core.staging import StagedTable, Staging, chunks, row_count, staging
 from batch_platform.core.warehouse import (
     MissingDataError,
+    partition_counts,
+    partitions_query,
     read_partitions,
     read_table,
     replace_partitions,
@@ -238,35 +240,63 @@ raw_weather = raw_asset(WEATHER)
 def flights_features(context: dg.AssetExecutionContext, platform: PlatformResource,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     started = time.perf_counter()
+    settings = platform.settings
     start, end = partition_dates(context)
     days = landing.days_between(start, end)
     previous_day = start - dt.timedelta(days=1)
-    with warehouse.get_connection() as con:
-        require_partitions(con, "raw.flights", start, end)
-        flights = read_partitions(con, "raw.flights", previous_day, end)
-        weather = read_partitions(con, "raw.weather", start, end)
-        planes = read_table(con, "raw.planes")
-        profile = champion_profile(con, platform.settings)
-    has_previous_day = flights.filter(pl.col("partition_date") == previous_day).height > 0
-    if not has_previous_day:
-        context.log.warning(f"raw.flights has no rows for {previous_day}: the previous-day "
-                            f"statistics of {start} are missing")
-    frame = feature_core.build_flight_features(flights, weather, planes, start, end)
-    feature_drift = audits.audit_feature_drift(frame, profile, platform.settings.audit_thresholds())
-    results = gate(context, [feature_drift], describe_days(days))
-    publish_seconds = warehouse.write_and_publish(
-        lambda con: replace_partitions(con, [("features.flights", frame)], days))
-    label = frame.get_column(FLIGHTS.label_column)
+    window = {"start": start, "end": end}
+    with staged(context, settings, "features") as staging:
+        with warehouse.get_connection() as con:
+            require_partitions(con, "raw.flights", start, end)
+            has_previous_day = bool(partition_counts(con, "raw.flights", previous_day,
+                                                     previous_day))
+            flights_file = staging.export(con, "flights", partitions_query("raw.flights"),
+                                          {"start": previous_day, "end": end})
+            weather_file = staging.export(con, "weather", partitions_query("raw.weather"),
+                                          window)
+            planes = read_table(con, "raw.planes")
+            profile = champion_profile(con, settings)
+        if not has_previous_day:
+            context.log.warning(f"raw.flights has no rows for {previous_day}: the previous-day "
+                                f"statistics of {start} are missing")
+        # Day-level aggregates first (small), then the flights chunk by chunk.
+        feature_context = feature_core.flight_feature_context(
+            pl.scan_parquet(flights_file), pl.scan_parquet(weather_file), planes, start, end)
+        frame = staging.table("features")
+        feature_drift_counts = drift.DriftCounter(profile.features if profile else None)
+        tally: Counter[str] = Counter()
+        rows_by_day: Counter[dt.date] = Counter()
+        progress = Progress(context.log, f"features {describe_days(days)}",
+                            max(1, -(-row_count(flights_file) // settings.chunk_rows)),
+                            "chunks")
+        for chunk in chunks([flights_file], settings.chunk_rows):
+            rows = feature_core.flight_features_chunk(chunk, feature_context)
+            label = rows.get_column(FLIGHTS.label_column)
+            tally.update(rows=rows.height, with_outcome=int(label.is_not_null().sum()),
+                         late=int(label.sum()),
+                         without_weather=int(rows.get_column("temp").is_null().sum()),
+                         without_plane=int(rows.get_column("plane_seats").is_null().sum()))
+            rows_by_day.update(dict(rows.group_by("partition_date").len().iter_rows()))
+            feature_drift_counts.add(rows)
+            frame.write(rows)
+            progress.advance(rows=chunk.height)
+        frame.close()
+        feature_drift = audits.audit_feature_drift(feature_drift_counts, profile,
+                                                   settings.audit_thresholds())
+        results = gate(context, [feature_drift], describe_days(days))
+        publish_seconds = warehouse.write_and_publish(
+            lambda con: replace_partitions(con, [("features.flights", frame)], days))
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(frame),
-        "rows_with_outcome": int(label.is_not_null().sum()),
-        "late_rate": float(label.cast(pl.Float64).mean() or 0.0),
-        "rows_without_weather": int(frame.get_column("temp").is_null().sum()),
-        "rows_without_plane": int(frame.get_column("plane_seats").is_null().sum()),
+        "rows_with_outcome": tally["with_outcome"],
+        "late_rate": tally["late"] / tally["with_outcome"] if tally["with_outcome"] else 0.0,
+        "rows_without_weather": tally["without_weather"],
+        "rows_without_plane": tally["without_plane"],
         "previous_day_available": has_previous_day,
         "max_psi": feature_drift.metadata["max_psi"],
-        **timing_metadata(frame.height, started, publish_seconds),
-    }, days, frame), check_results=results)
+        "chunk_rows": settings.chunk_rows,
+        **timing_metadata(frame.rows, started, publish_seconds),
+    }, days, rows_by_day), check_results=results)
 
 
 def champion_profile(con: duckdb.DuckDBPyConnection, settings: Settings
@@ -423,8 +453,9 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
             record = registry.resolve(con, FLIGHTS.use_case, settings.model_version)
             require_partitions(con, "features.flights", start, end)
             features_file = staging.export(
-                con, "features", "SELECT * FROM features.flights WHERE partition_date BETWEEN "
-                "$start AND $end ORDER BY partition_date, flight_id", {"start": start, "end": end})
+                con, "features", partitions_query(
+                    "features.flights", order_by=("partition_date", FLIGHTS.id_column)),
+                {"start": start, "end": end})
         loaded = model_core.load_registered(
             settings.data_dir, settings.models_dir, record["model_path"],
             record["model_version"], record["threshold"], FLIGHTS)
@@ -555,28 +586,39 @@ def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging:
     description="Per day and segment (all, carrier, origin): flights, score statistics, "
                 "predicted late, realised late rate and AUC where outcomes are known.",
 )
-def flights_daily_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource
-                         ) -> dg.MaterializeResult:
+def flights_daily_report(context: dg.AssetExecutionContext, platform: PlatformResource,
+                         warehouse: WarehouseResource) -> dg.MaterializeResult:
     started = time.perf_counter()
     start, end = partition_dates(context)
     days = landing.days_between(start, end)
-    with warehouse.get_connection() as con:
-        require_partitions(con, "predictions.flights", start, end)
-        predictions = read_partitions(con, "predictions.flights", start, end)
-        feature_rows = read_partitions(con, "features.flights", start, end)
-    report = reports.daily_report(predictions, feature_rows, FLIGHTS, dt.datetime.now(dt.UTC))
-    results = gate(context, [audits.audit_report_reconciles(report, predictions)],
-                   describe_days(days))
-    publish_seconds = warehouse.write_and_publish(
-        lambda con: replace_partitions(con, [("reports.flights_daily", report)], days))
+    window = {"start": start, "end": end}
+    with staged(context, platform.settings, "reports") as staging:
+        with warehouse.get_connection() as con:
+            require_partitions(con, "predictions.flights", start, end)
+            # Only the narrow columns a report reads: a partition of any size is a few bytes
+            # a flight here.
+            predictions_file = staging.export(con, "predictions", partitions_query(
+                "predictions.flights", (FLIGHTS.id_column, "partition_date", "score", "label",
+                                        "model_version")), window)
+            features_file = staging.export(con, "features", partitions_query(
+                "features.flights", (FLIGHTS.id_column, *FLIGHTS.segment_columns,
+                                     FLIGHTS.label_column)), window)
+        predictions = pl.scan_parquet(predictions_file)
+        report = reports.daily_report_lazy(predictions, pl.scan_parquet(features_file), FLIGHTS,
+                                           dt.datetime.now(dt.UTC))
+        results = gate(context, [audits.audit_report_reconciles(report, predictions)],
+                       describe_days(days))
+        publish_seconds = warehouse.write_and_publish(
+            lambda con: replace_partitions(con, [("reports.flights_daily", report)], days))
     overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
+    flights = int(overall.get_column("flights").sum())
     return dg.MaterializeResult(metadata=scoped_to_partitions({
         **table_metadata(report),
-        "flights": int(overall.get_column("flights").sum()),
+        "flights": flights,
         "predicted_late": int(overall.get_column("predicted_late").sum()),
         "realised_auc_mean": float(overall.get_column("auc").mean() or 0.0),
         **report_summary(report),
-        **timing_metadata(predictions.height, started, publish_seconds),
+        **timing_metadata(flights, started, publish_seconds),
     }, days, report), check_results=results)
 
 
