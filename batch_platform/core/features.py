@@ -148,13 +148,15 @@ def flight_feature_context(
     # Small inputs, collected in memory: keep="first" must see the weather in its given order.
     weather_at_hour = weather.select(
         "origin", "time_hour", *(pl.col(c).cast(pl.Float64) for c in WEATHER_FEATURES)
-    ).unique(subset=["origin", "time_hour"], keep="first", maintain_order=True).collect()
+    ).unique(subset=["origin", "time_hour"], keep="first", maintain_order=True).collect(
+        engine="in-memory")
     plane_facts = planes.lazy().select(
         "tailnum",
         pl.col("year").alias("plane_year"),
         pl.col("seats").cast(pl.Float64).alias("plane_seats"),
         pl.col("engines").cast(pl.Float64).alias("plane_engines"),
-    ).unique(subset=["tailnum"], keep="first", maintain_order=True).collect()
+    ).unique(subset=["tailnum"], keep="first", maintain_order=True).collect(
+        engine="in-memory")
     return FlightFeatureContext(
         scheduled_hour=scheduled_hour,
         scheduled_day=scheduled_day,
