@@ -93,22 +93,93 @@ def build_flight_features(
     ``flights`` must hold the raw rows of the day before ``start`` too: they feed the
     previous-day statistics. One output row per input flight of the window, ordered by day
     and flight id, so the same input always gives the same frame (and the same model).
+    The whole-frame form of :func:`flight_feature_context` plus :func:`flight_features_chunk`.
+    """
+    context = flight_feature_context(flights.lazy(), weather.lazy(), planes, start, end)
+    return flight_features_chunk(flights, context).sort("partition_date", FLIGHTS.id_column)
+
+
+@dataclass(frozen=True)
+class FlightFeatureContext:
+    """What the features of any chunk of a window's flights need beyond the chunk's own rows.
+
+    Only small tables: their heights grow with days x origins (x hours), days x carriers, the
+    weather observations and the planes, never with the flights, so a stage can hold the
+    context while it streams a partition of any size chunk by chunk.
+    """
+
+    # Flights scheduled per (partition_date, origin, hour) and per (partition_date, origin),
+    # over every flight of the window: a chunk alone sees only part of its day.
+    scheduled_hour: pl.DataFrame
+    scheduled_day: pl.DataFrame
+    # Delay statistics of a day, keyed by the day after it (the day they apply to).
+    previous_origin: pl.DataFrame
+    previous_carrier: pl.DataFrame
+    weather_at_hour: pl.DataFrame
+    plane_facts: pl.DataFrame
+    start: dt.date
+    end: dt.date
+
+
+def flight_feature_context(
+    flights: pl.LazyFrame,
+    weather: pl.LazyFrame,
+    planes: pl.LazyFrame | pl.DataFrame,
+    start: dt.date,
+    end: dt.date,
+) -> FlightFeatureContext:
+    """The day-level aggregates of the raw flights from the day before ``start`` to ``end``.
+
+    ``flights`` is lazy (e.g. ``pl.scan_parquet``): only the aggregates are collected, with the
+    streaming engine, so a partition of millions of flights is never held whole.
     """
     window = flights.filter(pl.col("partition_date").is_between(start, end))
-    previous = _previous_day_statistics(flights)
-
+    applies_in_window = pl.col("partition_date").is_between(start, end)
+    scheduled_hour, scheduled_day, previous_origin, previous_carrier = pl.collect_all(
+        [
+            window.group_by("partition_date", "origin", "hour")
+            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_hour")),
+            window.group_by("partition_date", "origin")
+            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_day")),
+            *(table.filter(applies_in_window) for table in _previous_day_statistics(flights)),
+        ],
+        engine="streaming",
+    )
+    # Small inputs, collected in memory: keep="first" must see the weather in its given order.
     weather_at_hour = weather.select(
         "origin", "time_hour", *(pl.col(c).cast(pl.Float64) for c in WEATHER_FEATURES)
-    ).unique(subset=["origin", "time_hour"], keep="first")
-    plane_facts = planes.select(
+    ).unique(subset=["origin", "time_hour"], keep="first", maintain_order=True).collect(
+        engine="in-memory")
+    plane_facts = planes.lazy().select(
         "tailnum",
         pl.col("year").alias("plane_year"),
         pl.col("seats").cast(pl.Float64).alias("plane_seats"),
         pl.col("engines").cast(pl.Float64).alias("plane_engines"),
-    ).unique(subset=["tailnum"], keep="first")
+    ).unique(subset=["tailnum"], keep="first", maintain_order=True).collect(
+        engine="in-memory")
+    return FlightFeatureContext(
+        scheduled_hour=scheduled_hour,
+        scheduled_day=scheduled_day,
+        previous_origin=previous_origin,
+        previous_carrier=previous_carrier,
+        weather_at_hour=weather_at_hour,
+        plane_facts=plane_facts,
+        start=start,
+        end=end,
+    )
 
+
+def flight_features_chunk(chunk: pl.DataFrame, context: FlightFeatureContext) -> pl.DataFrame:
+    """Features of the chunk's flights scheduled in the context's window, in the chunk's order.
+
+    Rows of other days (the previous day's, read for its statistics) are dropped; a chunk of
+    only such rows gives an empty frame with the features' schema.
+    """
+    # Every join keeps the chunk's order, so the caller decides whether (and how) to sort.
+    join = {"how": "left", "maintain_order": "left"}
     return (
-        window.lazy()
+        chunk.lazy()
+        .filter(pl.col("partition_date").is_between(context.start, context.end))
         .with_columns(
             flight_id(),
             pl.col("partition_date").dt.month().cast(pl.Int32).alias("month"),
@@ -117,37 +188,34 @@ def build_flight_features(
             _minute_of_day("sched_arr_time").cast(pl.Int32).alias("sched_arr_minute"),
             ((_minute_of_day("sched_arr_time") - _minute_of_day("sched_dep_time")) % 1440)
             .cast(pl.Int32).alias("sched_duration_minutes"),
-            pl.len().over("partition_date", "origin", "hour").cast(pl.Int32)
-            .alias("origin_flights_scheduled_hour"),
-            pl.len().over("partition_date", "origin").cast(pl.Int32)
-            .alias("origin_flights_scheduled_day"),
             (pl.col("arr_delay") > LATE_MINUTES).alias(FLIGHTS.label_column),
         )
-        .join(weather_at_hour.lazy(), on=["origin", "time_hour"], how="left")
-        .join(plane_facts.lazy(), on="tailnum", how="left")
+        # The counts were a window function over the whole window: null keys form a group there.
+        .join(context.scheduled_hour.lazy(), on=["partition_date", "origin", "hour"],
+              nulls_equal=True, **join)
+        .join(context.scheduled_day.lazy(), on=["partition_date", "origin"],
+              nulls_equal=True, **join)
+        .join(context.weather_at_hour.lazy(), on=["origin", "time_hour"], **join)
+        .join(context.plane_facts.lazy(), on="tailnum", **join)
         .with_columns((pl.col("partition_date").dt.year() - pl.col("plane_year"))
                       .cast(pl.Float64).alias("plane_age"))
-        .join(previous.origin.lazy(), on=["partition_date", "origin"], how="left")
-        .join(previous.carrier.lazy(), on=["partition_date", "carrier"], how="left")
+        .join(context.previous_origin.lazy(), on=["partition_date", "origin"], **join)
+        .join(context.previous_carrier.lazy(), on=["partition_date", "carrier"], **join)
         .select(
             FLIGHTS.id_column,
             "partition_date",
             *(pl.col(c) for c in FLIGHTS.feature_columns),
             FLIGHTS.label_column,
         )
-        .sort("partition_date", FLIGHTS.id_column)
-        .collect()
+        # The chunk is in memory already. Polars 2.1.0's default (streaming) engine panics in
+        # pl.format (flight_id) on a filtered frame of several chunks ("i < self.len()").
+        .collect(engine="in-memory")
     )
 
 
-@dataclass(frozen=True)
-class _PreviousDay:
-    origin: pl.DataFrame
-    carrier: pl.DataFrame
-
-
-def _previous_day_statistics(flights: pl.DataFrame) -> _PreviousDay:
-    """Delay statistics of each day, keyed by the day after it: known before that day starts."""
+def _previous_day_statistics(flights: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Delay statistics of each day by origin and by carrier, keyed by the day after it: known
+    before that day starts."""
     late = (pl.col("arr_delay") > LATE_MINUTES).cast(pl.Float64)
     next_day = (pl.col("partition_date") + pl.duration(days=1)).alias("partition_date")
     origin = flights.group_by("partition_date", "origin").agg(
@@ -158,4 +226,4 @@ def _previous_day_statistics(flights: pl.DataFrame) -> _PreviousDay:
     carrier = flights.group_by("partition_date", "carrier").agg(
         late.mean().alias("prev_day_carrier_late_rate"),
     ).with_columns(next_day)
-    return _PreviousDay(origin=origin, carrier=carrier)
+    return origin, carrier

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -244,3 +247,87 @@ def test_the_same_input_in_any_order_gives_the_same_frame(
     assert_frame_equal(first, second)
     assert first.get_column("flight_id").to_list() == sorted(
         first.get_column("flight_id").to_list(), key=lambda i: (i[:8], i))
+
+
+CHUNK_ROWS = 97  # prime, so chunks straddle days, origins and hours
+
+
+def _window_rows(raw_flights: pl.DataFrame) -> pl.DataFrame:
+    """Days 1..3 as raw.flights stores them: day 1 is the previous day of the window 2..3."""
+    return raw_flights.filter(pl.col("partition_date").is_between(DAY_1, DAY_3))
+
+
+def test_chunked_features_equal_the_whole_frame(
+    raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame,
+    tmp_path: Path,
+) -> None:
+    """As a streaming stage runs: the context from a Parquet scan, then chunk by chunk."""
+    path = tmp_path / "flights.parquet"
+    _window_rows(raw_flights).write_parquet(path)
+    context = features.flight_feature_context(pl.scan_parquet(path), raw_weather.lazy(), planes,
+                                              DAY_2, DAY_3)
+    batches = pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
+    chunks = [features.flight_features_chunk(pl.from_arrow(batch), context) for batch in batches]
+    assert len(chunks) > 20
+    # Some chunks hold only previous-day rows, some straddle the two days of the window.
+    assert any(chunk.height == 0 for chunk in chunks)
+    assert any(chunk.get_column("partition_date").n_unique() == 2 for chunk in chunks)
+    chunked = pl.concat(chunks).sort("partition_date", "flight_id")
+    whole = features.build_flight_features(raw_flights, raw_weather, planes, DAY_2, DAY_3)
+    assert_frame_equal(chunked, whole, check_exact=True)
+
+
+def test_a_chunk_keeps_its_row_order(raw_flights: pl.DataFrame, raw_weather: pl.DataFrame,
+                                     planes: pl.DataFrame) -> None:
+    context = features.flight_feature_context(raw_flights.lazy(), raw_weather.lazy(), planes,
+                                              DAY_2, DAY_3)
+    chunk = raw_flights.filter(pl.col("partition_date") == DAY_3).reverse().head(CHUNK_ROWS)
+    built = features.flight_features_chunk(chunk, context)
+    assert built.get_column("flight_id").to_list() == (
+        chunk.select(features.flight_id()).get_column("flight_id").to_list())
+
+
+def test_a_chunk_of_previous_day_rows_gives_no_rows(
+    raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame
+) -> None:
+    context = features.flight_feature_context(raw_flights.lazy(), raw_weather.lazy(), planes,
+                                              DAY_2, DAY_3)
+    chunk = raw_flights.filter(pl.col("partition_date") == DAY_1).head(CHUNK_ROWS)
+    assert chunk.height == CHUNK_ROWS
+    built = features.flight_features_chunk(chunk, context)
+    whole = features.build_flight_features(raw_flights, raw_weather, planes, DAY_2, DAY_3)
+    assert built.height == 0
+    assert built.schema == whole.schema
+
+
+def test_the_context_holds_no_per_flight_table(
+    raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame
+) -> None:
+    context = features.flight_feature_context(raw_flights.lazy(), raw_weather.lazy(), planes,
+                                              DAY_2, DAY_3)
+    window = raw_flights.filter(pl.col("partition_date").is_between(DAY_2, DAY_3))
+    previous = raw_flights.filter(pl.col("partition_date").is_between(DAY_1, DAY_2))
+    days, origins, hours = 2, 3, 24
+    carriers = raw_flights.get_column("carrier").n_unique()
+    # One row per key, keys of the window's days only: bounded by days x origins (x hours).
+    expected = [
+        (context.scheduled_hour, window.select("partition_date", "origin", "hour").n_unique(),
+         days * origins * hours),
+        (context.scheduled_day, window.select("partition_date", "origin").n_unique(),
+         days * origins),
+        (context.previous_origin, previous.select("partition_date", "origin").n_unique(),
+         days * origins),
+        (context.previous_carrier, previous.select("partition_date", "carrier").n_unique(),
+         days * carriers),
+    ]
+    for table, keys, bound in expected:
+        assert table.height == keys <= bound
+        assert table.get_column("partition_date").is_between(DAY_2, DAY_3).all()
+    assert context.weather_at_hour.height <= raw_weather.height
+    assert context.plane_facts.height == planes.get_column("tailnum").n_unique()
+    # The weather and the planes are reference tables: their size does not follow the flights.
+    for field in dataclasses.fields(context):
+        value = getattr(context, field.name)
+        if isinstance(value, pl.DataFrame):
+            assert not {"flight_id", "flight", "tailnum"} & set(value.columns) or (
+                value is context.plane_facts), field.name

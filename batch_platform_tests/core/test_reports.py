@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from batch_platform.core import reports
 from batch_platform.core.features import FLIGHTS
@@ -130,3 +133,69 @@ def test_duplicate_feature_rows_are_refused() -> None:
                              "origin": ["EWR", "EWR"], "arrived_late": [True, True]})
     with pytest.raises(pl.exceptions.ComputeError, match="1:1"):
         reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT)
+
+
+def _many_flights(rows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Three days of predictions with ties, a second model version and unknown outcomes."""
+    rng = np.random.default_rng(5)
+    ids = [f"f{i}" for i in range(rows)]
+    predictions = pl.DataFrame({
+        "flight_id": ids,
+        "partition_date": pl.Series(rng.choice([D1, D2, REPORTED_AT.date()], rows).tolist(),
+                                    dtype=pl.Date),
+        "score": np.round(rng.random(rows), 2),  # rounded: tied scores get average ranks
+        "label": rng.random(rows) < 0.4,
+        "model_version": rng.choice(["v1", "v2"], rows, p=[0.8, 0.2]),
+        "scorer": "lleaves",
+    })
+    late = pl.Series(rng.random(rows) < 0.3).set(pl.Series(rng.random(rows) < 0.1), None)
+    features = pl.DataFrame({
+        "flight_id": ids, "carrier": rng.choice(["UA", "AA", "B6"], rows),
+        "origin": rng.choice(["EWR", "JFK", "LGA"], rows), "arrived_late": late,
+        "distance": rng.random(rows),
+    }).sample(fraction=1.0, shuffle=True, seed=3)
+    return predictions, features
+
+
+def test_lazy_report_of_parquet_scans_equals_the_report(tmp_path: Path) -> None:
+    predictions, features = _many_flights(3_000)
+    predictions.write_parquet(tmp_path / "predictions.parquet")
+    features.write_parquet(tmp_path / "features.parquet")
+    expected = reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT)
+    assert expected.height == 3 * (1 + 3 + 3)
+    for buckets in (1, 7):
+        lazy = reports.daily_report_lazy(pl.scan_parquet(tmp_path / "predictions.parquet"),
+                                         pl.scan_parquet(tmp_path / "features.parquet"),
+                                         FLIGHTS, REPORTED_AT, join_buckets=buckets)
+        assert_frame_equal(lazy, expected, check_exact=True)
+
+
+def test_the_report_by_hand_on_many_flights() -> None:
+    """The fixed-order figures against plain Python, on enough rows to fill several buckets."""
+    predictions, features = _many_flights(3_000)
+    report = reports.daily_report_lazy(predictions.lazy(), features.lazy(), FLIGHTS,
+                                       REPORTED_AT, join_buckets=5)
+    joined = predictions.join(features, on="flight_id")
+    day = joined.filter((pl.col("partition_date") == D2) & (pl.col("carrier") == "B6"))
+    row = _row(report, D2, "carrier", "B6")
+    scores = sorted(day.get_column("score").to_list())
+    assert row["flights"] == len(scores)
+    assert row["median_score"] == pytest.approx(float(np.median(scores)))
+    assert row["p90_score"] == pytest.approx(float(np.quantile(scores, 0.9)))
+    assert row["mean_score"] == pytest.approx(sum(scores) / len(scores))
+    known = day.filter(pl.col("arrived_late").is_not_null())
+    assert row["outcomes_known"] == known.height
+    pairs = [(s, late) for s, late in known.select("score", "arrived_late").iter_rows()]
+    late_scores = [s for s, late in pairs if late]
+    on_time = [s for s, late in pairs if not late]
+    wins = sum((a > b) + 0.5 * (a == b) for a in late_scores for b in on_time)
+    assert row["auc"] == pytest.approx(wins / (len(late_scores) * len(on_time)))
+    assert row["model_version"] == "v1,v2"
+
+
+def test_duplicate_feature_rows_are_refused_in_any_bucket() -> None:
+    predictions, features = _many_flights(200)
+    duplicated = pl.concat([features, features.filter(pl.col("flight_id") == "f17")])
+    with pytest.raises(pl.exceptions.ComputeError, match="1:1"):
+        reports.daily_report_lazy(predictions.lazy(), duplicated.lazy(), FLIGHTS, REPORTED_AT,
+                                  join_buckets=4)
