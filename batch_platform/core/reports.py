@@ -1,8 +1,19 @@
-"""Per-day aggregates of predictions for analysts and monitoring."""
+"""Per-day aggregates of predictions for analysts and monitoring.
+
+A report row is a group: a day and a segment (the whole day, or one value of a segment
+column). Its median, p90 and AUC are exact, so they need every score of the group at once.
+To keep memory bounded however large a day grows, the report is computed from *segment rows*
+(one per flight and segment type) sorted by group, read chunk by chunk: complete groups of a
+chunk are aggregated at once, and only the group still open at the chunk's end is carried on,
+as three narrow columns (score, label, outcome) and the model version. The warehouse produces
+the sorted segment rows with ``segment_rows_sql`` (DuckDB joins and sorts out of core); a
+frame in memory goes through ``segment_rows``. Both are aggregated by the same code.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -10,6 +21,9 @@ from batch_platform.core.features import FeatureSpec
 from batch_platform.core.model import auc_expr
 
 ALL_SEGMENT = "all"
+GROUP = ("partition_date", "segment_type", "segment")
+# What a report needs of each table; ``flight_id`` joins them.
+PREDICTION_COLUMNS = ("partition_date", "score", "label", "model_version")
 
 
 def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec,
@@ -17,41 +31,95 @@ def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
     """One row per day and segment (the whole day, and each value of each segment column).
 
     ``features`` supplies the segment columns and the realised outcome, where known.
-    The in-memory form of :func:`daily_report_lazy`.
     """
-    return daily_report_lazy(predictions.lazy(), features.lazy(), spec, reported_at)
+    rows = segment_rows(predictions, features, spec).sort(GROUP, nulls_last=True)
+    return report_of_sorted_rows([rows], spec, reported_at)
 
 
-def daily_report_lazy(predictions: pl.LazyFrame, features: pl.LazyFrame, spec: FeatureSpec,
-                      reported_at: dt.datetime, join_buckets: int = 1) -> pl.DataFrame:
-    """:func:`daily_report` of lazy inputs (e.g. ``pl.scan_parquet``).
+def segment_rows(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
+                 ) -> pl.DataFrame:
+    """Each prediction once per segment type, with its segment and realised outcome."""
+    joined = predictions.select(spec.id_column, *PREDICTION_COLUMNS).join(
+        features.select(spec.id_column, *spec.segment_columns, spec.label_column),
+        on=spec.id_column, how="left", validate="1:1")
+    segments = [(pl.lit(ALL_SEGMENT), pl.lit(ALL_SEGMENT))] + [
+        (pl.lit(column), pl.col(column).cast(pl.String)) for column in spec.segment_columns]
+    return pl.concat([
+        joined.select("partition_date", kind.alias("segment_type"), value.alias("segment"),
+                      "score", "label", spec.label_column, "model_version")
+        for kind, value in segments])
 
-    Only the few narrow columns the report needs are read from either table. The median, p90
-    and AUC stay exact, so every score of a group is needed at once: the joined narrow columns
-    (about 30 bytes a flight) are held in memory, never the wide tables. The join is what
-    costs memory in Polars 2.1 (its hash table on the ids, also in the streaming engine):
-    ``join_buckets`` > 1 joins the ids bucket by bucket (by hash, re-reading the narrow columns
-    each time), dividing that peak by about the number of buckets.
-    """
-    narrow_predictions = predictions.select(
-        spec.id_column, "partition_date", "score", "label", "model_version"
-    ).with_row_index(_ROW)
-    narrow_features = features.select(spec.id_column, *spec.segment_columns, spec.label_column)
-    parts = []
-    for bucket in range(join_buckets):
-        # An id and its duplicates share a bucket, so validate="1:1" still sees every clash.
-        in_bucket = pl.col(spec.id_column).hash() % join_buckets == bucket
-        parts.append(
-            narrow_predictions.filter(in_bucket)
-            .join(narrow_features.filter(in_bucket), on=spec.id_column, how="left",
-                  validate="1:1")
-            .drop(spec.id_column)
-            .collect(engine="streaming")
-        )
-    # The predictions' order back: a mean's float sum depends on the order of its terms.
-    joined = pl.concat(parts).sort(_ROW).drop(_ROW) if join_buckets > 1 else parts[0].drop(_ROW)
+
+def segment_rows_sql(spec: FeatureSpec) -> str:
+    """``segment_rows`` of the warehouse's partitions $start..$end, sorted by group, in SQL."""
+
+    def quoted(column: str) -> str:
+        return f'"{column}"'
+
+    window = "partition_date BETWEEN $start AND $end"
+    feature_columns = [spec.id_column, *spec.segment_columns, spec.label_column]
+    joined = (
+        f"SELECT p.*, {', '.join('f.' + quoted(c) for c in feature_columns[1:])} "
+        f"FROM (SELECT {quoted(spec.id_column)}, {', '.join(PREDICTION_COLUMNS)} "
+        f"FROM predictions.{spec.use_case} WHERE {window}) p "
+        f"LEFT JOIN (SELECT {', '.join(quoted(c) for c in feature_columns)} "
+        f"FROM features.{spec.use_case} WHERE {window}) f USING ({quoted(spec.id_column)})")
+    segments = [(f"'{ALL_SEGMENT}'", f"'{ALL_SEGMENT}'")] + [
+        (f"'{column}'", f"CAST({quoted(column)} AS VARCHAR)") for column in spec.segment_columns]
+    return f"WITH joined AS ({joined}) " + " UNION ALL ".join(
+        f"SELECT partition_date, {kind} AS segment_type, {value} AS segment, score, label, "
+        f"{quoted(spec.label_column)}, model_version FROM joined" for kind, value in segments
+    ) + f" ORDER BY {', '.join(GROUP)} NULLS LAST"
+
+
+def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
+                          reported_at: dt.datetime) -> pl.DataFrame:
+    """The report of segment rows arriving sorted by group, a chunk at a time."""
+    values = ("score", "label", spec.label_column, "model_version")
+    aggregations = _aggregations(spec)
+    done: list[pl.DataFrame] = []
+    open_key: tuple | None = None
+    open_rows: list[pl.DataFrame] = []
+
+    def close_open_group() -> None:
+        if open_rows:
+            rows = pl.concat(open_rows, rechunk=False)
+            done.append(rows.select(aggregations).select(
+                *(pl.lit(v).alias(k) for k, v in zip(GROUP, open_key, strict=True)),
+                pl.all()))
+            open_rows.clear()
+
+    for chunk in chunks:
+        if chunk.height == 0:
+            continue
+        runs = chunk.with_columns(pl.struct(GROUP).rle_id().alias("__run"))
+        last = runs.item(-1, "__run")
+        first_key = chunk.select(GROUP).row(0)
+        if first_key != open_key:
+            close_open_group()
+            open_key = first_key
+        open_rows.append(runs.filter(pl.col("__run") == 0).select(values))
+        if last == 0:
+            continue  # the whole chunk belongs to the open group
+        close_open_group()
+        complete = runs.filter(pl.col("__run").is_between(1, last - 1))
+        if complete.height:
+            done.append(complete.group_by(GROUP).agg(aggregations))
+        open_key = chunk.select(GROUP).row(-1)
+        open_rows.append(runs.filter(pl.col("__run") == last).select(values))
+    close_open_group()
+    columns = [*GROUP, *(aggregation.meta.output_name() for aggregation in aggregations)]
+    schema = {"partition_date": pl.Date(), "segment_type": pl.String(), "segment": pl.String()}
+    report = (pl.concat([part.select(columns).cast(schema) for part in done])
+              if done else _empty(columns, spec))
+    return (report.with_columns(pl.lit(reported_at).cast(pl.Datetime("us", "UTC"))
+                                .alias("reported_at"))
+            .sort(GROUP))
+
+
+def _aggregations(spec: FeatureSpec) -> list[pl.Expr]:
     outcome = pl.col(spec.label_column)
-    aggregations = [
+    return [
         pl.len().cast(pl.Int64).alias("flights"),
         pl.col("score").mean().alias("mean_score"),
         pl.col("score").median().alias("median_score"),
@@ -64,26 +132,11 @@ def daily_report_lazy(predictions: pl.LazyFrame, features: pl.LazyFrame, spec: F
         auc_expr("score", spec.label_column).alias("auc"),
         pl.col("model_version").unique().sort().str.join(",").alias("model_version"),
     ]
-    # One group_by per segment type over the same rows, rather than one over three stacked
-    # copies of them: a third of the memory, the same groups.
-    segments = [
-        joined.group_by("partition_date").agg(aggregations)
-        .with_columns(pl.lit(ALL_SEGMENT).alias("segment_type"),
-                      pl.lit(ALL_SEGMENT).alias("segment"))
-    ]
-    segments += [
-        joined.group_by("partition_date", column).agg(aggregations)
-        .rename({column: "segment"})
-        .with_columns(pl.lit(column).alias("segment_type"), pl.col("segment").cast(pl.String))
-        for column in spec.segment_columns
-    ]
-    columns = ["partition_date", "segment_type", "segment",
-               *(aggregation.meta.output_name() for aggregation in aggregations)]
-    return (
-        pl.concat([segment.select(columns) for segment in segments])
-        .with_columns(pl.lit(reported_at).cast(pl.Datetime("us", "UTC")).alias("reported_at"))
-        .sort("partition_date", "segment_type", "segment")
-    )
 
 
-_ROW = "_report_row"
+def _empty(columns: list[str], spec: FeatureSpec) -> pl.DataFrame:
+    rows = pl.DataFrame(schema={"partition_date": pl.Date(), "segment_type": pl.String(),
+                                "segment": pl.String(), "score": pl.Float64(),
+                                "label": pl.Boolean(), spec.label_column: pl.Boolean(),
+                                "model_version": pl.String()})
+    return rows.group_by(GROUP).agg(_aggregations(spec)).select(columns)

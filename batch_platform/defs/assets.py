@@ -595,17 +595,14 @@ def flights_daily_report(context: dg.AssetExecutionContext, platform: PlatformRe
     with staged(context, platform.settings, "reports") as staging:
         with warehouse.get_connection() as con:
             require_partitions(con, "predictions.flights", start, end)
-            # Only the narrow columns a report reads: a partition of any size is a few bytes
-            # a flight here.
-            predictions_file = staging.export(con, "predictions", partitions_query(
-                "predictions.flights", (FLIGHTS.id_column, "partition_date", "score", "label",
-                                        "model_version")), window)
-            features_file = staging.export(con, "features", partitions_query(
-                "features.flights", (FLIGHTS.id_column, *FLIGHTS.segment_columns,
-                                     FLIGHTS.label_column)), window)
-        predictions = pl.scan_parquet(predictions_file)
-        report = reports.daily_report_lazy(predictions, pl.scan_parquet(features_file), FLIGHTS,
-                                           dt.datetime.now(dt.UTC))
+            # Each flight once per segment type, sorted by day and segment: DuckDB joins and
+            # sorts out of core, and the report reads the groups one after another.
+            rows_file = staging.export(con, "segment_rows", reports.segment_rows_sql(FLIGHTS),
+                                       window)
+        report = reports.report_of_sorted_rows(
+            chunks([rows_file], platform.settings.chunk_rows), FLIGHTS, dt.datetime.now(dt.UTC))
+        predictions = pl.scan_parquet(rows_file).filter(
+            pl.col("segment_type") == reports.ALL_SEGMENT)
         results = gate(context, [audits.audit_report_reconciles(report, predictions)],
                        describe_days(days))
         publish_seconds = warehouse.write_and_publish(
