@@ -21,7 +21,7 @@ test: $(STAMP)  ## the whole test suite
 ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/
 	$(BIN)/batch-platform ui
 
-benchmark: $(STAMP)  ## the README's performance tables: the year, 1M, 3M, 10M rows (about an hour on 2 cores)
+benchmark: $(STAMP)  ## the README's performance tables: the year, 1M and 10M rows (about 40 minutes on 2 cores)
 	$(BIN)/python benchmarks/benchmark.py
 
 lint: $(STAMP)

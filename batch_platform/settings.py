@@ -39,6 +39,8 @@ class Settings:
     scoring_threads: int = 0
     # How long a step waits for the pipeline database before failing with the holder's name.
     lock_timeout_seconds: float = 300.0
+    # DuckDB's memory per pipeline connection; past it, joins and sorts spill to disk.
+    duckdb_memory_limit: str = "512MB"
     # Score with this registry version instead of the champion.
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
@@ -104,6 +106,8 @@ class Settings:
                  "must be 0 (all cores) or a positive number of threads")
         _require(self.lock_timeout_seconds > 0, "LOCK_TIMEOUT_SECONDS",
                  self.lock_timeout_seconds, "must be a positive number of seconds")
+        _require(bool(MEMORY_SIZE.match(self.duckdb_memory_limit)), "DUCKDB_MEMORY_LIMIT",
+                 self.duckdb_memory_limit, "must be a size like 512MB or 2GB")
         pinned_ok = self.model_version is None or bool(
             MODEL_VERSION_PATTERN.match(self.model_version))
         _require(pinned_ok, "MODEL_VERSION", self.model_version,
@@ -165,6 +169,7 @@ class Settings:
             scoring_threads=read("SCORING_THREADS", int, defaults.scoring_threads),
             lock_timeout_seconds=read("LOCK_TIMEOUT_SECONDS", float,
                                       defaults.lock_timeout_seconds),
+            duckdb_memory_limit=read("DUCKDB_MEMORY_LIMIT", str, defaults.duckdb_memory_limit),
             model_version=read("MODEL_VERSION", str, None),
             explain=read("EXPLAIN", str, defaults.explain),
             psi_warn=read("PSI_WARN", float, defaults.psi_warn),
@@ -183,6 +188,9 @@ class Settings:
             explain_max_rows=read("EXPLAIN_MAX_ROWS", int, defaults.explain_max_rows),
             scorer=read("SCORER", str, defaults.scorer),
         ).validated()
+
+
+MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
 def row_range(text: str) -> tuple[int, int]:

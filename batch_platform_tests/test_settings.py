@@ -52,7 +52,9 @@ def test_valid_overrides_are_parsed() -> None:
         "BATCH_PLATFORM_EXPLAIN": "predicted_late",
         "BATCH_PLATFORM_SCORER": "compiled",
         "BATCH_PLATFORM_EXPLAIN_MAX_ROWS": "50",
+        "BATCH_PLATFORM_DUCKDB_MEMORY_LIMIT": "2GB",
     })
+    assert settings.duckdb_memory_limit == "2GB"
     assert settings.max_reject_fraction == 0.2
     assert settings.chunk_rows == 7
     assert settings.scoring_threads == 2
@@ -79,6 +81,7 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("CHUNK_ROWS", "1e3", "is not a valid int"),
         ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
         ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
+        ("DUCKDB_MEMORY_LIMIT", "lots", "must be a size like 512MB or 2GB"),
         ("EXPLAIN", "some", "must be one of all, predicted_late, riskiest, none"),
         ("EXPLAIN_MAX_ROWS", "0", "must be a positive number of rows"),
         ("SCORER", "lleaves", "must be one of lightgbm, compiled"),

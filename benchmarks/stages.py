@@ -68,7 +68,8 @@ def main(data_dir: Path) -> None:
         frame, loaded, FLIGHTS, lineage_of_scores, explain="none", scorer="compiled"))
     timed("score(), compiled, explain riskiest (1,000 rows)", lambda: scoring.score(
         frame, loaded, FLIGHTS, lineage_of_scores, explain="riskiest", scorer="compiled"))
-    timed("daily report", lambda: reports.daily_report(predictions, frame, FLIGHTS))
+    timed("daily report", lambda: reports.daily_report(predictions, frame, FLIGHTS,
+                                                       dt.datetime.now(dt.UTC)))
     with tempfile.TemporaryDirectory() as scratch:
         con = duckdb.connect(f"{scratch}/stages.duckdb")
         try:

@@ -11,6 +11,7 @@ import codecs
 import csv
 import datetime as dt
 import difflib
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -119,31 +120,24 @@ def text_chunks(path: Path, schema: SourceSchema, partition_date: dt.date | None
     in a stream; a file without rows yields one empty chunk (its columns)."""
     where = describe(path, partition_date)
     header = _read_header(path, schema, where)
-    lazy = pl.scan_csv(path, infer_schema=False, row_index_name=LINE_COLUMN, row_index_offset=2)
     rows, held, yielded = 0, None, False
-    try:
-        for batch in lazy.collect_batches(chunk_size=chunk_rows):
-            batch = batch.with_columns(pl.col(LINE_COLUMN).cast(pl.Int64))
-            if held is not None:
-                batch, held = pl.concat([held, batch]), None
-            # Blank lines at the end are an artefact of the writer, not rows: hold rows with
-            # every field empty back until a row with a value follows them.
-            filled = batch.select(pl.any_horizontal(pl.exclude(LINE_COLUMN).is_not_null())
-                                  ).to_series()
-            last = filled.arg_true().max() if filled.any() else -1
-            if last is None or last + 1 < batch.height:
-                keep = int(last) + 1 if last is not None else 0
-                batch, held = batch.head(keep), batch.slice(keep)
-            if batch.height:
-                rows += batch.height
-                yielded = True
-                yield batch
-    except pl.exceptions.PolarsError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise BadInputError(
-            f"{schema.name} landing file {where} cannot be read as CSV: "
-            f"{_not_utf8(path) or _ragged_line(path, len(header)) or first_line}"
-        ) from None
+    for batch in _csv_blocks(path, chunk_rows, schema, where, len(header)):
+        batch = batch.with_row_index(LINE_COLUMN, offset=2 + rows + (
+            held.height if held is not None else 0)).with_columns(pl.col(LINE_COLUMN).cast(
+                pl.Int64))
+        if held is not None:
+            batch, held = pl.concat([held, batch]), None
+        # Blank lines at the end are an artefact of the writer, not rows: hold rows with
+        # every field empty back until a row with a value follows them.
+        filled = batch.select(pl.any_horizontal(pl.exclude(LINE_COLUMN).is_not_null())
+                              ).to_series()
+        keep = int(filled.arg_true().max()) + 1 if filled.any() else 0  # type: ignore[arg-type]
+        if keep < batch.height:
+            batch, held = batch.head(keep), batch.slice(keep)
+        if batch.height:
+            rows += batch.height
+            yielded = True
+            yield batch
     if rows < schema.min_rows:
         raise BadInputError(
             f"{schema.name} landing file {where} has {rows} data row(s), fewer than the "
@@ -152,6 +146,35 @@ def text_chunks(path: Path, schema: SourceSchema, partition_date: dt.date | None
         )
     if not yielded:
         yield pl.DataFrame(schema={LINE_COLUMN: pl.Int64, **dict.fromkeys(header, pl.String)})
+
+
+# A quoted field may span lines: a block is extended to an even number of quotes, up to this.
+MAX_QUOTED_BYTES = 64 << 20
+
+
+def _csv_blocks(path: Path, chunk_rows: int, schema: SourceSchema, where: str, width: int
+                ) -> Iterator[pl.DataFrame]:
+    """Blocks of ``chunk_rows`` lines parsed as text, read with a buffered file, not mapped:
+    the memory of a block, never of the file."""
+    with open(path, "rb") as handle:
+        header = handle.readline().rstrip(b"\r\n") + b"\n"
+        while lines := list(itertools.islice(handle, chunk_rows)):
+            block = b"".join(lines)
+            extended = 0
+            while block.count(b'"') % 2 and extended < MAX_QUOTED_BYTES:
+                more = handle.readline()
+                if not more:
+                    break
+                block += more
+                extended += len(more)
+            try:
+                yield pl.read_csv(header + block, infer_schema=False)
+            except pl.exceptions.PolarsError as err:
+                first_line = str(err).strip().splitlines()[0]
+                raise BadInputError(
+                    f"{schema.name} landing file {where} cannot be read as CSV: "
+                    f"{_not_utf8(path) or _ragged_line(path, width) or first_line}"
+                ) from None
 
 
 def _read_header(path: Path, schema: SourceSchema, where: str) -> list[str]:
@@ -331,7 +354,7 @@ def stage_file(path: Path, schema: SourceSchema, partition_date: dt.date, lineag
 
 
 def duplicates_across_chunks(good: StagedTable, source_file: str, schema: SourceSchema,
-                             spill_dir: Path) -> pl.DataFrame:
+                             spill_dir: Path, memory_limit: str = "512MB") -> pl.DataFrame:
     """Good rows of ``source_file`` whose key an earlier line has: (line, first line).
 
     ``validate`` finds duplicates within a chunk; this finds them between chunks, with DuckDB
@@ -341,7 +364,8 @@ def duplicates_across_chunks(good: StagedTable, source_file: str, schema: Source
     if not schema.key or not good.files:
         return pl.DataFrame(schema={LINE_COLUMN: pl.Int64, "first_line": pl.Int64})
     keys = ", ".join(f'"{k}"' for k in schema.key)
-    con = duckdb.connect(config={"temp_directory": str(spill_dir)})
+    con = duckdb.connect(config={"temp_directory": str(spill_dir),
+                                 "memory_limit": memory_limit})
     try:
         return con.execute(
             f"""WITH rows AS (SELECT {keys}, {LINE_COLUMN} AS line FROM read_parquet($files)

@@ -21,6 +21,7 @@ from batch_platform.core.features import FeatureSpec
 from batch_platform.core.model import auc_expr
 
 ALL_SEGMENT = "all"
+_RUN = "__group_run"
 GROUP = ("partition_date", "segment_type", "segment")
 # What a report needs of each table; ``flight_id`` joins them.
 PREDICTION_COLUMNS = ("partition_date", "score", "label", "model_version")
@@ -32,13 +33,15 @@ def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
 
     ``features`` supplies the segment columns and the realised outcome, where known.
     """
-    rows = segment_rows(predictions, features, spec).sort(GROUP, nulls_last=True)
+    rows = segment_rows(predictions, features, spec).sort(*GROUP, "score", spec.id_column,
+                                                          nulls_last=True)
     return report_of_sorted_rows([rows], spec, reported_at)
 
 
 def segment_rows(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
                  ) -> pl.DataFrame:
-    """Each prediction once per segment type, with its segment and realised outcome."""
+    """Each prediction once per segment type, with its segment and realised outcome; sorted by
+    group, score and id they are what ``report_of_sorted_rows`` reads."""
     joined = predictions.select(spec.id_column, *PREDICTION_COLUMNS).join(
         features.select(spec.id_column, *spec.segment_columns, spec.label_column),
         on=spec.id_column, how="left", validate="1:1")
@@ -46,7 +49,7 @@ def segment_rows(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
         (pl.lit(column), pl.col(column).cast(pl.String)) for column in spec.segment_columns]
     return pl.concat([
         joined.select("partition_date", kind.alias("segment_type"), value.alias("segment"),
-                      "score", "label", spec.label_column, "model_version")
+                      "score", "label", spec.label_column, "model_version", spec.id_column)
         for kind, value in segments])
 
 
@@ -68,8 +71,10 @@ def segment_rows_sql(spec: FeatureSpec) -> str:
         (f"'{column}'", f"CAST({quoted(column)} AS VARCHAR)") for column in spec.segment_columns]
     return f"WITH joined AS ({joined}) " + " UNION ALL ".join(
         f"SELECT partition_date, {kind} AS segment_type, {value} AS segment, score, label, "
-        f"{quoted(spec.label_column)}, model_version FROM joined" for kind, value in segments
-    ) + f" ORDER BY {', '.join(GROUP)} NULLS LAST"
+        f"{quoted(spec.label_column)}, model_version, {quoted(spec.id_column)} FROM joined"
+        for kind, value in segments
+        # Scores in a fixed order within a group: a mean's float sum depends on the order.
+    ) + f" ORDER BY {', '.join(GROUP)}, score, {quoted(spec.id_column)} NULLS LAST"
 
 
 def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
@@ -83,30 +88,33 @@ def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
 
     def close_open_group() -> None:
         if open_rows:
-            rows = pl.concat(open_rows, rechunk=False)
-            done.append(rows.select(aggregations).select(
+            rows = pl.concat(open_rows).with_columns(pl.lit(0, pl.UInt32).alias(_RUN))
+            done.append(rows.group_by(_RUN).agg(aggregations).select(
                 *(pl.lit(v).alias(k) for k, v in zip(GROUP, open_key, strict=True)),
-                pl.all()))
+                pl.exclude(_RUN)))
             open_rows.clear()
 
     for chunk in chunks:
         if chunk.height == 0:
             continue
-        runs = chunk.with_columns(pl.struct(GROUP).rle_id().alias("__run"))
-        last = runs.item(-1, "__run")
+        # Every group is aggregated by a group_by on its run number, the open one included:
+        # the same summation whatever the chunking, so the same floats.
+        runs = chunk.with_columns(pl.struct(GROUP).rle_id().alias(_RUN))
+        last = runs.item(-1, _RUN)
         first_key = chunk.select(GROUP).row(0)
         if first_key != open_key:
             close_open_group()
             open_key = first_key
-        open_rows.append(runs.filter(pl.col("__run") == 0).select(values))
+        open_rows.append(runs.filter(pl.col(_RUN) == 0).select(values))
         if last == 0:
             continue  # the whole chunk belongs to the open group
         close_open_group()
-        complete = runs.filter(pl.col("__run").is_between(1, last - 1))
+        complete = runs.filter(pl.col(_RUN).is_between(1, last - 1))
         if complete.height:
-            done.append(complete.group_by(GROUP).agg(aggregations))
+            done.append(complete.group_by(_RUN).agg(*(pl.col(k).first() for k in GROUP),
+                                                    *aggregations).drop(_RUN))
         open_key = chunk.select(GROUP).row(-1)
-        open_rows.append(runs.filter(pl.col("__run") == last).select(values))
+        open_rows.append(runs.filter(pl.col(_RUN) == last).select(values))
     close_open_group()
     columns = [*GROUP, *(aggregation.meta.output_name() for aggregation in aggregations)]
     schema = {"partition_date": pl.Date(), "segment_type": pl.String(), "segment": pl.String()}

@@ -109,6 +109,7 @@ class Warehouse:
     pipeline_path: Path
     published_path: Path
     lock_timeout_seconds: float = 300.0
+    memory_limit: str = "512MB"  # DuckDB's, per connection of a pipeline step
 
     @property
     def lock_path(self) -> Path:
@@ -146,7 +147,9 @@ class Warehouse:
     @contextmanager
     def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.pipeline_path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.pipeline_path))
+        # A bounded buffer pool: joins, sorts and loads of any size spill to disk instead.
+        con = duckdb.connect(str(self.pipeline_path),
+                             config={"memory_limit": self.memory_limit})
         try:
             yield con
         finally:

@@ -171,8 +171,8 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
                 tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
                                           settings.chunk_rows)
                 if tally.chunks > 1:  # a key may repeat in a later chunk
-                    duplicates = ingest.duplicates_across_chunks(good, str(path), source,
-                                                                 staging.root)
+                    duplicates = ingest.duplicates_across_chunks(
+                        good, str(path), source, staging.root, settings.duckdb_memory_limit)
                     if duplicates.height:
                         ingest.quarantine_duplicates(path, source, day, run_lineage,
                                                      duplicates, rejected, tally,

@@ -24,11 +24,12 @@ class WarehouseResource(DuckDBResource):
 
     published_database: str
     lock_timeout_seconds: float = 300.0
+    memory_limit: str = "512MB"
 
     @property
     def warehouse(self) -> Warehouse:
         return Warehouse(Path(self.database), Path(self.published_database),
-                         self.lock_timeout_seconds)
+                         self.lock_timeout_seconds, self.memory_limit)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
@@ -48,6 +49,7 @@ class PlatformResource(ConfigurableResource):
     chunk_rows: int
     scoring_threads: int
     lock_timeout_seconds: float
+    duckdb_memory_limit: str
     model_version: str | None = None
     explain: str
     explain_max_rows: int
@@ -82,4 +84,5 @@ def warehouse_resource(settings: Settings) -> WarehouseResource:
         database=str(settings.pipeline_db_path),
         published_database=str(settings.warehouse_path),
         lock_timeout_seconds=settings.lock_timeout_seconds,
+        memory_limit=settings.duckdb_memory_limit,
     )

@@ -47,10 +47,8 @@ def test_small_chunks_give_the_same_rows_as_the_default(platform: Platform) -> N
                  settings=platform.settings.with_overrides(chunk_rows=97))
     after = snapshot(platform, days)
     for table, rows in before.items():
-        # Report means may sum in another order: equal to rounding; everything else exactly.
         assert after[table].height == rows.height, table
-        assert_frame_equal(after[table], rows, check_exact=table != "reports.flights_daily",
-                           rel_tol=1e-12)
+        assert_frame_equal(after[table], rows, check_exact=True)
     assert staged_files(platform) == []
 
 
