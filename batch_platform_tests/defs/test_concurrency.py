@@ -123,9 +123,10 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
         assert run.returncode == 0, output[-3000:]
     for report in reports:
         assert report["errors"] == []
-        # Queried every 100 ms all along: a query that waited on a run would show here.
+        # Queried every 100 ms all along: a query that waited on a run would wait for most of
+        # the runs' time (tens of seconds); a busy machine alone stretches one to about 2 s.
         assert len(report["latencies"]) >= elapsed / 0.5
-        assert max(report["latencies"]) < 2.0, max(report["latencies"])
+        assert max(report["latencies"]) < min(10.0, elapsed / 3), max(report["latencies"])
 
     # Every partition holds exactly a clean run's rows, written by exactly one of the runs.
     assert_same(partitions(platform), clean)
