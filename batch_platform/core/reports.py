@@ -25,6 +25,9 @@ _RUN = "__group_run"
 GROUP = ("partition_date", "segment_type", "segment")
 # What a report needs of each table; ``flight_id`` joins them.
 PREDICTION_COLUMNS = ("partition_date", "score", "label", "model_version")
+# Segment rows' text columns of a few distinct values: read as categoricals, they cost 4 bytes
+# a row while a group is carried from chunk to chunk.
+CATEGORICAL_COLUMNS = ("segment_type", "segment", "model_version")
 
 
 def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec,
@@ -54,27 +57,32 @@ def segment_rows(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
 
 
 def segment_rows_sql(spec: FeatureSpec) -> str:
-    """``segment_rows`` of the warehouse's partitions $start..$end, sorted by group, in SQL."""
+    """``segment_rows`` of the warehouse's partitions $start..$end, sorted as the report reads
+    them, in one pass of DuckDB: a join, a cross join with the segment types, and a sort, each
+    of which spills to disk rather than exceed DuckDB's memory limit."""
 
     def quoted(column: str) -> str:
         return f'"{column}"'
 
     window = "partition_date BETWEEN $start AND $end"
-    feature_columns = [spec.id_column, *spec.segment_columns, spec.label_column]
-    joined = (
-        f"SELECT p.*, {', '.join('f.' + quoted(c) for c in feature_columns[1:])} "
-        f"FROM (SELECT {quoted(spec.id_column)}, {', '.join(PREDICTION_COLUMNS)} "
-        f"FROM predictions.{spec.use_case} WHERE {window}) p "
-        f"LEFT JOIN (SELECT {', '.join(quoted(c) for c in feature_columns)} "
-        f"FROM features.{spec.use_case} WHERE {window}) f USING ({quoted(spec.id_column)})")
-    segments = [(f"'{ALL_SEGMENT}'", f"'{ALL_SEGMENT}'")] + [
-        (f"'{column}'", f"CAST({quoted(column)} AS VARCHAR)") for column in spec.segment_columns]
-    return f"WITH joined AS ({joined}) " + " UNION ALL ".join(
-        f"SELECT partition_date, {kind} AS segment_type, {value} AS segment, score, label, "
-        f"{quoted(spec.label_column)}, model_version, {quoted(spec.id_column)} FROM joined"
-        for kind, value in segments
+    key = quoted(spec.id_column)
+    kinds = [ALL_SEGMENT, *spec.segment_columns]
+    segment = " ".join(f"WHEN '{column}' THEN CAST(f.{quoted(column)} AS VARCHAR)"
+                       for column in spec.segment_columns)
+    segment_types = ", ".join(f"('{kind}')" for kind in kinds)
+    return (
+        f"SELECT p.partition_date, s.segment_type, CASE s.segment_type WHEN '{ALL_SEGMENT}' "
+        f"THEN '{ALL_SEGMENT}' {segment} END AS segment, p.score, p.label, "
+        f"f.{quoted(spec.label_column)}, p.model_version, p.{key} "
+        f"FROM (SELECT {key}, {', '.join(PREDICTION_COLUMNS)} FROM predictions.{spec.use_case} "
+        f"WHERE {window}) p "
+        f"LEFT JOIN (SELECT {key}, {', '.join(quoted(c) for c in spec.segment_columns)}, "
+        f"{quoted(spec.label_column)} FROM features.{spec.use_case} WHERE {window}) f "
+        f"ON p.{key} = f.{key} "
+        f"CROSS JOIN (VALUES {segment_types}) s(segment_type) "
         # Scores in a fixed order within a group: a mean's float sum depends on the order.
-    ) + f" ORDER BY {', '.join(GROUP)}, score, {quoted(spec.id_column)} NULLS LAST"
+        f"ORDER BY {', '.join(GROUP)}, score, {key} NULLS LAST"
+    )
 
 
 def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
@@ -88,7 +96,8 @@ def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
 
     def close_open_group() -> None:
         if open_rows:
-            rows = pl.concat(open_rows).with_columns(pl.lit(0, pl.UInt32).alias(_RUN))
+            rows = pl.concat(open_rows, rechunk=False).with_columns(
+                pl.lit(0, pl.UInt32).alias(_RUN))
             done.append(rows.group_by(_RUN).agg(aggregations).select(
                 *(pl.lit(v).alias(k) for k, v in zip(GROUP, open_key, strict=True)),
                 pl.exclude(_RUN)))
@@ -138,7 +147,9 @@ def _aggregations(spec: FeatureSpec) -> list[pl.Expr]:
         outcome.sum().cast(pl.Int64).alias("realised_late"),
         outcome.cast(pl.Float64).mean().alias("realised_late_rate"),
         auc_expr("score", spec.label_column).alias("auc"),
-        pl.col("model_version").unique().sort().str.join(",").alias("model_version"),
+        # Unique first: the column may be categorical (a few versions, 4 bytes a row).
+        pl.col("model_version").unique().cast(pl.String).sort().str.join(",")
+        .alias("model_version"),
     ]
 
 

@@ -600,7 +600,9 @@ def flights_daily_report(context: dg.AssetExecutionContext, platform: PlatformRe
             rows_file = staging.export(con, "segment_rows", reports.segment_rows_sql(FLIGHTS),
                                        window)
         report = reports.report_of_sorted_rows(
-            chunks([rows_file], platform.settings.chunk_rows), FLIGHTS, dt.datetime.now(dt.UTC))
+            chunks([rows_file], platform.settings.chunk_rows,
+                   categorical=reports.CATEGORICAL_COLUMNS),
+            FLIGHTS, dt.datetime.now(dt.UTC))
         predictions = pl.scan_parquet(rows_file).filter(
             pl.col("segment_type") == reports.ALL_SEGMENT)
         results = gate(context, [audits.audit_report_reconciles(report, predictions)],

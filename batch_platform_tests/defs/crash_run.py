@@ -8,7 +8,8 @@ the process when the write to TABLE reaches POINT:
 
 - ``before_delete``: the first DELETE of TABLE, before it runs (inside the transaction);
 - ``after_delete``: right after that DELETE, before the insert;
-- ``mid_insert``: while INSERT … BY NAME streams the frame, after two of its batches;
+- ``mid_insert``: while INSERT … BY NAME streams the frame (or the staged parts), after two
+  of its batches;
 - ``before_commit``: at the COMMIT of the transaction that wrote TABLE;
 - ``before_publish``: the write committed, nothing checkpointed or copied yet;
 - ``mid_publish``: half of the snapshot copied to its temporary file;
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batch_platform.core.warehouse import Warehouse
 
@@ -56,6 +58,13 @@ class Tripwire:
                 die()
         if statement == "COMMIT" and self.touched and self._point == "before_commit":
             die()
+        if (statement == "INSERT" and self.touched and self._point == "mid_insert"
+                and "read_parquet($files)" in sql):
+            # Staged parts: stream them to DuckDB through a reader that dies half-way.
+            parts = pa.concat_tables(pq.read_table(f) for f in args[0]["files"])
+            if parts.num_rows >= 4:
+                self._con.register("__dying_parts", _dying_stream(parts))
+                return self._con.execute(sql.replace("read_parquet($files)", "__dying_parts"))
         result = self._con.execute(sql, *args, **kwargs)
         if deletes_table and self._point == "after_delete":
             die()
