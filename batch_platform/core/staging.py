@@ -69,7 +69,7 @@ class StagedTable:
         path = self.folder / f"part-{len(self.files):05d}{PART_SUFFIX}"
         frame = (pl.concat(self._buffer) if self._buffer
                  else pl.DataFrame(schema=self.schema))
-        frame.write_parquet(path, statistics=False)
+        frame.write_parquet(path, compression="lz4", statistics=False)  # cheap to write and read
         self.files.append(path)
         self._buffer, self._buffered = [], 0
 
