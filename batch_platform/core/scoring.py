@@ -135,8 +135,8 @@ def score(
             on_chunk(chunk.height)
     predictions = pl.concat(parts) if parts else _empty_predictions(spec)
     if explain == "riskiest":
-        predictions, explained = _explain_riskiest(predictions, features, model, spec,
-                                                   explain_max_rows, chunk_rows, num_threads)
+        predictions, explained = explain_riskiest(predictions, features, model, spec,
+                                                  explain_max_rows, chunk_rows, num_threads)
     predictions = predictions.with_columns(
         pl.lit(lineage.model_version).alias("model_version"),
         pl.lit(report.used).alias("scorer"),
@@ -159,10 +159,14 @@ def _choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec
                                   categorical, num_threads, **({"warn": warn} if warn else {}))
 
 
-def _explain_riskiest(predictions: pl.DataFrame, features: pl.DataFrame, model: LoadedModel,
-                      spec: FeatureSpec, per_day: int, chunk_rows: int, num_threads: int
-                      ) -> tuple[pl.DataFrame, int]:
-    """Fill in the reasons of the ``per_day`` highest-scoring rows of each day."""
+def explain_riskiest(predictions: pl.DataFrame, features: pl.DataFrame, model: LoadedModel,
+                     spec: FeatureSpec, per_day: int, chunk_rows: int, num_threads: int
+                     ) -> tuple[pl.DataFrame, int]:
+    """Fill in the reasons of the ``per_day`` highest-scoring rows of each day.
+
+    ``predictions`` must be in the order of ``features``. A global pass over the whole range:
+    an engine that scores in pieces (Ray) scores without reasons, then calls this.
+    """
     chosen = (
         predictions.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
                            "partition_date", "score")

@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from batch_platform import code_version
-from batch_platform.core import audits, drift, ingest, landing, registry, reports, scoring
+from batch_platform.core import audits, drift, engines, ingest, landing, registry, reports, scoring
 from batch_platform.core import features as feature_core
 from batch_platform.core import model as model_core
 from batch_platform.core.features import FLIGHTS
@@ -401,13 +401,12 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
     scoring_started = time.perf_counter()
     progress = Progress(context.log, f"scoring {where}",
                         -(-frame.height // settings.score_chunk_rows), "chunks")
-    predictions, stats = scoring.score(
+    # The engine (local, or a Ray cluster) comes from the settings; its rows are the same.
+    predictions, stats, engine = engines.score(
         frame, loaded, FLIGHTS,
         scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
                                dt.datetime.now(dt.UTC)),
-        chunk_rows=settings.score_chunk_rows, explain=settings.explain,
-        num_threads=settings.scoring_threads, scorer=settings.scorer, warn=context.log.warning,
-        explain_max_rows=settings.explain_max_rows,
+        settings, (context.asset_key.to_user_string(), start, end), warn=context.log.warning,
         on_chunk=lambda rows: progress.advance(rows=rows),
     )
     scoring_seconds = time.perf_counter() - scoring_started
@@ -438,6 +437,7 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "unknown_categories": sum(stats.unknown_categories.values()),
         "scoring_rows_per_second": round(predictions.height / scoring_seconds, 1)
         if scoring_seconds else 0.0,
+        **engine.metadata(),
         **score_summary(predictions),
         "score_max_psi": score_drift.metadata["max_psi"],
         **prediction_summary(predictions, frame, FLIGHTS),
