@@ -306,7 +306,10 @@ def _run_job(ray: Any, target: RayTarget, fs: pafs.FileSystem, features_path: st
     cpus_per_actor = actor_cpus(cluster_cpus, target)
     started = time.perf_counter()
     try:
-        (ray.data.read_parquet(features_path, filesystem=fs)
+        # One read task per staged file: Ray Data would merge small files into one block, and
+        # one block feeds one actor.
+        files = len(fs.get_file_info(pafs.FileSelector(features_path)))
+        (ray.data.read_parquet(features_path, filesystem=fs, override_num_blocks=files)
          .map_batches(
              ChunkScorer,
              fn_constructor_kwargs={
@@ -316,8 +319,8 @@ def _run_job(ray: Any, target: RayTarget, fs: pafs.FileSystem, features_path: st
              batch_size=chunk_rows, batch_format="pyarrow",
              compute=ray.data.ActorPoolStrategy(size=target.actors), num_cpus=cpus_per_actor)
          .write_parquet(predictions_path, filesystem=fs))
-    except ray.exceptions.RayError as err:
-        raise _job_error(err, target, job_id) from None
+    except Exception as err:  # Ray Data wraps what failed where; _job_error sorts it out
+        raise _job_error(err, target, job_id, ray.exceptions.RayError) from None
     return {"address": target.address, "job_id": job_id, "actors": target.actors,
             "nodes": len(nodes), "cluster_cpus": cluster_cpus, "cpus_per_actor": cpus_per_actor,
             "cluster_seconds": time.perf_counter() - started}
@@ -334,16 +337,24 @@ def actor_cpus(cluster_cpus: float, target: RayTarget) -> float:
     return 1.0
 
 
-def _job_error(err: Exception, target: RayTarget, job_id: str) -> Exception:
-    """A failed job as an error that says what happened: the model (not retried) or the
-    cluster (retried by the stage)."""
-    text = str(err)
-    if ModelLoadError.__name__ in text:
-        detail = text[text.index(ModelLoadError.__name__):].splitlines()[0]
+def _job_error(err: Exception, target: RayTarget, job_id: str,
+               ray_error: type[Exception]) -> Exception:
+    """A failed job as an error that says what happened: the model (not retried), the cluster
+    (retried by the stage), or else the error itself."""
+    chain, cause = [], err
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)
+    marker = f"{ModelLoadError.__name__}: "
+    if marker in text:
+        detail = text[text.index(marker) + len(marker):].splitlines()[0]
         return ModelLoadError(f"Ray job {job_id} on {target.address} failed: {detail}")
-    return RayClusterUnavailable(f"Ray job {job_id} on {target.address} failed "
-                                 f"({type(err).__name__}); nothing was written: "
-                                 f"{text.splitlines()[0] if text else ''}")
+    if any(isinstance(e, ray_error) for e in chain):
+        first = str(err).splitlines()[0] if str(err) else ""
+        return RayClusterUnavailable(f"Ray job {job_id} on {target.address} failed "
+                                     f"({type(err).__name__}); nothing was written: {first}")
+    return err
 
 
 def _remove(fs: pafs.FileSystem, path: str) -> None:

@@ -1,7 +1,7 @@
 """The predictions stage on a real two-node Ray cluster: the local engine's rows, row for row.
 
 One cluster serves the module: a head and a second node started with ``ray start`` on
-loopback, one CPU each, stopped by PID afterwards. Needs the ``ray`` extra (``make test``
+loopback, two (logical) CPUs each, stopped by PID afterwards. Needs the ``ray`` extra (``make test``
 installs it).
 """
 
