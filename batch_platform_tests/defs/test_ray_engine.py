@@ -52,9 +52,9 @@ def cluster() -> Iterator[ray_local.LocalRayCluster]:
 
 def on_ray(platform: Platform, cluster: ray_local.LocalRayCluster, **changes: object
            ) -> Settings:
-    return platform.settings.with_overrides(
-        engine="ray", ray_address=cluster.address, ray_actors=2, score_chunk_rows=CHUNK_ROWS,
-        **changes)
+    return platform.settings.with_overrides(**{
+        "engine": "ray", "ray_address": cluster.address, "ray_actors": 2,
+        "score_chunk_rows": CHUNK_ROWS, **changes})
 
 
 def week_predictions(platform: Platform) -> pl.DataFrame:
@@ -168,22 +168,26 @@ def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
 
 def kill_an_actor_mid_partition(cluster: ray_local.LocalRayCluster, killed: list[int],
                                 stop: threading.Event) -> None:
-    """SIGKILL the first scoring actor as soon as it has been scoring for a moment."""
+    """SIGKILL a scoring actor once it has had a moment to load the model and start scoring."""
     while not stop.is_set():
         actors = cluster.worker_pids("ChunkScorer")
         if actors:
-            time.sleep(1.0)  # past loading the model, into the batches
-            os.kill(actors[0], signal.SIGKILL)
+            time.sleep(0.3)
+            try:
+                os.kill(actors[0], signal.SIGKILL)
+            except ProcessLookupError:  # it finished first: try the next one
+                continue
             killed.append(actors[0])
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
     platform: Platform, cluster: ray_local.LocalRayCluster
 ) -> None:
     local = week_predictions(platform)
-    settings = on_ray(platform, cluster)
+    # Small batches make the partition long enough on the cluster to be killed in the middle.
+    settings = on_ray(platform, cluster, score_chunk_rows=100)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_an_actor_mid_partition, args=(cluster, killed, stop))
