@@ -56,7 +56,7 @@ def score(
 ) -> tuple[pl.DataFrame, ScoringStats, EngineReport]:
     """Score ``features`` with the engine the settings name. ``scope`` (asset, first and last
     day) names the Ray engine's staging directory, together with the run id."""
-    if settings.engine != "ray":
+    if settings.engine != "ray" or features.height == 0:  # no rows: nothing to distribute
         predictions, stats = scoring.score(
             features, model, spec, lineage, chunk_rows=settings.score_chunk_rows,
             explain=settings.explain, num_threads=settings.scoring_threads,
