@@ -314,6 +314,7 @@ def child_layouts(data_dir: Path, limit: int) -> None:
 
 def child_ray(data_dir: Path, chunk_rows: int) -> None:
     """The local engine, then the Ray engine on one node and on two, on the same features."""
+    import shutil
     import tempfile
 
     from batch_platform.core import engines, model, ray_local, registry
@@ -355,6 +356,7 @@ def child_ray(data_dir: Path, chunk_rows: int) -> None:
                 "identical": remote.equals(local, null_equal=True)})
         finally:
             cluster.stop()
+            shutil.rmtree(temp, ignore_errors=True)
     print(json.dumps({"results": results}))
 
 
