@@ -21,6 +21,11 @@ MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 EXPLAIN_CHOICES = ("all", "predicted_late", "riskiest", "none")
 # "compiled": lleaves native code, used only after a parity check against LightGBM.
 SCORER_CHOICES = ("lightgbm", "compiled")
+# "ray": the scoring of the predictions stage runs on a Ray cluster (the `ray` extra).
+ENGINE_CHOICES = ("local", "ray")
+# "auto" (a node of the cluster), "host:port" of the head's GCS, or "ray://host:port" (Ray Client).
+RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
+URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 class SettingsError(ValueError):
@@ -49,6 +54,16 @@ class Settings:
     explain_max_rows: int = 1_000
     # Which scorer computes the scores: LightGBM itself, or the model compiled to native code.
     scorer: str = "lightgbm"
+    # Where the predictions stage scores: in the step's process, or on a Ray cluster.
+    engine: str = "local"
+    ray_address: str | None = None
+    # Scoring actors in the pool; each loads the model once and takes one CPU.
+    ray_actors: int = 2
+    # Features and predictions on their way to and from the cluster: a directory every node
+    # reads, or any URI pyarrow opens (s3://, gs://, ...). Unset: <data_dir>/staging.
+    staging_uri: str | None = None
+    # How long to wait for the cluster's address to answer before failing with a clear error.
+    ray_connect_timeout_seconds: float = 10.0
     # Audits (README, "Checks"): feature drift warns above psi_warn and blocks publishing above
     # psi_error; days with fewer rows than psi_min_rows are not judged; score drift only warns.
     psi_warn: float = AuditThresholds.psi_warn
@@ -92,6 +107,11 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
 
+    @property
+    def staging_location(self) -> str:
+        """The staging root of the Ray engine: a URI or an absolute local path."""
+        return self.staging_uri or str(self.data_dir / "staging")
+
     def with_overrides(self, **changes: Any) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
@@ -134,6 +154,21 @@ class Settings:
                  "must be a positive number of rows")
         _require(self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
                  f"must be one of {', '.join(SCORER_CHOICES)}")
+        _require(self.engine in ENGINE_CHOICES, "ENGINE", self.engine,
+                 f"must be one of {', '.join(ENGINE_CHOICES)}")
+        _require(self.engine != "ray" or self.ray_address is not None, "RAY_ADDRESS",
+                 self.ray_address, "must be set when BATCH_PLATFORM_ENGINE=ray (the cluster's "
+                 "head, e.g. 10.0.0.5:6379, ray://head:10001, or auto)")
+        _require(self.ray_address is None or bool(RAY_ADDRESS_PATTERN.match(self.ray_address)),
+                 "RAY_ADDRESS", self.ray_address,
+                 "must be auto, host:port or ray://host:port")
+        _require(self.ray_actors >= 1, "RAY_ACTORS", self.ray_actors,
+                 "must be a positive number of actors")
+        _require(self.staging_uri is None or bool(URI_PATTERN.match(self.staging_uri))
+                 or Path(self.staging_uri).is_absolute(), "STAGING_URI", self.staging_uri,
+                 "must be a URI (s3://bucket/path, file:///path) or an absolute path")
+        _require(self.ray_connect_timeout_seconds > 0, "RAY_CONNECT_TIMEOUT_SECONDS",
+                 self.ray_connect_timeout_seconds, "must be a positive number of seconds")
         return self
 
     def audit_thresholds(self) -> AuditThresholds:
@@ -187,6 +222,12 @@ class Settings:
                                         defaults.landing_settle_seconds),
             explain_max_rows=read("EXPLAIN_MAX_ROWS", int, defaults.explain_max_rows),
             scorer=read("SCORER", str, defaults.scorer),
+            engine=read("ENGINE", str, defaults.engine),
+            ray_address=read("RAY_ADDRESS", str, None),
+            ray_actors=read("RAY_ACTORS", int, defaults.ray_actors),
+            staging_uri=read("STAGING_URI", staging, None),
+            ray_connect_timeout_seconds=read("RAY_CONNECT_TIMEOUT_SECONDS", float,
+                                             defaults.ray_connect_timeout_seconds),
         ).validated()
 
 
@@ -199,6 +240,11 @@ def row_range(text: str) -> tuple[int, int]:
     if not separator:
         raise ValueError(text)
     return int(low), int(high)
+
+
+def staging(text: str) -> str:
+    """A URI as it is; a local path made absolute, as every node must find the same path."""
+    return text if URI_PATTERN.match(text) else str(Path(text).expanduser().resolve())
 
 
 def _require(ok: bool, name: str, value: object, what: str) -> None:

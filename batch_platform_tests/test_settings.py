@@ -112,3 +112,61 @@ def test_with_overrides_validates(tmp_path: Path) -> None:
     assert settings.chunk_rows == 100_000  # the original is untouched
     with pytest.raises(SettingsError, match="BATCH_PLATFORM_CHUNK_ROWS=0"):
         settings.with_overrides(chunk_rows=0)
+
+
+def test_the_engine_is_local_unless_set(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path)})
+    assert settings.engine == "local"
+    assert settings.ray_address is None
+    assert settings.ray_actors == 2
+    assert settings.staging_location == str(tmp_path.resolve() / "staging")
+
+
+def test_ray_settings_are_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({
+        "BATCH_PLATFORM_ENGINE": "ray",
+        "BATCH_PLATFORM_RAY_ADDRESS": "ray://head.example:10001",
+        "BATCH_PLATFORM_RAY_ACTORS": "8",
+        "BATCH_PLATFORM_STAGING_URI": "relative/staging",
+        "BATCH_PLATFORM_RAY_CONNECT_TIMEOUT_SECONDS": "2.5",
+    })
+    assert (settings.engine, settings.ray_address, settings.ray_actors) == (
+        "ray", "ray://head.example:10001", 8)
+    # Every node must find the same path: a relative one is made absolute here.
+    assert settings.staging_location == str(tmp_path.resolve() / "relative" / "staging")
+    assert settings.ray_connect_timeout_seconds == 2.5
+    for address in ("auto", "10.0.0.5:6379", "127.0.0.2:40001"):
+        assert Settings.from_env({"BATCH_PLATFORM_ENGINE": "ray",
+                                  "BATCH_PLATFORM_RAY_ADDRESS": address}).ray_address == address
+    uri = Settings.from_env({"BATCH_PLATFORM_STAGING_URI": "s3://bucket/staging"})
+    assert uri.staging_location == "s3://bucket/staging"
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "fragment"),
+    [
+        ({"BATCH_PLATFORM_ENGINE": "spark"}, "ENGINE", "must be one of local, ray"),
+        ({"BATCH_PLATFORM_ENGINE": "ray"}, "RAY_ADDRESS", "must be set when "
+         "BATCH_PLATFORM_ENGINE=ray"),
+        ({"BATCH_PLATFORM_RAY_ADDRESS": "head"}, "RAY_ADDRESS",
+         "must be auto, host:port or ray://host:port"),
+        ({"BATCH_PLATFORM_RAY_ADDRESS": "http://head:8265"}, "RAY_ADDRESS",
+         "must be auto, host:port or ray://host:port"),
+        ({"BATCH_PLATFORM_RAY_ACTORS": "0"}, "RAY_ACTORS", "must be a positive number of actors"),
+        ({"BATCH_PLATFORM_RAY_ACTORS": "two"}, "RAY_ACTORS", "is not a valid int"),
+        ({"BATCH_PLATFORM_RAY_CONNECT_TIMEOUT_SECONDS": "0"}, "RAY_CONNECT_TIMEOUT_SECONDS",
+         "must be a positive number of seconds"),
+    ],
+)
+def test_invalid_ray_settings_name_the_variable(env: dict[str, str], name: str,
+                                                fragment: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert f"BATCH_PLATFORM_{name}=" in str(raised.value)
+    assert fragment in str(raised.value)
+
+
+def test_a_relative_staging_path_given_in_code_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BATCH_PLATFORM_STAGING_URI='staging' must be a URI"):
+        Settings(data_dir=tmp_path, staging_uri="staging").validated()

@@ -18,6 +18,11 @@ Contenders, per partition size (one day, resampled from the real flights of July
   predicts and inserts into DuckDB.
 Explanations are off (``BATCH_PLATFORM_EXPLAIN=none``) in these rows: neither the floor nor the
 script explains. Their cost is measured separately (``--layouts``).
+
+``--ray ROWS`` measures the scoring engines on one partition of ROWS rows (issue 6): the local
+engine, then the Ray engine on a cluster of one node and of two nodes started on this machine
+(``core/ray_local.py``), each with two scoring actors; rows/s, and the staging overhead
+(features to Parquet, predictions back) apart from the cluster's own time.
 """
 
 from __future__ import annotations
@@ -307,6 +312,78 @@ def child_layouts(data_dir: Path, limit: int) -> None:
     print(json.dumps({"rows": n, "predicted_late_fraction": late, "results": results}))
 
 
+def child_ray(data_dir: Path, chunk_rows: int) -> None:
+    """The local engine, then the Ray engine on one node and on two, on the same features."""
+    import shutil
+    import tempfile
+
+    from batch_platform.core import engines, model, ray_local, registry
+    from batch_platform.core.features import FLIGHTS
+    from batch_platform.core.scoring import ScoringLineage
+    from batch_platform.core.warehouse import read_only, read_partitions
+    from batch_platform.settings import Settings
+
+    with read_only(data_dir / "warehouse.duckdb") as con:
+        record = registry.resolve(con, "flights", None)
+        frame = read_partitions(con, "features.flights", DAY, DAY,
+                                order_by=("partition_date", FLIGHTS.id_column))
+    loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
+                                   record["model_version"], record["threshold"], FLIGHTS)
+    lineage = ScoringLineage(loaded.version, "benchmark", "benchmark", dt.datetime.now(dt.UTC))
+    base = Settings(data_dir=data_dir, explain="none", chunk_rows=chunk_rows).validated()
+    scope = ("predictions/flights", DAY, DAY)
+    results = []
+    started, cpu = time.perf_counter(), time.process_time()
+    local, _, _ = engines.score(frame, loaded, FLIGHTS, lineage, base, scope)
+    results.append({"case": "local engine (one process, all cores)", "rows": frame.height,
+                    "seconds": time.perf_counter() - started,
+                    "driver_cpu_seconds": time.process_time() - cpu, "load": os.getloadavg()[0]})
+    # Ray's CPUs are logical: a node has one per actor plus one for Ray Data's reads and writes.
+    for nodes, cpus in ((1, 3), (2, 2)):
+        temp = Path(tempfile.mkdtemp(prefix="bp-ray-", dir="/tmp"))
+        cluster = ray_local.start(temp / "r", nodes=nodes, cpus_per_node=cpus, log_dir=temp)
+        try:
+            settings = base.with_overrides(engine="ray", ray_address=cluster.address,
+                                           ray_actors=2)
+            started, cpu = time.perf_counter(), time.process_time()
+            remote, _, report = engines.score(frame, loaded, FLIGHTS, lineage, settings, scope)
+            seconds = time.perf_counter() - started
+            results.append({
+                "case": f"Ray engine, {nodes} node(s), 2 actors", "rows": remote.height,
+                "seconds": seconds, "driver_cpu_seconds": time.process_time() - cpu,
+                "staging_seconds": report.ray.staging_seconds,
+                "cluster_seconds": report.ray.cluster_seconds, "load": os.getloadavg()[0],
+                "identical": remote.equals(local, null_equal=True)})
+        finally:
+            cluster.stop()
+            shutil.rmtree(temp, ignore_errors=True)
+    print(json.dumps({"results": results}))
+
+
+def ray_table(result: dict) -> str:
+    lines = ["| engine | rows | wall s | rows/s | staging s | Ray Data s (actors start, read, "
+             "score, write) | identical to local | load |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for case in result["results"]:
+        staging = f"{case['staging_seconds']:.1f}" if "staging_seconds" in case else "–"
+        on_cluster = f"{case['cluster_seconds']:.1f}" if "cluster_seconds" in case else "–"
+        same = {True: "yes", False: "NO"}.get(case.get("identical"), "(reference)")
+        lines.append(f"| {case['case']} | {case['rows']:,} | {case['seconds']:.1f} | "
+                     f"{case['rows'] / case['seconds']:,.0f} | {staging} | {on_cluster} | {same} "
+                     f"| {case['load']:.1f} |")
+    return "\n".join(lines)
+
+
+def measure_ray(data_dir: Path, rows: int) -> str:
+    prepared = last_json(run_child([sys.executable, __file__, "child-prepare", str(data_dir),
+                                    str(rows)]).stdout)
+    print(f"landed {rows:,} flights for {DAY} in {prepared['landed_seconds']:.0f} s", flush=True)
+    run_child([sys.executable, __file__, "child-features", str(data_dir)])
+    child = run_child([sys.executable, __file__, "child-ray", str(data_dir), "100000"],
+                      platform_env(data_dir))
+    return ray_table(last_json(child.stdout))
+
+
 def layouts_table(result: dict) -> str:
     lines = [f"{result['rows']:,} rows; predicted late (explained under "
              f"`predicted_late`): {result['predicted_late_fraction']:.1%}", "",
@@ -353,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".benchmark",
                         help="data directory of the benchmark (kept between runs)")
     parser.add_argument("--skip-year", action="store_true")
+    parser.add_argument("--ray", type=int, default=0, metavar="ROWS",
+                        help="only the scoring engines (local, Ray on one and two nodes) on a "
+                             "partition of ROWS rows; needs the ray extra")
     parser.add_argument("--layouts", type=int, default=1_000_000, metavar="ROWS",
                         help="after the first size, measure input layouts and threads on up "
                              "to ROWS rows of its partition (0 to skip)")
@@ -360,6 +440,11 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.work.resolve()
     print(f"machine: {machine()}", flush=True)
     setup(data_dir)
+    if args.ray:
+        report = measure_ray(data_dir, args.ray)
+        (data_dir / "benchmark-ray.md").write_text(f"machine: {machine()}\n\n{report}\n")
+        print(f"\nmachine: {machine()}\n\n{report}")
+        return
     rows: list[Row] = []
     layouts = ""
     started = machine()
@@ -399,6 +484,8 @@ if __name__ == "__main__":
         child_prepare(Path(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "child-agreement":
         child_agreement(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "child-ray":
+        child_ray(Path(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "child-layouts":
         child_layouts(Path(sys.argv[2]), int(sys.argv[3]))
     else:

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from batch_platform import code_version
-from batch_platform.core import audits, drift, ingest, landing, registry, reports, scoring
+from batch_platform.core import audits, drift, engines, ingest, landing, registry, reports, scoring
 from batch_platform.core import features as feature_core
 from batch_platform.core import model as model_core
 from batch_platform.core.features import FLIGHTS
@@ -460,7 +460,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
             settings.data_dir, settings.models_dir, record["model_path"],
             record["model_version"], record["threshold"], FLIGHTS)
         profile = drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
-        scored = score_staged(context, settings, staging, features_file, loaded, where)
+        scored = score_staged(context, settings, staging, features_file, loaded, where,
+                              (context.asset_key.to_user_string(), start, end))
         score_drift = audits.audit_score_drift(scored.drift, profile, settings.audit_thresholds())
         results = gate(context, [
             audits.audit_prediction_counts(scored.counts),
@@ -486,6 +487,7 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
         "chunk_rows": settings.chunk_rows,
         "scoring_rows_per_second": round(stats.rows / scored.seconds, 1)
         if scored.seconds else 0.0,
+        **scored.engine.metadata(),
         **score_summary(scored.summary),
         "score_max_psi": score_drift.metadata["max_psi"],
         **prediction_summary(scored.summary),
@@ -505,12 +507,17 @@ class StagedScores:
     summary: PredictionSummary
     rows_by_day: Counter[dt.date]
     seconds: float
+    engine: engines.EngineReport
 
 
 def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging: Staging,
-                 features_file: Path, loaded: model_core.LoadedModel, where: str
-                 ) -> StagedScores:
-    """Score the staged features chunk by chunk with one booster; nothing holds them whole."""
+                 features_file: Path, loaded: model_core.LoadedModel, where: str,
+                 scope: tuple[str, dt.date, dt.date]) -> StagedScores:
+    """Score the staged features chunk by chunk with one booster; nothing holds them whole.
+
+    With ``BATCH_PLATFORM_ENGINE=ray`` a Ray cluster scores (``core/engines.py``) and the
+    predictions come back whole; they are then tallied and staged chunk by chunk as here.
+    """
     started = time.perf_counter()
     feature_rows = row_count(features_file)
     progress = Progress(context.log, f"scoring {where}", max(1, -(-feature_rows //
@@ -518,32 +525,21 @@ def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging:
     lineage = scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
                                      dt.datetime.now(dt.UTC))
     profile = drift.load_profile(drift.profile_path(loaded.path))
-    riskiest = (scoring.Riskiest(settings.explain_max_rows, FLIGHTS.id_column)
-                if settings.explain == "riskiest" else None)
-    explain = "none" if riskiest else settings.explain
     predictions = staging.table("predictions")
     counts: Counter[str] = Counter()
     scores = audits.ScoreRange()
     score_drift = drift.DriftCounter(profile.scores if profile else None)
     summary = PredictionSummary(FLIGHTS)
     rows_by_day: Counter[dt.date] = Counter()
-    unknown = dict.fromkeys(FLIGHTS.categorical_columns, 0)
-    explained = 0
-    chosen = report = None
-    for chunk in chunks([features_file], settings.chunk_rows):
-        if chosen is None:
-            scoring.check_features(chunk, FLIGHTS, f"features.flights {where}")
-            # The parity check of a compiled scorer samples the first chunk.
-            chosen, report = scoring.choose_scorer(chunk, loaded, FLIGHTS, settings.scorer,
-                                                   settings.scoring_threads, context.log.warning)
-        if chunk.height == 0:
-            continue
-        result = scoring.score_chunk(chunk, loaded, FLIGHTS, chosen, explain,
-                                     settings.scoring_threads)
-        rows = scoring.with_lineage(result.predictions, lineage, report.used)
-        for name, count in result.unknown_categories.items():
-            unknown[name] += count
-        explained += result.explained_rows
+    if settings.engine == "ray" and feature_rows:
+        engine_run = _score_on_engine(context, settings, features_file, loaded, lineage, where,
+                                      scope)
+        scored_chunks, riskiest = engine_run.chunks, None
+    else:
+        engine_run = _LocalScoring(context, settings, loaded, lineage, where)
+        scored_chunks = engine_run.score(chunks([features_file], settings.chunk_rows))
+        riskiest = engine_run.riskiest
+    for chunk, rows in scored_chunks:
         counts += audits.prediction_row_counts(rows, chunk, FLIGHTS.id_column)
         scores.add(rows)
         score_drift.add(rows)
@@ -553,11 +549,13 @@ def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging:
             riskiest.add(rows)
         predictions.write(rows)
         progress.advance(rows=chunk.height)
+    report = engine_run.report
     assert report is not None
     if predictions.schema is None:
         predictions.write(scoring.with_lineage(scoring.empty_predictions(FLIGHTS), lineage,
                                                report.used))
     predictions.close()
+    explained = engine_run.explained
     if riskiest is not None:
         # A second pass: explain the chosen rows, then fill their reasons into the staged parts.
         reasons = riskiest.explain(chunks([features_file], settings.chunk_rows), loaded,
@@ -567,13 +565,74 @@ def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging:
         for part in chunks(predictions.files, settings.chunk_rows):
             filled.write(scoring.fill_reasons(part, reasons, FLIGHTS.id_column))
         predictions = filled.close()
-    for column, count in unknown.items():
+    for column, count in engine_run.unknown.items():
         if count:
             context.log.warning(f"{count} row(s) have a {column} the model has not seen; "
                                 "scored with that feature missing")
-    stats = scoring.ScoringStats(predictions.rows, unknown, explained, report)
+    stats = scoring.ScoringStats(predictions.rows, engine_run.unknown, explained, report)
     return StagedScores(predictions, stats, counts, scores, score_drift, summary, rows_by_day,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, engine_run.engine)
+
+
+class _LocalScoring:
+    """The local engine: chunk after chunk in this process, with one booster."""
+
+    def __init__(self, context: dg.AssetExecutionContext, settings: Settings,
+                 loaded: model_core.LoadedModel, lineage: scoring.ScoringLineage,
+                 where: str) -> None:
+        self.context, self.settings, self.loaded = context, settings, loaded
+        self.lineage, self.where = lineage, where
+        self.riskiest = (scoring.Riskiest(settings.explain_max_rows, FLIGHTS.id_column)
+                         if settings.explain == "riskiest" else None)
+        self.unknown = dict.fromkeys(FLIGHTS.categorical_columns, 0)
+        self.explained = 0
+        self.report: scoring.ScorerReport | None = None
+        self.engine = engines.EngineReport("local", 1)
+
+    def score(self, feature_chunks: Iterator[pl.DataFrame]
+              ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        settings, chosen = self.settings, None
+        explain = "none" if self.riskiest else settings.explain
+        for chunk in feature_chunks:
+            if chosen is None:
+                scoring.check_features(chunk, FLIGHTS, f"features.flights {self.where}")
+                # The parity check of a compiled scorer samples the first chunk.
+                chosen, self.report = scoring.choose_scorer(
+                    chunk, self.loaded, FLIGHTS, settings.scorer, settings.scoring_threads,
+                    self.context.log.warning)
+            if chunk.height == 0:
+                continue
+            result = scoring.score_chunk(chunk, self.loaded, FLIGHTS, chosen, explain,
+                                         settings.scoring_threads)
+            for name, count in result.unknown_categories.items():
+                self.unknown[name] += count
+            self.explained += result.explained_rows
+            yield chunk, scoring.with_lineage(result.predictions, self.lineage, self.report.used)
+
+
+@dataclass
+class _EngineScoring:
+    chunks: Iterator[tuple[pl.DataFrame, pl.DataFrame]]
+    report: scoring.ScorerReport
+    unknown: dict[str, int]
+    explained: int
+    engine: engines.EngineReport
+
+
+def _score_on_engine(context: dg.AssetExecutionContext, settings: Settings, features_file: Path,
+                     loaded: model_core.LoadedModel, lineage: scoring.ScoringLineage,
+                     where: str, scope: tuple[str, dt.date, dt.date]) -> _EngineScoring:
+    """Score on the configured cluster engine. The driver holds the range's features and
+    predictions (the cluster scores them); they are tallied chunk by chunk afterwards."""
+    features = pl.read_parquet(features_file)
+    scoring.check_features(features, FLIGHTS, f"features.flights {where}")
+    predictions, stats, engine = engines.score(features, loaded, FLIGHTS, lineage, settings,
+                                               scope, warn=context.log.warning)
+    step = settings.chunk_rows
+    aligned = ((features.slice(offset, step), predictions.slice(offset, step))
+               for offset in range(0, features.height, step))
+    return _EngineScoring(aligned, stats.scorer, stats.unknown_categories, stats.explained_rows,
+                          engine)
 
 
 @daily_asset(

@@ -54,6 +54,11 @@ class PlatformResource(ConfigurableResource):
     explain: str
     explain_max_rows: int
     scorer: str
+    engine: str
+    ray_address: str | None = None
+    ray_actors: int
+    staging_uri: str | None = None
+    ray_connect_timeout_seconds: float
     psi_warn: float
     psi_error: float
     psi_min_rows: int

@@ -11,14 +11,17 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import duckdb
 
+from batch_platform.core.ray_engine import RayClusterUnavailable
 from batch_platform.core.warehouse import WarehouseLockTimeout
 from batch_platform.defs.checks import AuditsBlockedPublishing
 
 # Failures that go away by themselves: the warehouse held by someone else for too long, a file
-# locked by another program. Bad data, missing upstream data and failed audits are not here:
-# retrying cannot fix them.
+# locked by another program, a Ray cluster unreachable or losing a node (a head restarting, a
+# KubeRay pod rescheduled: the retry scores the whole partition again). Bad data, missing
+# upstream data and failed audits are not here: retrying cannot fix them.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    WarehouseLockTimeout, BlockingIOError, InterruptedError, duckdb.IOException)
+    WarehouseLockTimeout, BlockingIOError, InterruptedError, duckdb.IOException,
+    RayClusterUnavailable)
 MAX_RETRIES = 3
 FIRST_RETRY_SECONDS = 5.0
 
