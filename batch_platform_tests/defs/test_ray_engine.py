@@ -54,7 +54,7 @@ def on_ray(platform: Platform, cluster: ray_local.LocalRayCluster, **changes: ob
            ) -> Settings:
     return platform.settings.with_overrides(**{
         "engine": "ray", "ray_address": cluster.address, "ray_actors": 2,
-        "score_chunk_rows": CHUNK_ROWS, **changes})
+        "chunk_rows": CHUNK_ROWS, **changes})
 
 
 def local_baseline(platform: Platform) -> pl.DataFrame:
@@ -195,7 +195,7 @@ def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
 ) -> None:
     local = local_baseline(platform)
     # Small batches make the partition long enough on the cluster to be killed in the middle.
-    settings = on_ray(platform, cluster, score_chunk_rows=100)
+    settings = on_ray(platform, cluster, chunk_rows=100)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_an_actor_mid_partition, args=(cluster, killed, stop))
