@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from batch_platform.core.landing import process_alive
 
 PART_SUFFIX = ".parquet"
+STEP_PREFIX = "step-"  # the staging directories of steps, among whatever else shares the base
 
 
 @dataclass
@@ -130,12 +131,12 @@ def row_count(path: Path) -> int:
 
 @contextmanager
 def staging(base: Path, run_id: str, step: str, chunk_rows: int) -> Iterator[Staging]:
-    """``base/<run>-<pid>-<random>/<step>``, removed afterwards whatever happens.
+    """``base/step-<run>-<pid>-<random>/<step>``, removed afterwards whatever happens.
 
     A directory whose process died (killed mid-step) is removed by the next step to start.
     """
     remove_orphans(base)
-    root = base / f"{_safe(run_id)}-{os.getpid()}-{uuid.uuid4().hex[:8]}" / _safe(step)
+    root = base / f"{STEP_PREFIX}{_safe(run_id)}-{os.getpid()}-{uuid.uuid4().hex[:8]}" / _safe(step)
     root.mkdir(parents=True)
     try:
         yield Staging(root, chunk_rows)
@@ -149,6 +150,8 @@ def remove_orphans(base: Path) -> list[Path]:
     if not base.is_dir():
         return removed
     for folder in base.iterdir():
+        if not folder.name.startswith(STEP_PREFIX):  # another user of the directory (Ray's)
+            continue
         parts = folder.name.rsplit("-", 2)
         if len(parts) == 3 and parts[1].isdigit() and not process_alive(int(parts[1])):
             shutil.rmtree(folder, ignore_errors=True)

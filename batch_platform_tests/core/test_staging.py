@@ -84,9 +84,11 @@ def test_the_staging_directory_is_removed_even_when_the_step_fails(tmp_path: Pat
 
 
 def test_directories_of_dead_processes_are_removed(tmp_path: Path) -> None:
-    dead = tmp_path / "run_1-999999999-abcdef12"
-    alive = tmp_path / f"run_2-{os.getpid()}-abcdef12"
-    for folder in (dead, alive):
+    dead = tmp_path / "step-run_1-999999999-abcdef12"
+    alive = tmp_path / f"step-run_2-{os.getpid()}-abcdef12"
+    # Another user of the directory, whose name happens to end like a dead step's.
+    other = tmp_path / "84d63916-57e7-465e-4636-f8fdc96e28cc"
+    for folder in (dead, alive, other):
         (folder / "step").mkdir(parents=True)
     assert staging.remove_orphans(tmp_path) == [dead]
-    assert alive.exists() and not dead.exists()
+    assert alive.exists() and other.exists() and not dead.exists()
