@@ -89,11 +89,6 @@ class PredictionSummary:
         self.late = np.zeros(AUC_BINS, dtype=np.int64)
         self.on_time = np.zeros(AUC_BINS, dtype=np.int64)
 
-    @classmethod
-    def of(cls, predictions: pl.DataFrame, features: pl.DataFrame, spec: FeatureSpec
-           ) -> PredictionSummary:
-        return cls(spec).add(predictions, features)
-
     def add(self, predictions: pl.DataFrame, features: pl.DataFrame) -> PredictionSummary:
         spec = self.spec
         rows = predictions.join(
