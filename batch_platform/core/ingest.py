@@ -73,6 +73,8 @@ class FileTally:
     missing_required: Counter[str] = field(default_factory=Counter)  # rows, by column
     first_rejected: dict[str, object] | None = None  # the first rejected row (line, reason)
     chunks: int = 0  # chunks validated one after another (a key may repeat between them)
+    # Good lines whose key an earlier chunk had: quarantined, to drop with ``without_lines``.
+    repeated_lines: pl.Series | None = None
 
     def add(self, validated: ValidatedFile) -> FileTally:
         self.rows_in += validated.rows_in
@@ -336,11 +338,13 @@ def validate_file(path: Path, schema: SourceSchema, partition_date: dt.date | No
 
 
 def stage_file(path: Path, schema: SourceSchema, partition_date: dt.date, lineage: Lineage,
-               good: StagedTable, rejected: StagedTable, chunk_rows: int) -> FileTally:
+               good: StagedTable, rejected: StagedTable, chunk_rows: int, spill_dir: Path,
+               memory_limit: str = "512MB") -> FileTally:
     """Validate a landing file of any size chunk by chunk into staged good and rejected rows.
 
-    Good rows keep their line number (``LINE_COLUMN``) so that a key seen again in a later
-    chunk can be found afterwards: ``drop_duplicates_across_chunks``.
+    Good rows keep their line number (``LINE_COLUMN``). A key repeated in a later chunk is
+    found afterwards (``duplicates_across_chunks``), its line quarantined as it came, and named
+    in ``repeated_lines``: the caller drops those from ``good`` with ``without_lines``.
     """
     tally = FileTally(str(path), partition_date)
     for text in text_chunks(path, schema, partition_date, chunk_rows):
@@ -350,6 +354,12 @@ def stage_file(path: Path, schema: SourceSchema, partition_date: dt.date, lineag
         good.write(with_lineage(validated.good, validated, lineage)
                    .with_columns(validated.good_lines))
         rejected.write(with_lineage(validated.rejected, validated, lineage))
+    if tally.chunks > 1:
+        duplicates = duplicates_across_chunks(good, str(path), schema, spill_dir, memory_limit)
+        if duplicates.height:
+            _quarantine_duplicates(path, schema, partition_date, lineage, duplicates, rejected,
+                                   tally, chunk_rows)
+            tally.repeated_lines = duplicates.get_column(LINE_COLUMN)
     return tally
 
 
@@ -379,7 +389,7 @@ def duplicates_across_chunks(good: StagedTable, source_file: str, schema: Source
         con.close()
 
 
-def quarantine_duplicates(path: Path, schema: SourceSchema, partition_date: dt.date,
+def _quarantine_duplicates(path: Path, schema: SourceSchema, partition_date: dt.date,
                           lineage: Lineage, duplicates: pl.DataFrame, rejected: StagedTable,
                           tally: FileTally, chunk_rows: int) -> None:
     """Move ``duplicates`` (from ``duplicates_across_chunks``) to quarantine, as they came."""

@@ -165,19 +165,11 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
         with staged(context, settings, f"raw_{source.name}") as staging:
             good = staging.table("good", exclude=(ingest.LINE_COLUMN,))
             rejected = staging.table("rejected")
-            repeated: dict[str, pl.Series] = {}
             for day in days:
                 path = landing.landing_file(settings.landing_dir, source.name, day)
                 tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
-                                          settings.chunk_rows)
-                if tally.chunks > 1:  # a key may repeat in a later chunk
-                    duplicates = ingest.duplicates_across_chunks(
-                        good, str(path), source, staging.root, settings.duckdb_memory_limit)
-                    if duplicates.height:
-                        ingest.quarantine_duplicates(path, source, day, run_lineage,
-                                                     duplicates, rejected, tally,
-                                                     settings.chunk_rows)
-                        repeated[str(path)] = duplicates.get_column(ingest.LINE_COLUMN)
+                                          settings.chunk_rows, staging.root,
+                                          settings.duckdb_memory_limit)
                 ingest.enforce_reject_threshold(tally, settings.max_reject_fraction,
                                                 ingest.describe(path, day))
                 tallies[day] = tally
@@ -185,6 +177,8 @@ def raw_asset(source: SourceSchema) -> dg.AssetsDefinition:
                     context.log.warning(f"{path}: {tally.rejected} row(s) quarantined: "
                                         f"{tally.top_reasons()}")
                 progress.advance(rows=tally.rows_in)
+            repeated = {t.source_file: t.repeated_lines for t in tallies.values()
+                        if t.repeated_lines is not None}
             if repeated:
                 good = ingest.without_lines(good, repeated, staging.table(
                     "good_without_repeated_keys", exclude=(ingest.LINE_COLUMN,)))
@@ -460,8 +454,8 @@ def flights_predictions(context: dg.AssetExecutionContext, platform: PlatformRes
             settings.data_dir, settings.models_dir, record["model_path"],
             record["model_version"], record["threshold"], FLIGHTS)
         profile = drift.load_profile(drift.profile_path(settings.data_dir / record["model_path"]))
-        scored = score_staged(context, settings, staging, features_file, loaded, where,
-                              (context.asset_key.to_user_string(), start, end))
+        scored = score_staged(context, settings, staging, features_file, loaded, profile,
+                              where, (context.asset_key.to_user_string(), start, end))
         score_drift = audits.audit_score_drift(scored.drift, profile, settings.audit_thresholds())
         results = gate(context, [
             audits.audit_prediction_counts(scored.counts),
@@ -511,7 +505,8 @@ class StagedScores:
 
 
 def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging: Staging,
-                 features_file: Path, loaded: model_core.LoadedModel, where: str,
+                 features_file: Path, loaded: model_core.LoadedModel,
+                 profile: drift.ModelProfile | None, where: str,
                  scope: tuple[str, dt.date, dt.date]) -> StagedScores:
     """Score the staged features chunk by chunk with one booster; nothing holds them whole.
 
@@ -524,7 +519,6 @@ def score_staged(context: dg.AssetExecutionContext, settings: Settings, staging:
                                                                   settings.chunk_rows)), "chunks")
     lineage = scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
                                      dt.datetime.now(dt.UTC))
-    profile = drift.load_profile(drift.profile_path(loaded.path))
     predictions = staging.table("predictions")
     counts: Counter[str] = Counter()
     scores = audits.ScoreRange()
@@ -658,14 +652,15 @@ def flights_daily_report(context: dg.AssetExecutionContext, platform: PlatformRe
             # sorts out of core, and the report reads the groups one after another.
             rows_file = staging.export(con, "segment_rows", reports.segment_rows_sql(FLIGHTS),
                                        window)
+            # What the report must add up to, from the predictions table itself, not the join.
+            truth_file = staging.export(con, "predictions", partitions_query(
+                "predictions.flights", ("partition_date", "label")), window)
         report = reports.report_of_sorted_rows(
             chunks([rows_file], platform.settings.chunk_rows,
                    categorical=reports.CATEGORICAL_COLUMNS),
             FLIGHTS, dt.datetime.now(dt.UTC))
-        predictions = pl.scan_parquet(rows_file).filter(
-            pl.col("segment_type") == reports.ALL_SEGMENT)
-        results = gate(context, [audits.audit_report_reconciles(report, predictions)],
-                       describe_days(days))
+        results = gate(context, [audits.audit_report_reconciles(
+            report, pl.scan_parquet(truth_file))], describe_days(days))
         publish_seconds = warehouse.write_and_publish(
             lambda con: replace_partitions(con, [("reports.flights_daily", report)], days))
     overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)

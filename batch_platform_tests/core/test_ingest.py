@@ -446,12 +446,9 @@ def _stage(path: Path, chunk_rows: int, folder: Path
     """Good and rejected rows of ``path`` as the raw step stages them, duplicates included."""
     good = staging.StagedTable(folder / "good", chunk_rows, exclude=(ingest.LINE_COLUMN,))
     rejected = staging.StagedTable(folder / "rejected", chunk_rows)
-    tally = ingest.stage_file(path, FLIGHTS, DAY_1, LINEAGE, good, rejected, chunk_rows)
-    duplicates = ingest.duplicates_across_chunks(good, str(path), FLIGHTS, folder)
-    if duplicates.height:
-        ingest.quarantine_duplicates(path, FLIGHTS, DAY_1, LINEAGE, duplicates, rejected, tally,
-                                     chunk_rows)
-        good = ingest.without_lines(good, {str(path): duplicates[ingest.LINE_COLUMN]},
+    tally = ingest.stage_file(path, FLIGHTS, DAY_1, LINEAGE, good, rejected, chunk_rows, folder)
+    if tally.repeated_lines is not None:
+        good = ingest.without_lines(good, {str(path): tally.repeated_lines},
                                     staging.StagedTable(folder / "kept", chunk_rows))
     read = [pl.concat(staging.chunks(t.close().files, 10**6)) for t in (good, rejected)]
     return read[0].drop(ingest.LINE_COLUMN), read[1].sort(ingest.LINE_COLUMN), tally
