@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from batch_platform.core import landing
-from batch_platform.core.model import auc_expr
-from batch_platform.core.warehouse import exclusive_lock, read_only
+from batch_platform.platform.ingest import landing
+from batch_platform.platform.models.booster import auc_expr
+from batch_platform.platform.storage.warehouse import exclusive_lock, read_only
 from batch_platform.settings import Settings, SettingsError
 
 FIRST_DAY = dt.date(2013, 1, 1)
@@ -29,10 +29,10 @@ INSTANCE_YAML = """\
 telemetry:
   enabled: false
 # Dagster's SQLite storage in this directory, with event writes about 3x cheaper (see
-# batch_platform/defs/instance_storage.py). Remove this block to use Dagster's stock class.
+# batch_platform/orchestration/instance_storage.py). Remove this block to use Dagster's stock class.
 storage:
   custom:
-    module: batch_platform.defs.instance_storage
+    module: batch_platform.orchestration.instance_storage
     class: BatchPlatformSqliteStorage
     config:
       base_dir:
@@ -102,7 +102,7 @@ def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
     from dagster import DagsterInstance
 
     from batch_platform.definitions import build_definitions
-    from batch_platform.defs.jobs import partition_range_tags, run_failure_messages
+    from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
 
     tags = {}
     if start is not None and end is not None:
@@ -132,7 +132,7 @@ def cmd_land(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
-    from batch_platform.defs.assets import ModelConfig
+    from batch_platform.orchestration.assets import ModelConfig
 
     config = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in {
         "train_start": args.train_from, "train_end": args.train_to,

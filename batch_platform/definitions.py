@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_platform.defs.assets import ALL_ASSETS
-from batch_platform.defs.automation import SCHEDULES, SENSORS, freshness_job
-from batch_platform.defs.freshness import FRESHNESS_CHECKS
-from batch_platform.defs.jobs import ALL_JOBS
-from batch_platform.defs.resources import PlatformResource, warehouse_resource
+from batch_platform.orchestration.assets import ALL_ASSETS
+from batch_platform.orchestration.automation import SCHEDULES, SENSORS, freshness_job
+from batch_platform.orchestration.freshness import FRESHNESS_CHECKS
+from batch_platform.orchestration.jobs import ALL_JOBS
+from batch_platform.orchestration.resources import PlatformResource, warehouse_resource
 from batch_platform.settings import Settings
 
 

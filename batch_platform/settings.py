@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from batch_platform.core.audits import AuditThresholds
+from batch_platform.platform.monitoring.audits import AuditThresholds
 
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")

@@ -16,9 +16,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from batch_platform.core import landing
 from batch_platform.definitions import build_definitions
-from batch_platform.defs.jobs import partition_range_tags, run_failure_messages
+from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
+from batch_platform.platform.ingest import landing
 from batch_platform.settings import Settings
 
 FIRST = dt.date(2013, 1, 1)

@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from batch_platform import cli
-from batch_platform.defs.instance_storage import ReusedConnectionEventLogStorage
+from batch_platform.orchestration.instance_storage import ReusedConnectionEventLogStorage
 from batch_platform_tests.conftest import Platform
 
 

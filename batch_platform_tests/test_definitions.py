@@ -12,7 +12,7 @@ import dagster as dg
 from batch_platform.definitions import build_definitions
 from batch_platform.settings import Settings
 
-SNAPSHOT = Path(__file__).parent / "defs" / "snapshots" / "asset_graph.json"
+SNAPSHOT = Path(__file__).parent / "orchestration" / "snapshots" / "asset_graph.json"
 
 
 def describe_graph(defs: dg.Definitions) -> dict:

@@ -22,8 +22,8 @@ import polars as pl
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from batch_platform.core import landing
-from batch_platform.core.warehouse import read_only
+from batch_platform.platform.ingest import landing
+from batch_platform.platform.storage.warehouse import read_only
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import FIRST, WEEK, Platform
 from batch_platform_tests.ui_support import (

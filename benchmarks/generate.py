@@ -14,7 +14,7 @@ import argparse
 import datetime as dt
 import time
 
-from batch_platform.core import scale
+from batch_platform.platform.ingest import scale
 from batch_platform.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """The script a user would write by hand: pandas reads the day, builds the features, predicts,
 and inserts into DuckDB. No validation, no quarantine, no lineage, no explanations.
 
-It builds the same features as ``batch_platform.core.features`` (the benchmark compares its
+It builds the same features as ``batch_platform.platform.features.spec`` (the benchmark compares its
 scores with the platform's), so the comparison is of plumbing, not of models.
 
     python benchmarks/pandas_baseline.py LANDING_DIR DAY MODEL_FILE THRESHOLD OUT_DUCKDB

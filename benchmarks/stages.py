@@ -20,11 +20,17 @@ from typing import TypeVar
 import duckdb
 import polars as pl
 
-from batch_platform.core import features, ingest, landing, model, registry, reports, scoring
-from batch_platform.core.features import FLIGHTS
-from batch_platform.core.schema import FLIGHTS as FLIGHTS_SOURCE
-from batch_platform.core.schema import PLANES, WEATHER, SourceSchema
-from batch_platform.core.warehouse import read_only, replace_partitions
+from batch_platform.platform.features import spec as features
+from batch_platform.platform.features.spec import FLIGHTS
+from batch_platform.platform.ingest import landing
+from batch_platform.platform.ingest import validate as ingest
+from batch_platform.platform.ingest.schema import FLIGHTS as FLIGHTS_SOURCE
+from batch_platform.platform.ingest.schema import PLANES, WEATHER, SourceSchema
+from batch_platform.platform.models import booster as model
+from batch_platform.platform.models import registry
+from batch_platform.platform.reports import daily as reports
+from batch_platform.platform.scoring import score as scoring
+from batch_platform.platform.storage.warehouse import read_only, replace_partitions
 
 DAY = dt.date(2013, 7, 1)
 T = TypeVar("T")

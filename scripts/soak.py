@@ -71,8 +71,9 @@ def expected_rows(landing_dir: Path, trained_days: list[dt.date], scored_days: l
     """Rows each partition of each table must hold, derived from the landing files alone."""
     import polars as pl
 
-    from batch_platform.core import ingest, landing
-    from batch_platform.core.schema import FLIGHTS, WEATHER
+    from batch_platform.platform.ingest import landing
+    from batch_platform.platform.ingest import validate as ingest
+    from batch_platform.platform.ingest.schema import FLIGHTS, WEATHER
 
     expected: dict[str, dict[str, int]] = collections.defaultdict(dict)
     for day in trained_days + scored_days:
@@ -377,8 +378,8 @@ def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
     """Every partition against its expectation, in what analysts see; models; leftovers."""
     import duckdb
 
-    from batch_platform.core.model import version_of
-    from batch_platform.core.warehouse import exclusive_lock
+    from batch_platform.platform.models.booster import version_of
+    from batch_platform.platform.storage.warehouse import exclusive_lock
 
     totals = collections.Counter()
     tables: dict[str, dict[str, int]] = {}

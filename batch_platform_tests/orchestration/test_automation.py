@@ -1,0 +1,225 @@
+"""Running unattended: the landing sensor, the nightly schedule, reports following predictions
+and the partition-aware freshness check, evaluated the way the daemon evaluates them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from batch_platform.definitions import build_definitions
+from batch_platform.orchestration.automation import landing_sensor, nightly_schedule
+from batch_platform.orchestration.jobs import partition_range_tags
+from batch_platform.orchestration.resources import PlatformResource
+from batch_platform.platform.ingest import landing
+from batch_platform.settings import Settings
+from batch_platform_tests.conftest import LAST, WEEK, Platform
+
+NEW_YORK = ZoneInfo("America/New_York")
+DAY = dt.date(2013, 1, 17)
+REPORTS = dg.AssetKey(["reports", "flights_daily"])
+PREDICTIONS = dg.AssetKey(["predictions", "flights"])
+
+
+def settled(*paths: Path) -> None:
+    """Make files look landed a minute ago: past the sensor's settle time."""
+    stamp = dt.datetime.now(dt.UTC).timestamp() - 60
+    for path in paths:
+        os.utime(path, (stamp, stamp))
+
+
+def tick(settings: Settings, instance: dg.DagsterInstance, cursor: str | None
+         ) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "platform": PlatformResource.from_settings(settings)})
+    return landing_sensor(context)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Settings:
+    """An empty data directory: nothing loaded yet."""
+    return Settings(data_dir=tmp_path).validated()
+
+
+@pytest.fixture
+def instance(platform: Platform) -> dg.DagsterInstance:
+    # One instance per session: a second test instance would replace the current-instance
+    # reference that loading definitions relies on, and leave it dangling when closed.
+    return platform.instance
+
+
+def land(settings: Settings, *days: dt.date) -> list[Path]:
+    landing.land(settings.landing_dir, list(days), with_reference=False)
+    paths = [landing.landing_file(settings.landing_dir, source, day)
+             for day in days for source in landing.DAILY_SOURCES]
+    settled(*paths)
+    return paths
+
+
+def test_sensor_requests_each_new_day_once(fresh: Settings, instance: dg.DagsterInstance
+                                           ) -> None:
+    land(fresh, dt.date(2013, 3, 1), dt.date(2013, 3, 2))
+    first = tick(fresh, instance, None)
+    assert sorted(r.partition_key for r in first.run_requests) == ["2013-03-01",
+                                                                    "2013-03-02"]
+    assert all(r.run_key.startswith(r.partition_key) for r in first.run_requests)
+    again = tick(fresh, instance, first.cursor)
+    assert again.run_requests == []
+
+
+def test_sensor_same_file_again_changed_file_and_half_written_file(
+        fresh: Settings, instance: dg.DagsterInstance) -> None:
+    flights, weather = land(fresh, DAY)
+    cursor = tick(fresh, instance, None).cursor
+    # The same bytes landed again: no run.
+    flights.write_bytes(flights.read_bytes())
+    settled(flights)
+    result = tick(fresh, instance, cursor)
+    assert result.run_requests == []
+    # A corrected file: one new run, with a new run key.
+    lines = weather.read_text().splitlines()
+    weather.write_text("\n".join(lines[:-1]) + "\n")
+    settled(weather)
+    result = tick(fresh, instance, result.cursor)
+    assert [r.partition_key for r in result.run_requests] == [DAY.isoformat()]
+    # A file being written right now waits for a later tick.
+    flights.write_text(flights.read_text()[: len(flights.read_text()) // 2])
+    waiting = tick(fresh, instance, result.cursor)
+    assert waiting.run_requests == []
+    settled(flights)
+    assert [r.partition_key for r in tick(fresh, instance, waiting.cursor).run_requests
+            ] == [DAY.isoformat()]
+
+
+def test_sensor_ignores_invalid_names_and_paths_outside(
+        fresh: Settings, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    land(fresh, DAY)
+    folder = fresh.landing_dir / "flights"
+    (folder / "2013-13-45.csv").write_text("x")
+    (folder / "2015-01-01.csv").write_text("x")
+    (folder / "readme.txt").write_text("x")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("x")
+    (folder / "2013-01-30.csv").symlink_to(outside)
+    settled(*folder.iterdir(), outside)
+    result = tick(fresh, instance, None)
+    assert [r.partition_key for r in result.run_requests] == [DAY.isoformat()]
+
+
+def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
+    # Every landed day of the fixture was loaded after it landed: nothing to do on a first tick.
+    result = tick(platform.settings, platform.instance, None)
+    assert result.run_requests == []
+
+
+@pytest.fixture
+def corrected_day(platform: Platform, landing_restored: Path) -> Iterator[Path]:
+    yield landing.landing_file(landing_restored, "flights", DAY)
+    landing.land(landing_restored, [DAY], with_reference=False)
+    platform.run("flights_daily", DAY)
+
+
+def test_a_corrected_file_is_scored_with_no_other_action(platform: Platform,
+                                                         corrected_day: Path) -> None:
+    settings = platform.settings.with_overrides(landing_settle_seconds=0)
+    cursor = tick(settings, platform.instance, None).cursor
+    lines = corrected_day.read_text().splitlines()
+    corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
+    result = tick(settings, platform.instance, cursor)
+    [request] = result.run_requests
+    run = platform.defs.resolve_job_def("flights_daily").execute_in_process(
+        instance=platform.instance, partition_key=request.partition_key, tags=request.tags)
+    assert run.success
+    scored = platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
+                            "WHERE partition_date = ?", [DAY]).row(0, named=True)
+    assert scored == {"n": len(lines) - 1 - 5, "run": run.run_id}
+    assert tick(settings, platform.instance, result.cursor).run_requests == []
+
+
+def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
+    context = dg.build_schedule_context(
+        instance=platform.instance, scheduled_execution_time=when,
+        resources={"platform": PlatformResource.from_settings(platform.settings)})
+    return nightly_schedule(context)
+
+
+def test_nightly_schedule_requests_the_previous_day(platform: Platform) -> None:
+    request = schedule_tick(platform, dt.datetime(2013, 1, 18, 2, 30, tzinfo=NEW_YORK))
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "2013-01-17" and request.run_key == "nightly-2013-01-17"
+    # 02:30 in New York is 07:30 UTC: the day before is still the New York day before.
+    utc = schedule_tick(platform, dt.datetime(2013, 1, 18, 7, 30, tzinfo=dt.UTC))
+    assert utc.partition_key == "2013-01-17"
+
+
+def test_nightly_schedule_skips_days_not_landed_or_not_partitions(platform: Platform) -> None:
+    after_landing = LAST + dt.timedelta(days=2)
+    skipped = schedule_tick(platform, dt.datetime.combine(
+        after_landing, dt.time(2, 30), NEW_YORK))
+    assert isinstance(skipped, dg.SkipReason)
+    assert f"{LAST + dt.timedelta(days=1)} has not landed: no " in skipped.skip_message
+    assert "flights/2013-01-22.csv" in skipped.skip_message
+    beyond = schedule_tick(platform, dt.datetime(2026, 11, 29, 2, 30, tzinfo=NEW_YORK))
+    assert beyond.skip_message == "2026-11-28 is not a partition (2013-01-01..2013-12-31)"
+
+
+def test_reports_follow_predictions(platform: Platform) -> None:
+    defs = platform.defs
+    selection = dg.AssetSelection.assets(REPORTS)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+                                              asset_selection=selection)
+    assert first.total_requested == 0
+    # An operator rescores one day's predictions alone, in the UI or from the command line.
+    defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=platform.instance, asset_selection=[PREDICTIONS],
+        tags=partition_range_tags(DAY.isoformat(), DAY.isoformat()))
+    second = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+                                               asset_selection=selection, cursor=first.cursor)
+    assert second.get_requested_partitions(REPORTS) == {DAY.isoformat()}
+    # Reported in the same run as predictions (the sensor's and the nightly's runs): no extra run.
+    platform.run("flights_predict", DAY)
+    third = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+                                              asset_selection=selection, cursor=second.cursor)
+    assert third.total_requested == 0
+
+
+def freshness(platform: Platform, settings: Settings) -> dg.AssetCheckEvaluation:
+    result = platform.run("flights_freshness", settings=settings)
+    [evaluation] = [e for e in result.get_asset_check_evaluations()
+                    if e.check_name == "landed_partitions_scored"]
+    return evaluation
+
+
+def test_freshness_flags_landed_days_not_scored_in_time(platform: Platform) -> None:
+    after = [LAST + dt.timedelta(days=n) for n in (1, 2)]  # after the validation window
+    paths = land(platform.settings, *after)
+    try:
+        pending = freshness(platform, platform.settings)
+        assert pending.passed
+        assert pending.metadata["partitions_pending"].value == 2
+        late = freshness(platform, platform.settings.with_overrides(freshness_lag_minutes=0.5))
+        assert not late.passed
+        assert late.description == ("2 landed partition(s) not produced within 0.5 minutes of "
+                                    "landing: 2013-01-22, 2013-01-23")
+        assert late.metadata["max_waiting_minutes"].value >= 1.0
+        assert late.metadata["expected_after"].value == str(WEEK[1])
+    finally:
+        for path in paths:
+            path.unlink()
+
+
+def test_a_loaded_day_without_weather_rows_is_not_requested_again(
+        fresh: Settings, instance: dg.DagsterInstance) -> None:
+    last_day = dt.date(2013, 12, 31)  # the package's weather ends on 2013-12-30
+    land(fresh, last_day)
+    assert landing.landing_file(fresh.landing_dir, "weather", last_day).read_text().count(
+        "\n") == 1
+    raw = [dg.AssetKey(["raw", "flights"]), dg.AssetKey(["raw", "weather"])]
+    build_definitions(fresh).resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=raw, partition_key=last_day.isoformat())
+    assert tick(fresh, instance, None).run_requests == []

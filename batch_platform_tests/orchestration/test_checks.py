@@ -1,0 +1,163 @@
+"""Write, audit, publish on real data: a defect injected into a day is stopped by its check,
+the version published before stays, and the check says why with the measured value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from batch_platform.orchestration.checks import (
+    FEATURE_CHECKS,
+    PREDICTION_CHECKS,
+    RAW_CHECKS,
+    REPORT_CHECKS,
+)
+from batch_platform.platform.ingest import landing
+from batch_platform.platform.storage.warehouse import exclusive_lock
+from batch_platform_tests.conftest import WEEK, Platform, failure_messages
+
+DAY = dt.date(2013, 1, 18)
+CHECKS = {("raw", "flights"): RAW_CHECKS, ("raw", "weather"): RAW_CHECKS,
+          ("features", "flights"): FEATURE_CHECKS, ("predictions", "flights"): PREDICTION_CHECKS,
+          ("reports", "flights_daily"): REPORT_CHECKS}
+
+
+def latest_evaluation(platform: Platform, asset: tuple[str, ...], check: str
+                      ) -> dg.AssetCheckEvaluation:
+    key = dg.AssetCheckKey(dg.AssetKey(list(asset)), check)
+    record = platform.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [key])[key]
+    return record.event.dagster_event.event_specific_data
+
+
+def published_day(platform: Platform) -> dict[str, pl.DataFrame]:
+    return {table: platform.query(f"SELECT * FROM {table} WHERE partition_date = ? ORDER BY ALL",
+                                  [DAY])
+            for table in ("raw.flights", "features.flights", "predictions.flights",
+                          "reports.flights_daily")}
+
+
+def edit_flights(landing_dir: Path, edit) -> None:
+    path = landing.landing_file(landing_dir, "flights", DAY)
+    edit(pl.read_csv(path, infer_schema=False)).write_csv(path)
+
+
+@pytest.fixture
+def day_rerun(platform: Platform, landing_restored: Path) -> Iterator[Path]:
+    """The landing folder; afterwards the day's files are restored and the day rerun clean."""
+    yield landing_restored
+    landing.land(landing_restored, [DAY], with_reference=False)
+    platform.run("flights_daily", DAY)
+
+
+def test_a_clean_week_passes_every_check(platform: Platform) -> None:
+    platform.run("flights_daily", DAY)
+    for asset, checks in CHECKS.items():
+        for check in checks:
+            evaluation = latest_evaluation(platform, asset, check)
+            assert evaluation.passed, (asset, check, evaluation.description)
+            assert evaluation.metadata["partitions"].value == str(DAY)
+    drift = latest_evaluation(platform, ("features", "flights"), "feature_drift")
+    assert 0 < drift.metadata["max_psi"].value < drift.metadata["warn_threshold"].value
+    assert drift.metadata["days_judged"].value == 1
+
+
+def test_drifted_features_are_not_published(platform: Platform, day_rerun: Path) -> None:
+    before = published_day(platform)
+    # The feed switched to kilometres: every distance is still valid input, but not the same.
+    edit_flights(day_rerun, lambda f: f.with_columns(
+        (pl.col("distance").cast(pl.Float64) * 1.609).round(0).cast(pl.Int64)))
+    result = platform.run("flights_daily", DAY, raise_on_error=False)
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"features/flights {DAY} not published, the version published before stays in " \
+           "place" in message
+    assert f"feature_drift: {DAY}: distance drifted from 2013-01-01..2013-01-14: PSI" in message
+    evaluation = latest_evaluation(platform, ("features", "flights"), "feature_drift")
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["max_psi"].value > evaluation.metadata["error_threshold"].value
+    assert evaluation.metadata["max_psi_column"].value == "distance"
+    after = published_day(platform)
+    # raw keeps what landed (its own checks passed); nothing downstream of the gate changed.
+    assert not after["raw.flights"].equals(before["raw.flights"])
+    for table in ("features.flights", "predictions.flights", "reports.flights_daily"):
+        assert after[table].equals(before[table]), table
+    assert result.filter_events(lambda e: e.is_step_up_for_retry) == []
+
+
+def test_missing_required_values_are_not_published(platform: Platform,
+                                                   landing_restored: Path) -> None:
+    before = published_day(platform)
+    edit_flights(landing_restored, lambda f: f.with_columns(
+        pl.when(pl.int_range(pl.len()) < 20).then(pl.lit("NA")).otherwise(pl.col("carrier"))
+        .alias("carrier")))
+    result = platform.run("flights_daily", DAY, raise_on_error=False)
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"raw/flights {DAY} not published" in message
+    assert "required column carrier is missing in 2." in message
+    evaluation = latest_evaluation(platform, ("raw", "flights"), "required_values")
+    assert not evaluation.passed
+    assert evaluation.metadata["threshold"].value == 0.01
+    assert evaluation.metadata["max_null_fraction"].value > 0.02
+    after = published_day(platform)
+    for table, frame in before.items():
+        assert after[table].equals(frame), table
+    # Bad data is never retried: a retry cannot fix it.
+    assert result.filter_events(lambda e: e.is_step_up_for_retry) == []
+
+
+def test_a_warning_publishes_and_flags(platform: Platform, day_rerun: Path) -> None:
+    edit_flights(day_rerun, lambda f: f.with_columns(pl.lit("B12").alias("gate")))
+    result = platform.run("flights_daily", DAY)
+
+    assert result.success
+    evaluation = latest_evaluation(platform, ("raw", "flights"), "schema")
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["ignored_columns"].value == "gate"
+    run_ids = platform.query("SELECT DISTINCT run_id FROM predictions.flights "
+                             "WHERE partition_date = ?", [DAY])
+    assert run_ids.get_column("run_id").to_list() == [result.run_id]
+
+
+def test_a_locked_warehouse_is_retried_with_backoff(platform: Platform) -> None:
+    settings = platform.settings.with_overrides(lock_timeout_seconds=0.5)
+    lock = settings.pipeline_db_path.with_name(settings.pipeline_db_path.name + ".lock")
+    held = threading.Event()
+
+    def hold() -> None:
+        # Longer than a run takes to start, shorter than the first retry's backoff plus a bit.
+        with exclusive_lock(lock, 5, "a test holding the warehouse"):
+            held.set()
+            time.sleep(8)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        result = platform.run("flights_predict", DAY, settings=settings)
+    finally:
+        holder.join()
+
+    assert result.success
+    retries = result.filter_events(lambda e: e.is_step_up_for_retry)
+    assert retries and retries[0].step_key == "predictions__flights"
+    warnings = [entry.user_message for entry in platform.instance.all_logs(result.run_id)
+                if "transient failure, retry 1 of 3" in entry.user_message]
+    assert len(warnings) == 1 and "(a test holding the warehouse, since" in warnings[0]
+
+
+def test_week_scores_stay_one_per_flight_after_the_defects(platform: Platform) -> None:
+    counts = platform.query("SELECT partition_date, count(*) = count(DISTINCT flight_id) AS ok "
+                            "FROM predictions.flights WHERE partition_date BETWEEN ? AND ? "
+                            "GROUP BY ALL", list(WEEK))
+    assert counts.height == 7 and counts.get_column("ok").all()

@@ -1,0 +1,224 @@
+"""Runs in parallel with analysts querying: nobody fails, nobody waits on anybody, no row twice.
+
+Four partition runs start at once, each its own process against the persistent instance: two
+with Dagster's multiprocess executor (`dagster asset materialize`, every step a process of its
+own) and two with `batch-platform score` (in-process executor). Meanwhile two analyst processes
+query `data/warehouse.duckdb` read-only every 100 ms, one through a session held open the whole
+time, one through a new session per query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from batch_platform import cli
+from batch_platform.orchestration import stages
+from batch_platform.platform.storage import warehouse as wh
+from batch_platform_tests.conftest import Platform, failure_messages
+from batch_platform_tests.platform.test_warehouse import HOLD_LOCK
+
+DAYS = [dt.date(2013, 1, 18), dt.date(2013, 1, 19), dt.date(2013, 1, 20), dt.date(2013, 1, 21)]
+DAILY_ASSETS = ("raw.flights", "raw.weather", "features.flights", "predictions.flights",
+                "reports.flights_daily")
+TABLES = {"raw.flights": ("_ingested_at", "_run_id"), "features.flights": (),
+          "predictions.flights": ("run_id", "scored_at"),
+          "reports.flights_daily": ("reported_at",)}
+
+ANALYST = textwrap.dedent("""
+    import json, os, sys, time
+    import duckdb
+    path, stop, fresh = sys.argv[1], sys.argv[2], sys.argv[3] == "fresh"
+    con = duckdb.connect(path, read_only=True)
+    print("open", flush=True)
+    latencies, errors = [], []
+    while not os.path.exists(stop):
+        started = time.perf_counter()
+        try:
+            if fresh:
+                con.close()
+                con = duckdb.connect(path, read_only=True)
+            con.execute("SELECT partition_date, count(*), count(DISTINCT flight_id) "
+                        "FROM predictions.flights GROUP BY ALL").fetchall()
+        except Exception as err:
+            errors.append(repr(err))
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.1)
+    con.close()
+    print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
+""")
+
+
+def partitions(platform: Platform, with_lineage: bool = False) -> dict[str, pl.DataFrame]:
+    """The four days of every table; without lineage, as any clean run makes them."""
+    def columns(lineage: tuple[str, ...]) -> str:
+        return f"* EXCLUDE ({', '.join(lineage)})" if lineage and not with_lineage else "*"
+
+    return {
+        table: platform.query(f"SELECT {columns(lineage)} FROM {table} "
+                              "WHERE partition_date BETWEEN ? AND ? ORDER BY ALL",
+                              [DAYS[0], DAYS[-1]])
+        for table, lineage in TABLES.items()
+    }
+
+
+def assert_same(actual: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]) -> None:
+    for table, frame in expected.items():
+        assert actual[table].equals(frame), f"{table} differs"
+
+
+def run_commands(platform: Platform) -> list[list[str]]:
+    bin_dir = Path(sys.executable).parent
+    # The daily stages only: each step is a process that imports everything, on two cores.
+    daily = ",".join(f"{table.replace('.', '/')}" for table in DAILY_ASSETS)
+    dagster_runs = [[str(bin_dir / "dagster"), "asset", "materialize", "-m",
+                     "batch_platform.definitions", "--select", daily,
+                     "--partition", day.isoformat()] for day in DAYS[:2]]
+    cli_runs = [[str(bin_dir / "batch-platform"), "score", "--date", day.isoformat()]
+                for day in DAYS[2:]]
+    return dagster_runs + cli_runs
+
+
+def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform,
+                                                               tmp_path: Path) -> None:
+    settings = platform.settings
+    clean = partitions(platform)
+    assert all(frame.height for frame in clean.values())
+    cli.prepare_instance(settings)  # the persistent instance the runs record themselves in
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(settings.data_dir),
+                        "DAGSTER_HOME": str(settings.dagster_home),
+                        "BATCH_PLATFORM_SCORING_THREADS": "1"}
+    stop = tmp_path / "stop"
+    analysts = [subprocess.Popen([sys.executable, "-c", ANALYST, str(settings.warehouse_path),
+                                  str(stop), mode], stdout=subprocess.PIPE, text=True)
+                for mode in ("session", "fresh")]
+    try:
+        for analyst in analysts:
+            assert analyst.stdout is not None
+            assert analyst.stdout.readline().strip() == "open"
+        started = time.monotonic()
+        runs = [subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for command in run_commands(platform)]
+        outputs = [run.communicate(timeout=400)[0] for run in runs]
+        elapsed = time.monotonic() - started
+    finally:
+        stop.touch()
+    reports = [json.loads(analyst.communicate(timeout=60)[0].strip().splitlines()[-1])
+               for analyst in analysts]
+
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output[-3000:]
+    for report in reports:
+        assert report["errors"] == []
+        # Queried every 100 ms all along: a query that waited on a run would wait for most of
+        # the runs' time (tens of seconds); a busy machine alone stretches one to about 2 s.
+        assert len(report["latencies"]) >= elapsed / 0.5
+        assert max(report["latencies"]) < min(10.0, elapsed / 3), max(report["latencies"])
+
+    # Every partition holds exactly a clean run's rows, written by exactly one of the runs.
+    assert_same(partitions(platform), clean)
+    run_ids = platform.query("SELECT partition_date, list(DISTINCT run_id) AS runs "
+                             "FROM predictions.flights WHERE partition_date BETWEEN ? AND ? "
+                             "GROUP BY ALL ORDER BY 1", [DAYS[0], DAYS[-1]])
+    assert run_ids["partition_date"].to_list() == DAYS
+    assert all(len(runs) == 1 for runs in run_ids["runs"].to_list())
+    assert len({runs[0] for runs in run_ids["runs"].to_list()}) == 4
+    for run_id, output in zip(run_ids["runs"].to_list(), outputs, strict=True):
+        assert run_id[0] in output  # each day was written by the run launched for it
+
+
+def test_a_step_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
+    warehouse = wh.Warehouse(tmp_path / "pipeline.duckdb", tmp_path / "warehouse.duckdb",
+                             lock_timeout_seconds=30)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(warehouse.lock_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+    release = threading.Timer(1.0, holder.stdin.close)
+    release.start()
+    started = time.monotonic()
+    try:
+        with warehouse.connect("write after the other step") as con:
+            waited = time.monotonic() - started
+            con.execute("CREATE TABLE t AS SELECT 1 AS v")
+    finally:
+        release.join()
+        holder.wait(timeout=30)
+    assert 0.9 <= waited < 10
+
+
+@pytest.fixture
+def lock_held_elsewhere(platform: Platform):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(platform.settings.pipeline_db_path) + ".lock"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+    yield holder
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+def test_a_lock_held_too_long_fails_the_run_naming_the_holder(
+    platform: Platform, lock_held_elsewhere: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = partitions(platform, with_lineage=True)
+    # The step retries a lock timeout three times; their backoff is not under test here.
+    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
+    impatient = dataclasses.replace(platform.settings, lock_timeout_seconds=1.0)
+    started = time.monotonic()
+    result = platform.run("flights_predict", DAYS[0], settings=impatient, raise_on_error=False)
+    assert not result.success
+    assert time.monotonic() - started < 60
+    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
+    message = failure_messages(result)
+    assert "WarehouseLockTimeout: waited 1s for " in message
+    assert f"held by process {lock_held_elsewhere.pid} on " in message
+    assert "(hold the lock for a test, since " in message
+    assert "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS" in message
+    assert_same(partitions(platform, with_lineage=True), before)
+
+
+CREATE_INSTANCE = textwrap.dedent("""
+    import sys
+    from batch_platform import cli
+    from batch_platform.settings import Settings
+    cli.prepare_instance(Settings.from_env())
+    from dagster import DagsterInstance
+    with DagsterInstance.get() as instance:
+        print(len(instance.get_runs()))
+""")
+
+
+def test_runs_starting_together_on_a_new_instance_do_not_break_it(tmp_path: Path) -> None:
+    """Concurrent first runs used to stamp the instance's schema twice, breaking every run."""
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DAGSTER_HOME", None)
+    starters = [subprocess.Popen([sys.executable, "-c", CREATE_INSTANCE], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    for starter in starters:
+        out, err = starter.communicate(timeout=120)
+        assert starter.returncode == 0, err[-2000:]
+        assert out.strip() == "0"
+    databases = list((tmp_path / "data" / "dagster").rglob("*.db"))
+    assert databases
+    for database in databases:
+        con = sqlite3.connect(database)
+        try:  # one schema version per database: two make every later run fail
+            assert len(con.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
+        finally:
+            con.close()

@@ -1,0 +1,213 @@
+"""SIGKILL at every point of a write: analysts keep the old partition, and a rerun is clean.
+
+Each crash runs the real job in a subprocess (``crash_run``) that kills itself at the chosen
+point. Afterwards the published warehouse must hold exactly what it held before, the pipeline
+database exactly the old or exactly the new version, and a rerun, given only a short lock wait,
+must produce exactly a clean run's rows and leave no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from batch_platform.platform.features.spec import FLIGHTS
+from batch_platform.platform.models import booster as model_core
+from batch_platform.platform.monitoring import drift
+from batch_platform_tests.conftest import Platform, model_config
+
+DAY = dt.date(2013, 1, 17)
+# Per table: what a clean rerun must reproduce (everything but when and by which run).
+LINEAGE = {
+    "raw.flights": ("_ingested_at", "_run_id"),
+    "quarantine.flights": ("_ingested_at", "_run_id"),
+    "features.flights": (),
+    "predictions.flights": ("run_id", "scored_at"),
+    "reports.flights_daily": ("reported_at",),
+}
+
+
+def partition(con: duckdb.DuckDBPyConnection, table: str, exclude: tuple[str, ...] = ()
+              ) -> pl.DataFrame:
+    columns = f"* EXCLUDE ({', '.join(exclude)})" if exclude else "*"
+    return con.execute(f"SELECT {columns} FROM {table} WHERE partition_date = ? ORDER BY ALL",
+                       [DAY]).pl()
+
+
+def snapshot(path: Path, clean: bool = False) -> dict[str, pl.DataFrame]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {table: partition(con, table, LINEAGE[table] if clean else ())
+                for table in LINEAGE}
+    finally:
+        con.close()
+
+
+def crash(platform: Platform, job: str, table: str, point: str, start: dt.date | None = DAY,
+          run_config: dict | None = None) -> None:
+    """Run ``job`` in a process that SIGKILLs itself at ``point`` of its write to ``table``."""
+    day = start.isoformat() if start else "-"
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_platform_tests.orchestration.crash_run",
+         str(platform.settings.data_dir), job, day, day, table, point,
+         json.dumps(run_config or {})],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout[-2000:],
+                                                 done.stderr[-3000:])
+
+
+def temp_files(platform: Platform) -> list[Path]:
+    data_dir = platform.settings.data_dir
+    return [p for p in data_dir.rglob(".*.tmp") if "dagster" not in p.parts]
+
+
+def impatient(platform: Platform):
+    """The platform's settings with a lock wait short enough to expose any stale lock."""
+    return dataclasses.replace(platform.settings, lock_timeout_seconds=2.0)
+
+
+# The step of flights_daily writing each table; raw and quarantine share one transaction.
+STEP = {"raw.flights": 0, "quarantine.flights": 0, "features.flights": 1,
+        "predictions.flights": 2, "reports.flights_daily": 3}
+
+
+@pytest.mark.parametrize(
+    ("table", "point"),
+    [
+        ("raw.flights", "before_delete"),
+        ("raw.flights", "after_delete"),
+        ("raw.flights", "mid_insert"),
+        # raw and quarantine are one transaction: raw replaced, quarantine deleted, not yet filled
+        ("quarantine.flights", "after_delete"),
+        ("predictions.flights", "mid_insert"),
+        ("predictions.flights", "before_commit"),
+        ("predictions.flights", "before_publish"),
+        ("predictions.flights", "mid_publish"),
+    ],
+)
+def test_a_run_killed_mid_write_leaves_the_partition_whole_and_the_rerun_is_clean(
+    platform: Platform, table: str, point: str
+) -> None:
+    settings = platform.settings
+    published_before = snapshot(settings.warehouse_path)
+    clean = snapshot(settings.warehouse_path, clean=True)
+    assert published_before["predictions.flights"].height > 0
+
+    # The job that starts with the step to crash: the steps before it are not under test.
+    job = "flights_predict" if STEP[table] >= STEP["predictions.flights"] else "flights_daily"
+    crash(platform, job, table, point)
+
+    published = snapshot(settings.warehouse_path)
+    pipeline = snapshot(settings.pipeline_db_path)  # it opens: the crash corrupted nothing
+    committed = point in ("before_publish", "mid_publish")
+    for name in LINEAGE:
+        # Every table holds one whole version in both databases: never half, never twice.
+        for where, frames in (("published", published), ("pipeline", pipeline)):
+            whole = frames[name].drop(*LINEAGE[name]) if LINEAGE[name] else frames[name]
+            assert whole.equals(clean[name]), f"{name} in the {where} database is not whole"
+        if STEP[name] < STEP[table]:
+            continue  # the steps before the crash finished and published their new version
+        # Analysts see the crashed write and what follows it exactly as before, to the run id.
+        assert published[name].equals(published_before[name]), f"{name} changed for analysts"
+        new_version = committed and STEP[name] == STEP[table]
+        assert pipeline[name].equals(published_before[name]) != new_version, name
+
+    # Nothing blocks the rerun: it gets the lock within 2 s, and yields a clean run's rows.
+    result = platform.run(job, DAY, settings=impatient(platform))
+    assert result.success
+    rerun = snapshot(settings.warehouse_path, clean=True)
+    for name, frame in clean.items():
+        assert rerun[name].equals(frame), f"{name} differs from a clean run after the rerun"
+    run_ids = platform.query("SELECT DISTINCT run_id FROM predictions.flights "
+                             "WHERE partition_date = ?", [DAY])
+    assert run_ids["run_id"].to_list() == [result.run_id]
+    assert temp_files(platform) == []  # a publisher's half copy is gone
+
+
+def registry_is_consistent(platform: Platform, path: Path) -> list[tuple]:
+    """No registry row without its intact file and profile, one champion, and it loads."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute("SELECT model_version, status, model_path, threshold "
+                           "FROM models.registry ORDER BY model_version").fetchall()
+    finally:
+        con.close()
+    settings = platform.settings
+    for version, _, model_path, _ in rows:
+        file = settings.data_dir / model_path
+        assert file.is_file(), f"registry row {version} points at a missing file"
+        assert model_core.version_of(file.read_text()) == version
+        # Its drift profile, written beside it before the row, is whole too.
+        assert drift.load_profile(drift.profile_path(file)) is not None
+    champions = [row for row in rows if row[1] == "champion"]
+    assert len(champions) == 1
+    version, _, model_path, threshold = champions[0]
+    model_core.load_registered(settings.data_dir, settings.models_dir, model_path, version,
+                               threshold, FLIGHTS)
+    return [(version, status) for version, status, _, _ in rows]
+
+
+@pytest.mark.parametrize(
+    ("point", "rounds"),
+    [
+        ("mid_training", 17),
+        ("model_file", 18),
+        # inside the registry transaction: the old champion already retired, the new row not in
+        ("before_delete", 19),
+        ("before_publish", 21),
+    ],
+)
+def test_a_crash_mid_training_leaves_registry_and_model_files_consistent(
+    platform: Platform, point: str, rounds: int
+) -> None:
+    settings = platform.settings
+    before = registry_is_consistent(platform, settings.warehouse_path)
+    versions_before = {version for version, _ in before}
+    champion_before = champion(before)
+    # A number of rounds of its own: a new version, whose file does not exist yet.
+    config = model_config(rounds=rounds)
+    crash(platform, "flights_train", "models.registry", point, start=None, run_config=config)
+
+    assert registry_is_consistent(platform, settings.warehouse_path) == before
+    in_pipeline = registry_is_consistent(platform, settings.pipeline_db_path)
+    if point == "before_publish":  # committed, not yet published: the new champion, whole
+        assert champion(in_pipeline) not in versions_before
+    else:
+        assert in_pipeline == before
+
+    try:
+        result = platform.run("flights_train", run_config=config, settings=impatient(platform))
+        assert result.success
+        after = registry_is_consistent(platform, settings.warehouse_path)
+        new = champion(after)
+        assert new not in versions_before
+        assert {version for version, _ in after} == versions_before | {new}
+        assert temp_files(platform) == []
+    finally:
+        platform.run("flights_train", run_config=model_config())
+    assert champion(registry_is_consistent(platform, settings.warehouse_path)) == champion_before
+
+
+def champion(rows: list[tuple]) -> str:
+    (version,) = [version for version, status in rows if status == "champion"]
+    return version
+
+
+def test_a_failed_step_leaks_no_connection(platform: Platform, landing_restored: Path) -> None:
+    """After a step fails in this process, another process can open the pipeline database."""
+    (landing_restored / "flights" / f"{DAY}.csv").write_text("not,a,flights,file\n1,2,3,4\n")
+    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    assert not result.success
+    opened = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()",
+         str(platform.settings.pipeline_db_path)], capture_output=True, text=True, timeout=60)
+    assert opened.returncode == 0, opened.stderr
