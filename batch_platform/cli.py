@@ -1,7 +1,8 @@
-"""The batch-platform command: land, train, score, sql, shell, demo and ui.
+"""The batch-platform command: use-cases, land, train, score, sql, shell, demo and ui.
 
-Runs go through the persistent Dagster instance under the data directory, so everything done
-here also shows in the UI's run history.
+Every verb that acts on a use case takes ``--use-case NAME`` (default: BATCH_PLATFORM_USE_CASE,
+else the first declared). Runs go through the persistent Dagster instance under the data
+directory, so everything done here also shows in the UI's run history.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from batch_platform.platform.ingest import landing
-from batch_platform.platform.models.booster import auc_expr
-from batch_platform.platform.storage.warehouse import exclusive_lock, read_only
+import polars as pl
+
+from batch_platform.platform.dates import days_between
+from batch_platform.platform.files import exclusive_lock, write_bytes_atomic
+from batch_platform.platform.models.objectives import auc_expr
+from batch_platform.platform.storage.warehouse import read_only
+from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings, SettingsError
 
-FIRST_DAY = dt.date(2013, 1, 1)
-LAST_DAY = dt.date(2013, 12, 31)
-DEMO_SCORED_FROM = dt.date(2013, 9, 1)
 INSTANCE_YAML = """\
 # Dagster instance of batch_platform: run history and event logs live beside this file.
 telemetry:
@@ -65,34 +67,56 @@ def prepare_instance(settings: Settings) -> Path:
         with exclusive_lock(home / ".create.lock", settings.lock_timeout_seconds,
                             "create the Dagster instance"):
             if not config.exists():
-                landing.write_bytes_atomic(config, INSTANCE_YAML.encode())
+                write_bytes_atomic(config, INSTANCE_YAML.encode())
             if not created.exists():
                 from dagster import DagsterInstance
 
                 with DagsterInstance.from_config(str(home)):
                     pass  # opening it creates and stamps the storage
-                landing.write_bytes_atomic(created, b"")
+                write_bytes_atomic(created, b"")
     # Dagster's code servers are subprocesses: hand them the same, absolute, data directory.
     os.environ["BATCH_PLATFORM_DATA_DIR"] = str(settings.data_dir)
     return home
 
 
-def date_range(args: argparse.Namespace, default_all: bool) -> tuple[dt.date, dt.date]:
+def declared_use_cases() -> list[UseCase]:
+    from batch_platform import catalog
+
+    _, declared = catalog.load()
+    return [entry.use_case for entry in declared]
+
+
+def chosen_use_case(settings: Settings, args: argparse.Namespace) -> UseCase:
+    use_cases = declared_use_cases()
+    name = getattr(args, "use_case", None) or settings.use_case
+    if name is None:
+        return use_cases[0]
+    for use_case in use_cases:
+        if use_case.name == name:
+            return use_case
+    raise CliError(f"no use case {name!r}: declared are "
+                   f"{', '.join(u.name for u in use_cases)} (batch-platform use-cases)")
+
+
+def date_range(args: argparse.Namespace, default_all: bool, use_case: UseCase
+               ) -> tuple[dt.date, dt.date]:
     start, end = getattr(args, "start", None), getattr(args, "end", None)
     if getattr(args, "date", None):
         if start or end:
             raise CliError("give either --date or --from/--to, not both")
         start = end = args.date
+    first, last = use_case.partitions.start, use_case.partitions.last_day()
     if start is None and end is None:
         if default_all:
-            return FIRST_DAY, LAST_DAY
+            return first, last
         raise CliError("give --date DAY or --from DAY --to DAY")
     if start is None or end is None:
         raise CliError("--from and --to go together")
     if end < start:
         raise CliError(f"--to {end} is before --from {start}")
-    if start < FIRST_DAY or end > LAST_DAY:
-        raise CliError(f"days must be within the partitions {FIRST_DAY}..{LAST_DAY}")
+    if start < first or end > last:
+        raise CliError(f"days must be within the partitions of {use_case.name}, "
+                       f"{first}..{last}")
     return start, end
 
 
@@ -124,38 +148,77 @@ def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
     return result.run_id
 
 
+def cmd_use_cases(settings: Settings, args: argparse.Namespace) -> None:
+    for use_case in declared_use_cases():
+        p = use_case.partitions
+        print(f"{use_case.name}: {use_case.description}")
+        print(f"  declared in  {use_case.declared_in}/defs.yaml")
+        print(f"  objective    {use_case.spec.objective}, one row per "
+              f"{use_case.features.rows_from} row ({use_case.spec.id_column})")
+        print(f"  partitions   {p.start}..{p.end or 'open'} ({p.timezone}), nightly "
+              f"'{p.nightly_cron}'")
+        print(f"  sources      {', '.join(f'landing/{s.path}' for s in use_case.sources.values())}"
+              + (f"; reference {', '.join(use_case.references)}" if use_case.references else ""))
+        print(f"  tables       {', '.join(use_case.tables())}")
+        print(f"  jobs         {', '.join(use_case.job_name(j) for j in JOBS)}")
+
+
+JOBS = ("daily", "features", "train", "predict", "freshness")
+
+
+def land_days(settings: Settings, use_case: UseCase, start: dt.date, end: dt.date) -> str:
+    if use_case.lander is None:
+        raise CliError(f"{use_case.name} declares no lander: its files arrive in "
+                       f"{settings.landing_dir} from its feed")
+    summary = use_case.lander(settings.landing_dir, days_between(start, end))
+    return (f"{summary.files_written} file(s) written, {summary.files_unchanged} unchanged, "
+            f"{summary.rows} daily rows")
+
+
 def cmd_land(settings: Settings, args: argparse.Namespace) -> None:
-    start, end = date_range(args, default_all=True)
-    summary = landing.land(settings.landing_dir, landing.days_between(start, end))
-    print(f"landed {start}..{end} into {settings.landing_dir}: {summary.files_written} file(s) "
-          f"written, {summary.files_unchanged} unchanged, {summary.rows} daily rows")
+    use_case = chosen_use_case(settings, args)
+    start, end = date_range(args, True, use_case)
+    print(f"landed {use_case.name} {start}..{end} into {settings.landing_dir}: "
+          f"{land_days(settings, use_case, start, end)}")
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     from batch_platform.orchestration.assets import ModelConfig
 
+    use_case = chosen_use_case(settings, args)
     config = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in {
         "train_start": args.train_from, "train_end": args.train_to,
         "valid_start": args.valid_from, "valid_end": args.valid_to,
         "model_file": str(Path(args.model_file).resolve()) if args.model_file else None,
     }.items() if v is not None}
     windows = ModelConfig(**config)
+    valid = windows.window("valid", use_case.model.validation)
     # The features of both windows, built (or rebuilt, idempotently) from the landing files.
-    first = windows.window("valid")[0] if args.model_file else windows.window("train")[0]
-    run_job(settings, "flights_features", first, windows.window("valid")[1])
-    run_job(settings, "flights_train", run_config={"ops": {"models__flights": {"config": config}}})
-    print_model(settings)
+    first = valid[0] if args.model_file else windows.window("train", use_case.model.train)[0]
+    run_job(settings, use_case.job_name("features"), first, valid[1])
+    run_job(settings, use_case.job_name("train"),
+            run_config={"ops": {f"models__{use_case.name}": {"config": config}}})
+    print_model(settings, use_case)
 
 
 def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
-    start, end = date_range(args, default_all=False)
-    run_job(settings, "flights_daily", start, end)
+    use_case = chosen_use_case(settings, args)
+    start, end = date_range(args, False, use_case)
+    run_job(settings, use_case.job_name("daily"), start, end)
+    print(scored_summary(settings, use_case, start, end))
+
+
+def scored_summary(settings: Settings, use_case: UseCase, start: dt.date, end: dt.date) -> str:
+    output = ("avg(score), avg(label::INT)" if use_case.spec.is_binary
+              else "avg(prediction), NULL")
     with read_only(settings.warehouse_path) as con:
-        rows = con.execute(
-            "SELECT count(*), avg(score), avg(label::INT) FROM predictions.flights "
+        rows, mean, positive = con.execute(
+            f"SELECT count(*), {output} FROM {use_case.predictions_table} "
             "WHERE partition_date BETWEEN ? AND ?", [start, end]).fetchone()
-    print(f"scored {rows[0]} flights from {start} to {end}: mean score {rows[1]:.3f}, "
-          f"predicted late {rows[2]:.1%}")
+    what = (f"mean score {mean:.3f}, predicted positive {positive:.1%}"
+            if use_case.spec.is_binary and rows else
+            f"mean prediction {mean:.3f}" if rows else "nothing to score")
+    return f"scored {rows} rows of {use_case.name} from {start} to {end}: {what}"
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> None:
@@ -202,61 +265,83 @@ def cmd_shell(settings: Settings, args: argparse.Namespace) -> None:
     os.execv(command[0], command)
 
 
-def print_model(settings: Settings) -> None:
+def print_model(settings: Settings, use_case: UseCase) -> None:
     with read_only(settings.warehouse_path) as con:
         row = con.execute(
-            "SELECT model_version, source, auc, threshold, valid_start, valid_end, train_start, "
-            "train_end FROM models.registry WHERE use_case = 'flights' AND status = 'champion'"
-        ).fetchone()
-    auc = f"{row[2]:.3f}" if row[2] is not None else "n/a"
-    window = f"trained on {row[6]}..{row[7]}, " if row[6] else "brought by the user, "
-    print(f"champion model {row[0]} ({window}validated on {row[4]}..{row[5]}): "
-          f"held-out AUC {auc}, threshold {row[3]:.2f}")
+            "SELECT model_version, objective, auc, mae, threshold, valid_start, valid_end, "
+            "train_start, train_end FROM models.registry WHERE use_case = ? "
+            "AND status = 'champion'", [use_case.name]).fetchone()
+    version, objective_name, auc, mae, threshold, valid_start, valid_end, t0, t1 = row
+    window = f"trained on {t0}..{t1}, " if t0 else "brought by the user, "
+    quality = (f"held-out AUC {auc:.3f}, threshold {threshold:.2f}" if auc is not None
+               else f"held-out MAE {mae:.3f}" if mae is not None else "no held-out metric")
+    print(f"champion {use_case.name} model {version} ({objective_name}, {window}validated on "
+          f"{valid_start}..{valid_end}): {quality}")
+
+
+def realised_quality(settings: Settings, use_case: UseCase) -> str | None:
+    """The champion's quality on the rows scored after its validation window."""
+    spec = use_case.spec
+    output = "score" if spec.is_binary else "prediction"
+    with read_only(settings.warehouse_path) as con:
+        rows = con.execute(
+            f'SELECT p.{output}, f."{spec.label_column}" AS outcome '
+            f"FROM {use_case.predictions_table} p JOIN {use_case.features_table} f "
+            f'USING ("{spec.id_column}") WHERE f."{spec.label_column}" IS NOT NULL '
+            "AND p.partition_date > (SELECT valid_end FROM models.registry "
+            "WHERE use_case = ? AND status = 'champion')", [use_case.name]).pl()
+    if rows.height == 0:
+        return None
+    if spec.is_binary:
+        auc = rows.select(auc_expr("score", "outcome")).item()
+        return None if auc is None else f"realised AUC {auc:.3f} on {rows.height} rows"
+    mae = rows.select((pl.col("prediction") - pl.col("outcome")).abs().mean()).item()
+    return f"realised MAE {mae:.3f} on {rows.height} rows"
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     print(f"data directory: {settings.data_dir}")
-    summary = landing.land(settings.landing_dir, landing.days_between(FIRST_DAY, LAST_DAY))
-    print(f"landed {FIRST_DAY}..{LAST_DAY}: {summary.files_written} file(s) written, "
-          f"{summary.files_unchanged} unchanged")
-    run_job(settings, "flights_features", FIRST_DAY, LAST_DAY)
-    run_job(settings, "flights_train")
-    run_job(settings, "flights_predict", DEMO_SCORED_FROM, LAST_DAY)
+    chosen = ([chosen_use_case(settings, args)] if getattr(args, "use_case", None)
+              else declared_use_cases())
+    for use_case in chosen:
+        if use_case.lander is None or use_case.demo_score is None:
+            print(f"{use_case.name}: no lander or demo window declared, skipped")
+            continue
+        first, last = use_case.partitions.start, use_case.partitions.last_day()
+        print(f"{use_case.name}: landed {first}..{last}: "
+              f"{land_days(settings, use_case, first, last)}")
+        run_job(settings, use_case.job_name("features"), first, last)
+        run_job(settings, use_case.job_name("train"))
+        run_job(settings, use_case.job_name("predict"), *use_case.demo_score)
     elapsed = time.perf_counter() - started
-    with read_only(settings.warehouse_path) as con:
-        features_days, features_rows = con.execute(
-            "SELECT count(DISTINCT partition_date), count(*) FROM features.flights").fetchone()
-        scored_days, scored_rows = con.execute(
-            "SELECT count(DISTINCT partition_date), count(*) FROM predictions.flights").fetchone()
-        rejected = sum(con.execute(f"SELECT count(*) FROM quarantine.{source}").fetchone()[0]
-                       for source in landing.DAILY_SOURCES)
-        after_validation = con.execute(
-            "SELECT p.score, f.arrived_late FROM predictions.flights p "
-            "JOIN features.flights f USING (flight_id) WHERE f.arrived_late IS NOT NULL "
-            "AND p.partition_date > "
-            "(SELECT valid_end FROM models.registry WHERE use_case = 'flights' "
-            "AND status = 'champion')").pl()
-    realised = after_validation.select(auc_expr("score", "arrived_late")).item()
     print()
     print(f"batch_platform demo: done in {elapsed:.0f}s")
-    print(f"  features:     {features_days} partitions, {features_rows} flights")
-    print(f"  predictions:  {scored_days} partitions ({DEMO_SCORED_FROM}..{LAST_DAY}), "
-          f"{scored_rows} flights scored")
-    print(f"  rejected:     {rejected} input row(s) in quarantine")
-    print("  ", end="")
-    print_model(settings)
-    if realised is not None:
-        print(f"  realised AUC on the {after_validation.height} flights with an outcome "
-              f"scored after the validation window: {realised:.3f}")
-    print(f"  warehouse:    {settings.warehouse_path}")
-    shown = settings.warehouse_path
-    if shown.is_relative_to(Path.cwd()):
-        shown = shown.relative_to(Path.cwd())
-    print(f"  try:          .venv/bin/duckdb -readonly {shown} "
-          "\"SELECT partition_date, segment, flights, "
-          "round(mean_score, 3) AS mean_score, round(realised_late_rate, 3) AS late_rate "
-          "FROM reports.flights_daily WHERE segment_type = 'origin' ORDER BY ALL LIMIT 9\"")
+    with read_only(settings.warehouse_path) as con:
+        for use_case in chosen:
+            if use_case.demo_score is None:
+                continue
+            features_days, features_rows = con.execute(
+                f"SELECT count(DISTINCT partition_date), count(*) FROM "
+                f"{use_case.features_table}").fetchone()
+            rejected = sum(con.execute(
+                f"SELECT count(*) FROM {use_case.quarantine_table(source)}").fetchone()[0]
+                for source in use_case.sources)
+            print(f"{use_case.name} ({use_case.spec.objective}):")
+            print(f"  features:     {features_days} partitions, {features_rows} rows")
+            print(f"  {scored_summary(settings, use_case, *use_case.demo_score)}")
+            print(f"  rejected:     {rejected} input row(s) in quarantine")
+            print("  ", end="")
+            print_model(settings, use_case)
+            quality = realised_quality(settings, use_case)
+            if quality:
+                print(f"  after the validation window: {quality}")
+    print()
+    print("Query the results (read-only, while runs keep writing):")
+    print("  .venv/bin/batch-platform shell")
+    print("  .venv/bin/batch-platform sql \"select partition_date, segment, rows, "
+          "round(mean_score, 3) as mean_score, round(realised_positive_rate, 3) as late_rate "
+          "from reports.flights_daily where segment_type = 'origin' order by all limit 6\"")
 
 
 def cmd_ui(settings: Settings, args: argparse.Namespace) -> None:
@@ -283,25 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batch-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def use_case(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--use-case", help="a declared use case (batch-platform use-cases); "
+                         "default: BATCH_PLATFORM_USE_CASE, else the first declared")
+
     def days(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--date", type=_day, help="one day, e.g. 2013-10-15")
         sub.add_argument("--from", dest="start", type=_day, help="first day of a range")
         sub.add_argument("--to", dest="end", type=_day, help="last day of a range")
 
-    land = commands.add_parser("land", help="lay landing files for a day or range (default: 2013)")
+    listing = commands.add_parser("use-cases", help="the declared use cases and where they are")
+    listing.set_defaults(handler=cmd_use_cases)
+
+    land = commands.add_parser(
+        "land", help="lay a use case's demo landing files for a day or range (default: all)")
+    use_case(land)
     days(land)
     land.set_defaults(handler=cmd_land)
 
     train = commands.add_parser(
         "train", help="build the features of the windows, train and register the champion")
-    train.add_argument("--train-from", type=_day, help="default 2013-01-01")
-    train.add_argument("--train-to", type=_day, help="default 2013-08-31")
-    train.add_argument("--valid-from", type=_day, help="default 2013-09-01")
-    train.add_argument("--valid-to", type=_day, help="default 2013-09-30")
+    use_case(train)
+    train.add_argument("--train-from", type=_day, help="default: the declaration's")
+    train.add_argument("--train-to", type=_day, help="default: the declaration's")
+    train.add_argument("--valid-from", type=_day, help="default: the declaration's")
+    train.add_argument("--valid-to", type=_day, help="default: the declaration's")
     train.add_argument("--model-file", help="a LightGBM text model to register instead")
     train.set_defaults(handler=cmd_train)
 
     score = commands.add_parser("score", help="raw to reports for days, as one run")
+    use_case(score)
     days(score)
     score.set_defaults(handler=cmd_score)
 
@@ -314,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shell", help="an interactive DuckDB session on the published warehouse, read-only")
     shell.set_defaults(handler=cmd_shell)
 
-    demo = commands.add_parser("demo", help="land, build features, train and score the year")
+    demo = commands.add_parser(
+        "demo", help="for every use case: land, build features, train and score its demo days")
+    use_case(demo)
     demo.set_defaults(handler=cmd_demo)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on the persistent instance")

@@ -1,8 +1,10 @@
-"""Paths and tunables, read from the environment once and validated.
+"""Process-wide paths and tunables, read from the environment once and validated.
 
 Every piece of state lives under one data directory (``BATCH_PLATFORM_DATA_DIR``, default
 ``./data``): landing files, the pipeline's working database, the published warehouse,
-model files and the Dagster instance home.
+model files and the Dagster instance home. What belongs to one use case (its check
+thresholds, how it explains and scores) is declared in its ``defs.yaml``; the variables of the
+same name below override the declaration for every use case when set (``resolved``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batch_platform.platform.monitoring.audits import AuditThresholds
 
+if TYPE_CHECKING:
+    from batch_platform.platform.use_case import UseCase
+
 ENV_PREFIX = "BATCH_PLATFORM_"
 MODEL_VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-EXPLAIN_CHOICES = ("all", "predicted_late", "riskiest", "none")
+EXPLAIN_CHOICES = ("all", "predicted_positive", "riskiest", "none")
 # "compiled": lleaves native code, used only after a parity check against LightGBM.
 SCORER_CHOICES = ("lightgbm", "compiled")
 # "ray": the scoring of the predictions stage runs on a Ray cluster (the `ray` extra).
@@ -26,6 +31,7 @@ ENGINE_CHOICES = ("local", "ray")
 # "auto" (a node of the cluster), "host:port" of the head's GCS, or "ray://host:port" (Ray Client).
 RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
 URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+USE_CASE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class SettingsError(ValueError):
@@ -35,8 +41,10 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    # Which use case a command means when none is named (BATCH_PLATFORM_USE_CASE).
+    use_case: str | None = None
     # A partition fails when more than this fraction of a landing file's rows is rejected.
-    max_reject_fraction: float = 0.05
+    max_reject_fraction: float | None = None
     # Rows every stage holds at a time (read, validate, features, score, write): peak memory
     # follows this, not the partition's size.
     chunk_rows: int = 100_000
@@ -49,13 +57,13 @@ class Settings:
     # Score with this registry version instead of the champion.
     model_version: str | None = None
     # Which rows get top reasons (pred_contrib costs ~50x a plain predict).
-    explain: str = "all"
+    explain: str | None = None
     # With explain=riskiest: how many of each day's highest scores get top reasons.
-    explain_max_rows: int = 1_000
+    explain_max_rows: int | None = None
     # Which scorer computes the scores: LightGBM itself, or the model compiled to native code.
-    scorer: str = "lightgbm"
+    scorer: str | None = None
     # Where the predictions stage scores: in the step's process, or on a Ray cluster.
-    engine: str = "local"
+    engine: str | None = None
     ray_address: str | None = None
     # Scoring actors in the pool; each loads the model once and takes one CPU.
     ray_actors: int = 2
@@ -66,17 +74,14 @@ class Settings:
     ray_connect_timeout_seconds: float = 10.0
     # Audits (README, "Checks"): feature drift warns above psi_warn and blocks publishing above
     # psi_error; days with fewer rows than psi_min_rows are not judged; score drift only warns.
-    psi_warn: float = AuditThresholds.psi_warn
-    psi_error: float = AuditThresholds.psi_error
-    psi_min_rows: int = AuditThresholds.psi_min_rows
-    score_psi_warn: float = AuditThresholds.score_psi_warn
+    psi_warn: float | None = None
+    psi_error: float | None = None
+    psi_min_rows: int | None = None
+    score_psi_warn: float | None = None
     # Largest share of a day's input rows that may miss a required value before it is blocked.
-    max_null_fraction: float = AuditThresholds.max_null_fraction
-    # Rows a day's landing file is expected to hold ("low..high"); outside, the check warns.
-    flights_rows_per_day: tuple[int, int] = (300, 2000)
-    weather_rows_per_day: tuple[int, int] = (48, 80)
+    max_null_fraction: float | None = None
     # A landed partition must be scored and reported within this many minutes of landing.
-    freshness_lag_minutes: float = 60.0
+    freshness_lag_minutes: float | None = None
     # The landing sensor leaves files younger than this alone: they may still be written.
     landing_settle_seconds: float = 10.0
 
@@ -118,7 +123,10 @@ class Settings:
         return Settings(**values).validated()
 
     def validated(self) -> Settings:
-        _require(0.0 <= self.max_reject_fraction <= 1.0, "MAX_REJECT_FRACTION",
+        _require(self.use_case is None or bool(USE_CASE_PATTERN.match(self.use_case)),
+                 "USE_CASE", self.use_case, "must be the name of a declared use case")
+        _require(_unset_or(self.max_reject_fraction, lambda v: 0.0 <= v <= 1.0),
+                 "MAX_REJECT_FRACTION",
                  self.max_reject_fraction, "must be between 0 and 1")
         _require(self.chunk_rows >= 1, "CHUNK_ROWS", self.chunk_rows,
                  "must be a positive number of rows")
@@ -132,29 +140,30 @@ class Settings:
             MODEL_VERSION_PATTERN.match(self.model_version))
         _require(pinned_ok, "MODEL_VERSION", self.model_version,
                  "must be a model version from models.registry (16 hex characters)")
-        _require(self.explain in EXPLAIN_CHOICES, "EXPLAIN", self.explain,
+        _require(self.explain is None or self.explain in EXPLAIN_CHOICES, "EXPLAIN", self.explain,
                  f"must be one of {', '.join(EXPLAIN_CHOICES)}")
-        _require(0 < self.psi_warn <= self.psi_error, "PSI_WARN", self.psi_warn,
-                 f"must be positive and at most PSI_ERROR ({self.psi_error})")
-        _require(self.psi_min_rows >= 1, "PSI_MIN_ROWS", self.psi_min_rows,
-                 "must be a positive number of rows")
-        _require(self.score_psi_warn > 0, "SCORE_PSI_WARN", self.score_psi_warn,
+        _require(_unset_or(self.psi_warn, lambda v: v > 0), "PSI_WARN", self.psi_warn,
                  "must be positive")
-        _require(0.0 <= self.max_null_fraction <= 1.0, "MAX_NULL_FRACTION",
-                 self.max_null_fraction, "must be between 0 and 1")
-        for name, (low, high) in (("FLIGHTS_ROWS_PER_DAY", self.flights_rows_per_day),
-                                  ("WEATHER_ROWS_PER_DAY", self.weather_rows_per_day)):
-            _require(0 <= low <= high, name, f"{low}..{high}",
-                     "must be a range low..high of row counts with low <= high")
-        _require(self.freshness_lag_minutes > 0, "FRESHNESS_LAG_MINUTES",
+        _require(_unset_or(self.psi_error, lambda v: v > 0), "PSI_ERROR", self.psi_error,
+                 "must be positive")
+        _require(self.psi_warn is None or self.psi_error is None
+                 or self.psi_warn <= self.psi_error, "PSI_WARN", self.psi_warn,
+                 f"must be at most PSI_ERROR ({self.psi_error})")
+        _require(_unset_or(self.psi_min_rows, lambda v: v >= 1), "PSI_MIN_ROWS",
+                 self.psi_min_rows, "must be a positive number of rows")
+        _require(_unset_or(self.score_psi_warn, lambda v: v > 0), "SCORE_PSI_WARN",
+                 self.score_psi_warn, "must be positive")
+        _require(_unset_or(self.max_null_fraction, lambda v: 0.0 <= v <= 1.0),
+                 "MAX_NULL_FRACTION", self.max_null_fraction, "must be between 0 and 1")
+        _require(_unset_or(self.freshness_lag_minutes, lambda v: v > 0), "FRESHNESS_LAG_MINUTES",
                  self.freshness_lag_minutes, "must be a positive number of minutes")
         _require(self.landing_settle_seconds >= 0, "LANDING_SETTLE_SECONDS",
                  self.landing_settle_seconds, "must be 0 or more seconds")
-        _require(self.explain_max_rows >= 1, "EXPLAIN_MAX_ROWS", self.explain_max_rows,
-                 "must be a positive number of rows")
-        _require(self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
+        _require(_unset_or(self.explain_max_rows, lambda v: v >= 1), "EXPLAIN_MAX_ROWS",
+                 self.explain_max_rows, "must be a positive number of rows")
+        _require(self.scorer is None or self.scorer in SCORER_CHOICES, "SCORER", self.scorer,
                  f"must be one of {', '.join(SCORER_CHOICES)}")
-        _require(self.engine in ENGINE_CHOICES, "ENGINE", self.engine,
+        _require(self.engine is None or self.engine in ENGINE_CHOICES, "ENGINE", self.engine,
                  f"must be one of {', '.join(ENGINE_CHOICES)}")
         _require(self.engine != "ray" or self.ray_address is not None, "RAY_ADDRESS",
                  self.ray_address, "must be set when BATCH_PLATFORM_ENGINE=ray (the cluster's "
@@ -171,15 +180,30 @@ class Settings:
                  self.ray_connect_timeout_seconds, "must be a positive number of seconds")
         return self
 
+    def resolved(self, use_case: UseCase) -> Settings:
+        """These settings with every value left unset taken from ``use_case``'s declaration."""
+        declared = use_case.checks.thresholds
+        values = {
+            "max_reject_fraction": use_case.checks.max_reject_fraction,
+            "explain": use_case.scoring.explain,
+            "explain_max_rows": use_case.scoring.explain_max_rows,
+            "scorer": use_case.scoring.scorer, "engine": use_case.scoring.engine,
+            "psi_warn": declared.psi_warn, "psi_error": declared.psi_error,
+            "psi_min_rows": declared.psi_min_rows, "score_psi_warn": declared.score_psi_warn,
+            "max_null_fraction": declared.max_null_fraction,
+            "freshness_lag_minutes": use_case.checks.freshness_lag_minutes,
+        }
+        return self.with_overrides(**{name: value for name, value in values.items()
+                                      if getattr(self, name) is None})
+
     def audit_thresholds(self) -> AuditThresholds:
+        """The audit thresholds of ``resolved`` settings."""
+        assert None not in (self.psi_warn, self.psi_error, self.psi_min_rows,
+                            self.score_psi_warn, self.max_null_fraction), "resolve first"
         return AuditThresholds(psi_warn=self.psi_warn, psi_error=self.psi_error,
                                psi_min_rows=self.psi_min_rows,
                                score_psi_warn=self.score_psi_warn,
                                max_null_fraction=self.max_null_fraction)
-
-    def expected_rows_per_day(self, source: str) -> tuple[int, int]:
-        return {"flights": self.flights_rows_per_day,
-                "weather": self.weather_rows_per_day}[source]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -199,30 +223,26 @@ class Settings:
         defaults = cls(data_dir=Path("data"))
         return cls(
             data_dir=Path(read("DATA_DIR", str, "data")).expanduser().resolve(),
-            max_reject_fraction=read("MAX_REJECT_FRACTION", float, defaults.max_reject_fraction),
+            use_case=read("USE_CASE", str, None),
+            max_reject_fraction=read("MAX_REJECT_FRACTION", float, None),
             chunk_rows=read("CHUNK_ROWS", int, defaults.chunk_rows),
             scoring_threads=read("SCORING_THREADS", int, defaults.scoring_threads),
             lock_timeout_seconds=read("LOCK_TIMEOUT_SECONDS", float,
                                       defaults.lock_timeout_seconds),
             duckdb_memory_limit=read("DUCKDB_MEMORY_LIMIT", str, defaults.duckdb_memory_limit),
             model_version=read("MODEL_VERSION", str, None),
-            explain=read("EXPLAIN", str, defaults.explain),
-            psi_warn=read("PSI_WARN", float, defaults.psi_warn),
-            psi_error=read("PSI_ERROR", float, defaults.psi_error),
-            psi_min_rows=read("PSI_MIN_ROWS", int, defaults.psi_min_rows),
-            score_psi_warn=read("SCORE_PSI_WARN", float, defaults.score_psi_warn),
-            max_null_fraction=read("MAX_NULL_FRACTION", float, defaults.max_null_fraction),
-            flights_rows_per_day=read("FLIGHTS_ROWS_PER_DAY", row_range,
-                                      defaults.flights_rows_per_day),
-            weather_rows_per_day=read("WEATHER_ROWS_PER_DAY", row_range,
-                                      defaults.weather_rows_per_day),
-            freshness_lag_minutes=read("FRESHNESS_LAG_MINUTES", float,
-                                       defaults.freshness_lag_minutes),
+            explain=read("EXPLAIN", str, None),
+            psi_warn=read("PSI_WARN", float, None),
+            psi_error=read("PSI_ERROR", float, None),
+            psi_min_rows=read("PSI_MIN_ROWS", int, None),
+            score_psi_warn=read("SCORE_PSI_WARN", float, None),
+            max_null_fraction=read("MAX_NULL_FRACTION", float, None),
+            freshness_lag_minutes=read("FRESHNESS_LAG_MINUTES", float, None),
             landing_settle_seconds=read("LANDING_SETTLE_SECONDS", float,
                                         defaults.landing_settle_seconds),
-            explain_max_rows=read("EXPLAIN_MAX_ROWS", int, defaults.explain_max_rows),
-            scorer=read("SCORER", str, defaults.scorer),
-            engine=read("ENGINE", str, defaults.engine),
+            explain_max_rows=read("EXPLAIN_MAX_ROWS", int, None),
+            scorer=read("SCORER", str, None),
+            engine=read("ENGINE", str, None),
             ray_address=read("RAY_ADDRESS", str, None),
             ray_actors=read("RAY_ACTORS", int, defaults.ray_actors),
             staging_uri=read("STAGING_URI", staging, None),
@@ -234,17 +254,13 @@ class Settings:
 MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
-def row_range(text: str) -> tuple[int, int]:
-    """``"300..2000"`` → (300, 2000)."""
-    low, separator, high = text.partition("..")
-    if not separator:
-        raise ValueError(text)
-    return int(low), int(high)
-
-
 def staging(text: str) -> str:
     """A URI as it is; a local path made absolute, as every node must find the same path."""
     return text if URI_PATTERN.match(text) else str(Path(text).expanduser().resolve())
+
+
+def _unset_or(value: Any, ok: Callable[[Any], bool]) -> bool:
+    return value is None or ok(value)
 
 
 def _require(ok: bool, name: str, value: object, what: str) -> None:

@@ -18,8 +18,9 @@ import pytest
 
 from batch_platform.definitions import build_definitions
 from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
-from batch_platform.platform.ingest import landing
+from batch_platform.platform.dates import days_between
 from batch_platform.settings import Settings
+from batch_platform.use_cases.flights import landing as flights_landing
 
 FIRST = dt.date(2013, 1, 1)
 LAST = dt.date(2013, 1, 21)
@@ -64,7 +65,7 @@ class Platform:
             con.close()
 
     def land(self, day: dt.date) -> None:
-        landing.land(self.settings.landing_dir, [day], with_reference=False)
+        flights_landing.land(self.settings.landing_dir, [day], with_reference=False)
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:
@@ -75,7 +76,7 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(data_dir=data_dir).validated()
-    landing.land(settings.landing_dir, landing.days_between(FIRST, LAST))
+    flights_landing.land(settings.landing_dir, days_between(FIRST, LAST))
     with dg.instance_for_test() as instance:
         platform = Platform(settings, instance)
         platform.run("flights_features", FIRST, LAST)
@@ -88,5 +89,5 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 def landing_restored(platform: Platform) -> Iterator[Path]:
     """The landing folder; every daily file a test damages is laid again afterwards."""
     yield platform.settings.landing_dir
-    landing.land(platform.settings.landing_dir, landing.days_between(FIRST, LAST),
+    flights_landing.land(platform.settings.landing_dir, days_between(FIRST, LAST),
                  with_reference=False)

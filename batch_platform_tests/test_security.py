@@ -23,13 +23,14 @@ from batch_platform import cli
 from batch_platform.definitions import build_definitions
 from batch_platform.orchestration.assets import raw_flights, raw_weather
 from batch_platform.orchestration.jobs import partition_range_tags
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
 from batch_platform.platform.storage.warehouse import MissingDataError, read_only
 from batch_platform.settings import Settings
+from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import Platform, failure_messages
+from batch_platform_tests.flights import FLIGHTS
 
 PACKAGE = Path(cli.__file__).resolve().parent
 DAY = dt.date(2013, 1, 19)
@@ -233,7 +234,7 @@ def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
     """A data directory (so every landing file name) with quotes and SQL in it loads as data."""
     data_dir = tmp_path / "x'); DROP TABLE raw.flights; --" / 'd"ata'
     settings = Settings(data_dir=data_dir).validated()
-    landing.land(settings.landing_dir, [DAY], with_reference=False)
+    flights_landing.land(settings.landing_dir, [DAY], with_reference=False)
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         result = dg.materialize([raw_flights, raw_weather], partition_key=DAY.isoformat(),

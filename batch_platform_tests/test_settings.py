@@ -49,7 +49,7 @@ def test_valid_overrides_are_parsed() -> None:
         "BATCH_PLATFORM_SCORING_THREADS": "2",
         "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS": "1.5",
         "BATCH_PLATFORM_MODEL_VERSION": "0123456789abcdef",
-        "BATCH_PLATFORM_EXPLAIN": "predicted_late",
+        "BATCH_PLATFORM_EXPLAIN": "predicted_positive",
         "BATCH_PLATFORM_SCORER": "compiled",
         "BATCH_PLATFORM_EXPLAIN_MAX_ROWS": "50",
         "BATCH_PLATFORM_DUCKDB_MEMORY_LIMIT": "2GB",
@@ -60,7 +60,7 @@ def test_valid_overrides_are_parsed() -> None:
     assert settings.scoring_threads == 2
     assert settings.lock_timeout_seconds == 1.5
     assert settings.model_version == "0123456789abcdef"
-    assert settings.explain == "predicted_late"
+    assert settings.explain == "predicted_positive"
     assert settings.scorer == "compiled"
     assert settings.explain_max_rows == 50
 

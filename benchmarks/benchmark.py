@@ -109,10 +109,10 @@ def setup(data_dir: Path) -> None:
 
 def child_prepare(data_dir: Path, rows: int) -> None:
     """Land the scaled day and compile the champion once, outside the measured processes."""
-    from batch_platform.platform.ingest import scale
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
     from batch_platform.platform.storage.warehouse import read_only
+    from batch_platform.use_cases.flights import scale
 
     started = time.perf_counter()
     scale.land_scaled(data_dir / "landing", DAY, rows)
@@ -210,11 +210,11 @@ def child_agreement(data_dir: Path, pandas_db: Path) -> None:
 
 def child_floor(data_dir: Path, scorer: str) -> None:
     """Time the scorer alone on the partition's features, read from the warehouse first."""
-    from batch_platform.platform.features.spec import FLIGHTS
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
     from batch_platform.platform.storage.warehouse import read_only, read_partitions
+    from batch_platform_tests.flights import FLIGHTS
 
     with read_only(data_dir / "warehouse.duckdb") as con:
         record = registry.resolve(con, "flights", None)
@@ -240,11 +240,11 @@ def child_features(data_dir: Path) -> None:
     warehouse's features table, for sizes the platform run is skipped at."""
     import polars as pl
 
-    from batch_platform.platform.features import spec as features
     from batch_platform.platform.ingest import landing
     from batch_platform.platform.ingest import validate as ingest
     from batch_platform.platform.ingest.schema import FLIGHTS, PLANES, WEATHER, SourceSchema
     from batch_platform.platform.storage.warehouse import Warehouse, replace_partitions
+    from batch_platform.use_cases.flights import features
 
     lineage = ingest.Lineage("benchmark", dt.datetime.now(dt.UTC))
     folder = data_dir / "landing"
@@ -267,11 +267,11 @@ def child_layouts(data_dir: Path, limit: int) -> None:
     import numpy as np
     import polars as pl
 
-    from batch_platform.platform.features.spec import FLIGHTS
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
     from batch_platform.platform.storage.warehouse import read_only, read_partitions
+    from batch_platform_tests.flights import FLIGHTS
 
     with read_only(data_dir / "warehouse.duckdb") as con:
         record = registry.resolve(con, "flights", None)
@@ -325,13 +325,13 @@ def child_ray(data_dir: Path, chunk_rows: int) -> None:
     import shutil
     import tempfile
 
-    from batch_platform.platform.features.spec import FLIGHTS
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import engines, ray_local
     from batch_platform.platform.scoring.score import ScoringLineage
     from batch_platform.platform.storage.warehouse import read_only, read_partitions
     from batch_platform.settings import Settings
+    from batch_platform_tests.flights import FLIGHTS
 
     with read_only(data_dir / "warehouse.duckdb") as con:
         record = registry.resolve(con, "flights", None)

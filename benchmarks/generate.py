@@ -14,8 +14,8 @@ import argparse
 import datetime as dt
 import time
 
-from batch_platform.platform.ingest import scale
 from batch_platform.settings import Settings
+from batch_platform.use_cases.flights import scale
 
 
 def main() -> None:

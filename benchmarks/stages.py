@@ -20,17 +20,16 @@ from typing import TypeVar
 import duckdb
 import polars as pl
 
-from batch_platform.platform.features import spec as features
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
-from batch_platform.platform.ingest.schema import FLIGHTS as FLIGHTS_SOURCE
-from batch_platform.platform.ingest.schema import PLANES, WEATHER, SourceSchema
+from batch_platform.platform.ingest.schema import SourceSchema
 from batch_platform.platform.models import booster as model
 from batch_platform.platform.models import registry
 from batch_platform.platform.reports import daily as reports
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.storage.warehouse import read_only, replace_partitions
+from batch_platform.use_cases.flights import features
+from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHER
 
 DAY = dt.date(2013, 7, 1)
 T = TypeVar("T")

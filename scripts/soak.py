@@ -378,8 +378,8 @@ def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
     """Every partition against its expectation, in what analysts see; models; leftovers."""
     import duckdb
 
+    from batch_platform.platform.files import exclusive_lock
     from batch_platform.platform.models.booster import version_of
-    from batch_platform.platform.storage.warehouse import exclusive_lock
 
     totals = collections.Counter()
     tables: dict[str, dict[str, int]] = {}

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from batch_platform.platform.models.objectives import Objective
 from batch_platform.platform.monitoring.audits import ERROR, Audit, blocking
 
 SEVERITY = {ERROR: dg.AssetCheckSeverity.ERROR}
@@ -20,25 +21,32 @@ SEVERITY = {ERROR: dg.AssetCheckSeverity.ERROR}
 RAW_CHECKS = {
     "schema": "Every declared column with its declared type; input columns the schema does "
               "not know warn.",
-    "row_count": "Rows per day within the expected range (BATCH_PLATFORM_<SOURCE>_ROWS_PER_DAY); "
+    "row_count": "Rows per day within the declared range (sources.<name>.expected_rows_per_day); "
                  "warns.",
     "required_values": "Share of a day's rows missing a required value at most "
                        "BATCH_PLATFORM_MAX_NULL_FRACTION; blocks publishing.",
 }
 FEATURE_CHECKS = {
-    "feature_drift": "PSI of each per-flight feature against the champion's training window: "
-                     "warns above BATCH_PLATFORM_PSI_WARN, blocks above BATCH_PLATFORM_PSI_ERROR.",
+    "feature_drift": "PSI of each drift feature (features.drift) against the champion's "
+                     "training window: warns above checks.psi_warn, blocks above "
+                     "checks.psi_error.",
 }
-PREDICTION_CHECKS = {
-    "one_per_feature_row": "Exactly one prediction per feature row; blocks publishing.",
-    "scores_in_unit_interval": "Every score a probability in [0, 1]; blocks publishing.",
-    "model_version_is_loaded": "Every row carries the version of the model loaded; blocks.",
-    "score_drift": "PSI of the day's scores against the model's validation scores; warns above "
-                   "BATCH_PLATFORM_SCORE_PSI_WARN.",
-}
+
+
+def prediction_checks(kind: Objective) -> dict[str, str]:
+    name, guard = kind.output_check
+    return {
+        "one_per_feature_row": "Exactly one prediction per feature row; blocks publishing.",
+        name: guard,
+        "model_version_is_loaded": "Every row carries the version of the model loaded; blocks.",
+        "score_drift": f"PSI of the day's {kind.output}s against the model's validation "
+                       f"{kind.output}s; warns above checks.score_psi_warn.",
+    }
+
+
 REPORT_CHECKS = {
     "reconciles_with_predictions": "Per day, each segment type's totals equal the predictions' "
-                                   "rows and predicted late; blocks publishing.",
+                                   "rows (and predicted positives); blocks publishing.",
 }
 
 

@@ -10,42 +10,46 @@ import datetime as dt
 
 import dagster as dg
 
-from batch_platform.orchestration.assets import flights_daily_report, flights_predictions
+from batch_platform.orchestration.assets import UseCaseAssets
 from batch_platform.orchestration.checks import SEVERITY, metadata_value
 from batch_platform.orchestration.resources import PlatformResource
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import registry
 from batch_platform.platform.monitoring.audits import audit_partition_freshness
 from batch_platform.platform.storage.warehouse import MissingDataError, partition_times, read_only
+from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
 
 
-def produced_at(settings: Settings, table: str, column: str) -> tuple[dict, dt.date | None]:
+def produced_at(settings: Settings, use_case: UseCase, table: str, column: str
+                ) -> tuple[dict, dt.date | None]:
     """When each day of ``table`` was last written, as analysts see it; and the last day of
     the champion's validation window."""
     if not settings.warehouse_path.exists():
         return {}, None
     with read_only(settings.warehouse_path) as con:
         try:
-            valid_end = registry.resolve(con, FLIGHTS.use_case, settings.model_version
+            valid_end = registry.resolve(con, use_case.name, settings.model_version
                                          )["valid_end"]
         except MissingDataError:
             valid_end = None
         return partition_times(con, table, column, newest=True), valid_end
 
 
-def freshness_check(name: str, asset: dg.AssetsDefinition, table: str, column: str,
+def freshness_check(use_case: UseCase, name: str, asset: dg.AssetKey, table: str, column: str,
                     what: str) -> dg.AssetChecksDefinition:
+    folders = [source.folder for source in use_case.sources.values()]
+
     @dg.asset_check(
         asset=asset, name=name,
         description=f"Every landed day after the champion's validation window is {what} within "
-                    "BATCH_PLATFORM_FRESHNESS_LAG_MINUTES of its files landing.",
+                    "checks.freshness_lag_minutes of its files landing.",
     )
     def _check(platform: PlatformResource) -> dg.AssetCheckResult:
-        settings = platform.settings
-        produced, valid_end = produced_at(settings, table, column)
-        landed = {day: at for day, at in landing.landed_at(settings.landing_dir).items()
+        settings = platform.settings.resolved(use_case)
+        assert settings.freshness_lag_minutes is not None
+        produced, valid_end = produced_at(settings, use_case, table, column)
+        landed = {day: at for day, at in landing.landed_at(settings.landing_dir, folders).items()
                   if valid_end is not None and day > valid_end}
         audit = audit_partition_freshness(
             name, landed, produced, dt.datetime.now(dt.UTC),
@@ -59,9 +63,11 @@ def freshness_check(name: str, asset: dg.AssetsDefinition, table: str, column: s
     return _check
 
 
-landed_partitions_scored = freshness_check(
-    "landed_partitions_scored", flights_predictions, "predictions.flights", "scored_at", "scored")
-landed_partitions_reported = freshness_check(
-    "landed_partitions_reported", flights_daily_report, "reports.flights_daily", "reported_at",
-    "reported")
-FRESHNESS_CHECKS = [landed_partitions_scored, landed_partitions_reported]
+def freshness_checks(assets: UseCaseAssets) -> list[dg.AssetChecksDefinition]:
+    use_case = assets.use_case
+    return [
+        freshness_check(use_case, "landed_partitions_scored", assets.predictions_key,
+                        use_case.predictions_table, "scored_at", "scored"),
+        freshness_check(use_case, "landed_partitions_reported", assets.report_key,
+                        use_case.report_table, "reported_at", "reported"),
+    ]

@@ -1,31 +1,41 @@
-"""Jobs: named selections that the CLI, schedules and operators launch."""
+"""Jobs: named selections of a use case's assets that the CLI, schedules and operators launch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from batch_platform.orchestration.partitions import DAILY_FLOW_TAG
+from batch_platform.orchestration.assets import DAILY_FLOW_TAG, UseCaseAssets
 
-# Every stage from landing files to reports for the chosen days; never retrains.
-daily_flow_job = dg.define_asset_job(
-    "flights_daily", selection=dg.AssetSelection.tag(DAILY_FLOW_TAG, "daily"),
-    description="Raw to reports for a day or a range of days, as one run.",
-)
-features_job = dg.define_asset_job(
-    "flights_features",
-    selection=dg.AssetSelection.tag(DAILY_FLOW_TAG, "daily").required_multi_asset_neighbors()
-    - dg.AssetSelection.assets(["predictions", "flights"], ["reports", "flights_daily"]),
-    description="Reference, raw and features: what training needs.",
-)
-train_job = dg.define_asset_job(
-    "flights_train", selection=dg.AssetSelection.assets(["models", "flights"]),
-    description="Train (or register a model file you bring) and make it the champion.",
-)
-predict_job = dg.define_asset_job(
-    "flights_predict",
-    selection=dg.AssetSelection.assets(["predictions", "flights"], ["reports", "flights_daily"]),
-    description="Score and report days whose features are already materialized.",
-)
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
-ALL_JOBS = [daily_flow_job, features_job, train_job, predict_job]
+
+def use_case_jobs(assets: UseCaseAssets) -> list[UnresolvedAssetJobDefinition]:
+    """``<use case>_daily``, ``_features``, ``_train`` and ``_predict``; each selects only its
+    own use case's assets, so use cases never share a run."""
+    use_case = assets.use_case
+    group = dg.AssetSelection.groups(use_case.group)
+    daily = group & dg.AssetSelection.tag(DAILY_FLOW_TAG, "daily")
+    scoring = dg.AssetSelection.assets(assets.predictions_key, assets.report_key)
+    return [
+        dg.define_asset_job(
+            use_case.job_name("daily"), selection=daily,
+            description="Raw to reports for a day or a range of days, as one run."),
+        dg.define_asset_job(
+            use_case.job_name("features"),
+            selection=daily.required_multi_asset_neighbors() - scoring,
+            description="Reference, raw and features: what training needs."),
+        dg.define_asset_job(
+            use_case.job_name("train"), selection=dg.AssetSelection.assets(assets.model_key),
+            description="Train (or register a model file you bring) and make it the champion."),
+        dg.define_asset_job(
+            use_case.job_name("predict"), selection=scoring,
+            description="Score and report days whose features are already materialized."),
+    ]
 
 
 def partition_range_tags(start: str, end: str) -> dict[str, str]:

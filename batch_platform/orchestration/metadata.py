@@ -10,41 +10,46 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from batch_platform.platform.features.spec import FeatureSpec
+from batch_platform.platform.models.objectives import RISK_BANDS
+from batch_platform.platform.monitoring.summary import PredictionSummary
 from batch_platform.platform.reports.daily import ALL_SEGMENT
-from batch_platform.platform.scoring.score import RISK_BANDS
 from batch_platform.platform.storage.staging import StagedTable
 
 TOP_SEGMENTS = 5
-# A segment needs this many flights to be ranked: tiny segments top every list by chance.
-MIN_SEGMENT_FLIGHTS = 20
+# A segment needs this many rows to be ranked: tiny segments top every list by chance.
+MIN_SEGMENT_ROWS = 20
 
-# What the columns of the analyst contract mean, shown beside the schema in the UI.
+# What the platform's columns of the analyst contract mean, shown beside the schema in the UI.
 COLUMN_DESCRIPTIONS = {
-    "partition_date": "the day (local scheduled date) this row belongs to",
+    "partition_date": "the day (in the use case's time zone) this row belongs to",
     "_source_file": "landing file the row came from",
     "_ingested_at": "when the row was loaded (UTC)",
     "_run_id": "Dagster run that loaded the row",
     "_line_number": "line of the landing file (the header is line 1)",
     "reason": "why the row was rejected; several reasons are separated by '; '",
-    "flight_id": "date-carrier+flight-origin-scheduled departure; stable across reruns",
-    "arrived_late": "label: arrived more than 15 minutes late; null if it did not arrive",
-    "score": "probability of arriving more than 15 minutes late",
+    "score": "the model's probability of the positive outcome",
     "label": "score >= the model's threshold",
     "risk_band": "low < threshold/2 <= medium < threshold <= high < (1+threshold)/2 <= very_high",
-    "reason_1": "feature that pushed the score up most (SHAP contribution)",
-    "reason_2": "second feature that pushed the score up",
-    "reason_3": "third feature that pushed the score up",
+    "prediction": "the model's predicted value",
+    "prediction_low": "prediction + the 10% quantile of the validation residuals",
+    "prediction_high": "prediction + the 90% quantile of the validation residuals",
+    "reason_1": "feature that pushed the output up most (SHAP contribution)",
+    "reason_2": "second feature that pushed the output up",
+    "reason_3": "third feature that pushed the output up",
     "model_version": "content hash of the LightGBM model file (models.registry)",
-    "scorer": "what computed the score: lightgbm, or compiled (the model as native code)",
+    "scorer": "what computed the output: lightgbm, or compiled (the model as native code)",
     "code_version": "batch_platform release + hash of its source",
     "run_id": "Dagster run that scored the row",
     "scored_at": "when the row was scored (UTC)",
-    "segment_type": "all, carrier or origin",
-    "segment": "the carrier or origin code; 'all' for the whole day",
-    "outcomes_known": "flights whose arrival delay is known",
-    "realised_late_rate": "share of flights with a known outcome that arrived late",
+    "segment_type": "all, or the name of a segment column",
+    "segment": "the segment column's value; 'all' for the whole day",
+    "rows": "rows scored in the group",
+    "outcomes_known": "rows whose outcome is known",
+    "realised_positive_rate": "share of rows with a known outcome that were positive",
     "auc": "ROC AUC of score against the realised outcome; null with one class",
+    "mae": "mean absolute error against the realised outcome",
+    "rmse": "root mean squared error against the realised outcome",
+    "bias": "mean of prediction minus outcome",
     "reported_at": "when the report row was computed (UTC)",
 }
 
@@ -71,129 +76,84 @@ def timing_metadata(rows: int, started: float, publish_seconds: float) -> dict[s
     }
 
 
-AUC_BINS = 100_000  # the realised AUC in metadata is exact to about 1e-5
-
-
-class PredictionSummary:
-    """What the predictions' metadata shows, added up chunk by chunk: score distribution, risk
-    bands, the riskiest segments and the realised AUC, in memory independent of the rows."""
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.spec = spec
-        self.rows = 0
-        self.score_sum = 0.0
-        self.labelled = 0
-        self.bands: dict[str, int] = dict.fromkeys(RISK_BANDS, 0)
-        self.histogram = np.zeros(10, dtype=np.int64)
-        self.segments: dict[str, pl.DataFrame] = {}
-        self.late = np.zeros(AUC_BINS, dtype=np.int64)
-        self.on_time = np.zeros(AUC_BINS, dtype=np.int64)
-
-    def add(self, predictions: pl.DataFrame, features: pl.DataFrame) -> PredictionSummary:
-        spec = self.spec
-        rows = predictions.join(
-            features.select(spec.id_column, *spec.segment_columns, spec.label_column),
-            on=spec.id_column, how="left")
-        score = rows.get_column("score")
-        self.rows += rows.height
-        self.score_sum += float(score.sum())
-        self.labelled += int(rows.get_column("label").sum())
-        for band, count in rows.group_by("risk_band").len().iter_rows():
-            self.bands[band] = self.bands.get(band, 0) + count
-        self.histogram += np.bincount(
-            (score.clip(0.0, 0.999999) * 10).floor().cast(pl.Int64).to_numpy(), minlength=10)
-        for column in spec.segment_columns:
-            partial = rows.group_by(column).agg(
-                pl.len().alias("flights"), pl.col("score").sum().alias("score_sum"),
-                pl.col("label").cast(pl.Int64).sum().alias("label_sum"))
-            previous = self.segments.get(column)
-            self.segments[column] = partial if previous is None else (
-                pl.concat([previous, partial]).group_by(column).agg(pl.all().sum()))
-        known = rows.filter(pl.col(spec.label_column).is_not_null())
-        bins = (known.get_column("score").clip(0.0, 1.0) * (AUC_BINS - 1)).cast(pl.Int64)
-        late = known.get_column(spec.label_column).to_numpy().astype(bool)
-        self.late += np.bincount(bins.to_numpy()[late], minlength=AUC_BINS)
-        self.on_time += np.bincount(bins.to_numpy()[~late], minlength=AUC_BINS)
-        return self
-
-    def realised_auc(self) -> float | None:
-        """Mann-Whitney over score bins; ties within a bin count half."""
-        positives, negatives = int(self.late.sum()), int(self.on_time.sum())
-        if not positives or not negatives:
-            return None
-        below = np.cumsum(self.on_time) - self.on_time
-        wins = float((self.late * below).sum() + 0.5 * (self.late * self.on_time).sum())
-        return wins / (positives * negatives)
-
-
 def score_summary(summary: PredictionSummary) -> dict[str, object]:
+    mean = round(summary.score_sum / summary.rows, 4) if summary.rows else 0.0
+    if not summary.spec.is_binary:
+        return {"mean_prediction": mean}
     if summary.rows == 0:
         return {"mean_score": 0.0, "positive_rate": 0.0}
-    table = "| risk band | flights |\n|---|---|\n" + "\n".join(
+    table = "| risk band | rows |\n|---|---|\n" + "\n".join(
         f"| {band} | {summary.bands.get(band, 0)} |" for band in RISK_BANDS)
     return {
-        "mean_score": round(summary.score_sum / summary.rows, 4),
+        "mean_score": mean,
         "positive_rate": round(summary.labelled / summary.rows, 4),
         "risk_bands": dg.MetadataValue.md(table),
     }
 
 
-def _score_histogram(counts: np.ndarray) -> str:
+def _histogram(counts: np.ndarray, low: float, high: float, what: str) -> str:
     total = max(int(counts.sum()), 1)
-    return "| score | flights | share |\n|---|---:|---|\n" + "\n".join(
-        f"| {i / 10:.1f}–{(i + 1) / 10:.1f} | {count:,} | {'█' * round(40 * count / total)} "
-        f"{count / total:.1%} |" for i, count in enumerate(counts.tolist()))
+    width = (high - low) / 10
+    return f"| {what} | rows | share |\n|---|---:|---|\n" + "\n".join(
+        f"| {low + i * width:.3g}–{low + (i + 1) * width:.3g} | {count:,} | "
+        f"{'█' * round(40 * count / total)} {count / total:.1%} |"
+        for i, count in enumerate(counts.tolist()))
 
 
-def _top_segments(segments: pl.DataFrame, column: str) -> str:
-    top = (segments.with_columns((pl.col("score_sum") / pl.col("flights")).alias("mean_score"),
-                                 (pl.col("label_sum") / pl.col("flights"))
-                                 .alias("predicted_late_rate"))
-           .filter(pl.col("flights") >= MIN_SEGMENT_FLIGHTS)
-           .sort("predicted_late_rate", "flights", descending=True).head(TOP_SEGMENTS))
-    return (f"| {column} | flights | mean score | predicted late |\n|---|---:|---:|---:|\n"
-            + "\n".join(f"| {r[column]} | {r['flights']:,} | {r['mean_score']:.3f} | "
-                         f"{r['predicted_late_rate']:.1%} |" for r in top.iter_rows(named=True)))
+def _top_segments(segments: pl.DataFrame, column: str, binary: bool) -> str:
+    mean = (pl.col("score_sum") / pl.col("rows")).alias("mean")
+    rate = (pl.col("label_sum") / pl.col("rows")).alias("positive_rate")
+    top = (segments.with_columns(mean, rate).filter(pl.col("rows") >= MIN_SEGMENT_ROWS)
+           .sort("positive_rate" if binary else "mean", "rows", descending=True)
+           .head(TOP_SEGMENTS))
+    if not binary:
+        return (f"| {column} | rows | mean prediction |\n|---|---:|---:|\n"
+                + "\n".join(f"| {r[column]} | {r['rows']:,} | {r['mean']:.3f} |"
+                            for r in top.iter_rows(named=True)))
+    return (f"| {column} | rows | mean score | predicted positive |\n|---|---:|---:|---:|\n"
+            + "\n".join(f"| {r[column]} | {r['rows']:,} | {r['mean']:.3f} | "
+                        f"{r['positive_rate']:.1%} |" for r in top.iter_rows(named=True)))
 
 
 def prediction_summary(summary: PredictionSummary) -> dict[str, object]:
-    """The score distribution and the riskiest segments, and the realised AUC where known."""
+    """The output distribution and the top segments, and the realised quality where known."""
     if summary.rows == 0:
         return {}
-    sections = [f"**{summary.rows:,} flights scored**, mean score "
-                f"{summary.score_sum / summary.rows:.3f}, predicted late "
-                f"{summary.labelled / summary.rows:.1%}",
-                "### Score distribution", _score_histogram(summary.histogram)]
+    binary = summary.spec.is_binary
+    mean = summary.score_sum / summary.rows
+    headline = (f"**{summary.rows:,} rows scored**, mean score {mean:.3f}, predicted positive "
+                f"{summary.labelled / summary.rows:.1%}" if binary else
+                f"**{summary.rows:,} rows scored**, mean prediction {mean:.3f}")
+    sections = [headline, "### Distribution",
+                _histogram(summary.histogram, *summary.value_range, summary.output)]
     for column, segments in summary.segments.items():
-        sections += [f"### Riskiest {column}s (at least {MIN_SEGMENT_FLIGHTS} flights)",
-                     _top_segments(segments, column)]
+        sections += [f"### Top {column} values (at least {MIN_SEGMENT_ROWS} rows)",
+                     _top_segments(segments, column, binary)]
     metadata: dict[str, object] = {"summary": dg.MetadataValue.md("\n\n".join(sections))}
-    auc = summary.realised_auc()
-    if auc is not None:
-        metadata["realised_auc"] = round(auc, 4)
+    quality = summary.realised_auc() if binary else summary.realised_mae()
+    if quality is not None:
+        metadata["realised_auc" if binary else "realised_mae"] = round(quality, 4)
     return metadata
 
 
-def report_summary(report: pl.DataFrame) -> dict[str, object]:
-    """The day(s) at a glance and the segments with the highest predicted late rate."""
+def report_summary(report: pl.DataFrame, binary: bool) -> dict[str, object]:
+    """The day(s) at a glance."""
     overall = report.filter(pl.col("segment_type") == ALL_SEGMENT).sort("partition_date")
-    segments = (report.filter((pl.col("segment_type") != ALL_SEGMENT)
-                              & (pl.col("flights") >= MIN_SEGMENT_FLIGHTS))
-                .sort("predicted_late_rate", "flights", descending=True).head(TOP_SEGMENTS))
-    days = ("| day | flights | mean score | predicted late | realised late | AUC |\n"
-            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(
-                f"| {r['partition_date']} | {r['flights']:,} | {r['mean_score']:.3f} | "
-                f"{r['predicted_late_rate']:.1%} | {_share(r['realised_late_rate'])} | "
-                f"{_number(r['auc'])} |" for r in overall.tail(31).iter_rows(named=True)))
-    top = ("| day | segment | flights | predicted late | realised late |\n"
-           "|---|---|---:|---:|---:|\n" + "\n".join(
-               f"| {r['partition_date']} | {r['segment_type']} {r['segment']} | {r['flights']:,} "
-               f"| {r['predicted_late_rate']:.1%} | {_share(r['realised_late_rate'])} |"
-               for r in segments.iter_rows(named=True)))
+    if binary:
+        days = ("| day | rows | mean score | predicted positive | realised positive | AUC |\n"
+                "|---|---:|---:|---:|---:|---:|\n" + "\n".join(
+                    f"| {r['partition_date']} | {r['rows']:,} | {_number(r['mean_score'])} | "
+                    f"{_share(r['predicted_positive_rate'])} | "
+                    f"{_share(r['realised_positive_rate'])} | {_number(r['auc'])} |"
+                    for r in overall.tail(31).iter_rows(named=True)))
+    else:
+        days = ("| day | rows | mean prediction | mean outcome | MAE | RMSE |\n"
+                "|---|---:|---:|---:|---:|---:|\n" + "\n".join(
+                    f"| {r['partition_date']} | {r['rows']:,} | {_number(r['mean_prediction'])} "
+                    f"| {_number(r['mean_outcome'])} | {_number(r['mae'])} | "
+                    f"{_number(r['rmse'])} |" for r in overall.tail(31).iter_rows(named=True)))
     shown = "" if overall.height <= 31 else " (last 31 days)"
-    return {"summary": dg.MetadataValue.md(
-        f"### Days{shown}\n\n{days}\n\n### Highest predicted late rate "
-        f"(segments of at least {MIN_SEGMENT_FLIGHTS} flights)\n\n{top}")}
+    return {"summary": dg.MetadataValue.md(f"### Days{shown}\n\n{days}")}
 
 
 def _share(value: float | None) -> str:
@@ -206,8 +166,7 @@ def _number(value: float | None) -> str:
 
 # Counts that add up over days; in a range run they are the range's totals.
 _ADDITIVE = {"dagster/row_count", "rows_in", "rows_rejected", "rows_with_outcome", "rows_scored",
-             "rows_without_weather", "rows_without_plane", "rows_explained", "unknown_categories",
-             "flights", "predicted_late"}
+             "rows_explained", "unknown_categories", "rows", "predicted_positive"}
 
 
 def scoped_to_partitions(metadata: dict[str, object], days: list[dt.date],

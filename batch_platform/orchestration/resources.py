@@ -45,29 +45,27 @@ class PlatformResource(ConfigurableResource):
     """Paths and tunables of a deployment (see ``batch_platform.settings``)."""
 
     data_dir: str
-    max_reject_fraction: float
+    use_case: str | None = None
+    max_reject_fraction: float | None = None
     chunk_rows: int
     scoring_threads: int
     lock_timeout_seconds: float
     duckdb_memory_limit: str
     model_version: str | None = None
-    explain: str
-    explain_max_rows: int
-    scorer: str
-    engine: str
+    explain: str | None = None
+    explain_max_rows: int | None = None
+    scorer: str | None = None
+    engine: str | None = None
     ray_address: str | None = None
     ray_actors: int
     staging_uri: str | None = None
     ray_connect_timeout_seconds: float
-    psi_warn: float
-    psi_error: float
-    psi_min_rows: int
-    score_psi_warn: float
-    max_null_fraction: float
-    # Dagster config has lists, not tuples: (low, high)
-    flights_rows_per_day: list[int]
-    weather_rows_per_day: list[int]
-    freshness_lag_minutes: float
+    psi_warn: float | None = None
+    psi_error: float | None = None
+    psi_min_rows: int | None = None
+    score_psi_warn: float | None = None
+    max_null_fraction: float | None = None
+    freshness_lag_minutes: float | None = None
     landing_settle_seconds: float
 
     @classmethod

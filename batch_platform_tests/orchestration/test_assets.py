@@ -13,10 +13,11 @@ import numpy as np
 import polars as pl
 
 from batch_platform import code_version
-from batch_platform.platform.features.spec import FLIGHTS
+from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.booster import feature_matrix, levels_from_model
 from batch_platform_tests.conftest import FIRST, LAST, WEEK, Platform
+from batch_platform_tests.flights import FLIGHTS
 
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")
 
@@ -35,13 +36,13 @@ def test_every_stage_holds_one_row_per_landed_flight(platform: Platform) -> None
     raw, quarantined = per_day(platform, "raw.flights"), per_day(platform, "quarantine.flights")
     features, predictions = per_day(platform, "features.flights"), per_day(platform,
                                                                            "predictions.flights")
-    for day in landing.days_between(FIRST, LAST):
+    for day in days_between(FIRST, LAST):
         expected = landing_rows(platform, "flights", day) - quarantined.get(day, 0)
         assert raw[day] == expected, day
         assert features[day] == expected, day
-    for day in landing.days_between(*WEEK):
+    for day in days_between(*WEEK):
         assert predictions[day] == features[day], day
-    assert set(predictions) == set(landing.days_between(*WEEK))
+    assert set(predictions) == set(days_between(*WEEK))
     duplicates = platform.query("SELECT flight_id FROM predictions.flights GROUP BY 1 "
                                 "HAVING count(*) > 1")
     assert duplicates.height == 0
@@ -58,8 +59,8 @@ def test_reports_reconcile_with_predictions(platform: Platform) -> None:
         totals = report.filter(pl.col("segment_type") == segment_type).drop("segment_type")
         joined = totals.join(scored, on="partition_date", suffix="_scored")
         assert joined.height == 7
-        assert (joined["flights"] == joined["flights_scored"]).all(), segment_type
-        assert (joined["predicted_late"] == joined["predicted_late_scored"]).all(), segment_type
+        assert (joined["rows"] == joined["flights_scored"]).all(), segment_type
+        assert (joined["predicted_positive"] == joined["predicted_late_scored"]).all(), segment_type
     realised = platform.query("SELECT auc, outcomes_known FROM reports.flights_daily "
                               "WHERE segment_type = 'all'")
     assert realised["auc"].is_between(0.5, 1.0).all()
@@ -168,7 +169,7 @@ def test_metadata_of_a_day_and_of_a_range(platform: Platform) -> None:
 
     events = range_run.asset_materializations_for_node("predictions__flights")
     assert sorted(e.partition for e in events) == [
-        d.isoformat() for d in landing.days_between(*WEEK)]
+        d.isoformat() for d in days_between(*WEEK)]
     range_metadata = events[0].metadata
     assert "dagster/row_count" not in range_metadata
     assert range_metadata["range_row_count"].value == sum(scored.values())

@@ -18,6 +18,7 @@ from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import landing
 from batch_platform.settings import Settings
+from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import LAST, WEEK, Platform
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -54,9 +55,9 @@ def instance(platform: Platform) -> dg.DagsterInstance:
 
 
 def land(settings: Settings, *days: dt.date) -> list[Path]:
-    landing.land(settings.landing_dir, list(days), with_reference=False)
+    flights_landing.land(settings.landing_dir, list(days), with_reference=False)
     paths = [landing.landing_file(settings.landing_dir, source, day)
-             for day in days for source in landing.DAILY_SOURCES]
+             for day in days for source in flights_landing.DAILY_SOURCES]
     settled(*paths)
     return paths
 
@@ -120,7 +121,7 @@ def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
 @pytest.fixture
 def corrected_day(platform: Platform, landing_restored: Path) -> Iterator[Path]:
     yield landing.landing_file(landing_restored, "flights", DAY)
-    landing.land(landing_restored, [DAY], with_reference=False)
+    flights_landing.land(landing_restored, [DAY], with_reference=False)
     platform.run("flights_daily", DAY)
 
 

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from batch_platform.platform.ingest import landing
+from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import Platform, failure_messages, model_config
 
 DAY = dt.date(2013, 1, 16)
@@ -109,7 +110,7 @@ def test_a_few_bad_rows_go_to_quarantine_with_their_reason(
     assert kept.item() == scored.item() == original.height - 2
 
     # Once the feed is fixed, the rerun replaces the partition: nothing left in quarantine.
-    landing.land(landing_restored, [DAY], with_reference=False)
+    flights_landing.land(landing_restored, [DAY], with_reference=False)
     platform.run("flights_daily", DAY)
     assert platform.query("SELECT count(*) FROM quarantine.flights WHERE partition_date = ?",
                           [DAY]).item() == 0

@@ -19,8 +19,9 @@ from batch_platform.orchestration.checks import (
     RAW_CHECKS,
     REPORT_CHECKS,
 )
+from batch_platform.platform.files import exclusive_lock
 from batch_platform.platform.ingest import landing
-from batch_platform.platform.storage.warehouse import exclusive_lock
+from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import WEEK, Platform, failure_messages
 
 DAY = dt.date(2013, 1, 18)
@@ -53,7 +54,7 @@ def edit_flights(landing_dir: Path, edit) -> None:
 def day_rerun(platform: Platform, landing_restored: Path) -> Iterator[Path]:
     """The landing folder; afterwards the day's files are restored and the day rerun clean."""
     yield landing_restored
-    landing.land(landing_restored, [DAY], with_reference=False)
+    flights_landing.land(landing_restored, [DAY], with_reference=False)
     platform.run("flights_daily", DAY)
 
 

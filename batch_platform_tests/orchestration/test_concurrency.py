@@ -185,7 +185,7 @@ def test_a_lock_held_too_long_fails_the_run_naming_the_holder(
     assert time.monotonic() - started < 60
     assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
     message = failure_messages(result)
-    assert "WarehouseLockTimeout: waited 1s for " in message
+    assert "LockTimeout: waited 1s for " in message
     assert f"held by process {lock_held_elsewhere.pid} on " in message
     assert "(hold the lock for a test, since " in message
     assert "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS" in message

@@ -20,10 +20,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.monitoring import drift
 from batch_platform_tests.conftest import Platform, model_config
+from batch_platform_tests.flights import FLIGHTS
 
 DAY = dt.date(2013, 1, 17)
 # Per table: what a clean rerun must reproduce (everything but when and by which run).

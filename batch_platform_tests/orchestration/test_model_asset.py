@@ -7,9 +7,9 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models.booster import train
 from batch_platform_tests.conftest import TRAIN, WEEK, Platform, failure_messages, model_config
+from batch_platform_tests.flights import FLIGHTS
 
 
 def champion(platform: Platform) -> dict:

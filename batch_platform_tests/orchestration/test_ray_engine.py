@@ -20,7 +20,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
 from batch_platform.platform.scoring import engines, ray_engine, ray_local
@@ -28,6 +27,7 @@ from batch_platform.platform.scoring.score import ScoringLineage
 from batch_platform.platform.storage.warehouse import read_only, read_partitions
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import WEEK, Platform, failure_messages
+from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.orchestration.test_compiled_scoring import predictions_metadata
 
 pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
@@ -129,7 +129,7 @@ LINEAGE = ScoringLineage("v", "code", "run-1", dt.datetime(2024, 1, 1, tzinfo=dt
 
 
 @pytest.mark.parametrize(("explain", "scorer"), [("riskiest", "lightgbm"),
-                                                 ("predicted_late", "compiled")])
+                                                 ("predicted_positive", "compiled")])
 def test_every_explain_mode_and_scorer_match_the_local_engine(
     platform: Platform, cluster: ray_local.LocalRayCluster,
     week: tuple[pl.DataFrame, model_core.LoadedModel], explain: str, scorer: str

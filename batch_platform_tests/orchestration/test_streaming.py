@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 from polars.testing import assert_frame_equal
 
+from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
 from batch_platform_tests.conftest import WEEK, Platform
 
@@ -39,7 +40,7 @@ def staged_files(platform: Platform) -> list[Path]:
 
 
 def test_small_chunks_give_the_same_rows_as_the_default(platform: Platform) -> None:
-    days = landing.days_between(WEEK[1] - dt.timedelta(days=1), WEEK[1])
+    days = days_between(WEEK[1] - dt.timedelta(days=1), WEEK[1])
     before = snapshot(platform, days)
     assert before["predictions.flights"].height > 1000
     # 97 rows: every day's landing file, features and predictions split into many chunks.

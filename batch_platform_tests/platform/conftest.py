@@ -10,11 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batch_platform.platform.features import spec as features
 from batch_platform.platform.ingest import landing
-from batch_platform.platform.ingest.schema import FLIGHTS as FLIGHTS_SOURCE
-from batch_platform.platform.ingest.schema import PLANES, WEATHER
 from batch_platform.platform.models import booster as model
+from batch_platform.platform.models.objectives import Calibration
+from batch_platform.use_cases.flights import features
+from batch_platform.use_cases.flights import landing as flights_landing
+from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHER
 from batch_platform_tests.platform.support import DAY_1, DAY_3, DAYS, raw_rows, validate_file
 
 TINY_ROUNDS = 20
@@ -33,7 +34,7 @@ class TrainedModel:
 def landing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Flights, weather and reference files of 2013-01-01..03. Tests must not modify them."""
     folder = tmp_path_factory.mktemp("shared") / "landing"
-    landing.land(folder, DAYS)
+    flights_landing.land(folder, DAYS)
     return folder
 
 
@@ -64,10 +65,10 @@ def feature_rows(raw_flights: pl.DataFrame, raw_weather: pl.DataFrame,
 
 @pytest.fixture(scope="session")
 def trained(feature_rows: pl.DataFrame) -> TrainedModel:
-    booster = model.train(feature_rows, features.FLIGHTS, rounds=TINY_ROUNDS, num_threads=2)
+    booster = model.train(feature_rows, FLIGHTS, rounds=TINY_ROUNDS, num_threads=2)
     text = model.model_text(booster)
-    levels = model.category_levels(model.labelled(feature_rows, features.FLIGHTS),
-                                   features.FLIGHTS)
+    levels = model.category_levels(model.labelled(feature_rows, FLIGHTS),
+                                   FLIGHTS)
     return TrainedModel(booster, text, model.version_of(text), levels, feature_rows)
 
 
@@ -75,7 +76,7 @@ def trained(feature_rows: pl.DataFrame) -> TrainedModel:
 def loaded_model(trained: TrainedModel) -> model.LoadedModel:
     """The trained model as scoring gets it: reloaded from text, threshold at the median score."""
     booster = lgb.Booster(model_str=trained.text)
-    levels = model.levels_from_model(booster, features.FLIGHTS, "test model")
-    matrix, _ = model.feature_matrix(trained.train_frame, features.FLIGHTS, levels)
+    levels = model.levels_from_model(booster, FLIGHTS, "test model")
+    matrix, _ = model.feature_matrix(trained.train_frame, FLIGHTS, levels)
     threshold = float(np.round(np.median(booster.predict(matrix)), 2))
-    return model.LoadedModel(trained.version, booster, threshold, levels)
+    return model.LoadedModel(trained.version, booster, Calibration(threshold=threshold), levels)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from batch_platform.platform.ingest import arrivals, landing
+from batch_platform.use_cases.flights import landing as flights_landing
 
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 12, 31)
 DAY = dt.date(2013, 1, 2)
@@ -19,7 +20,8 @@ SETTLE = 10.0
 def scan(landing_dir: Path, seen: dict | None = None, now: dt.datetime | None = None
          ) -> arrivals.Scan:
     return arrivals.scan(landing_dir, seen or {}, FIRST, LAST,
-                         (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1), SETTLE)
+                         (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1), SETTLE,
+                         flights_landing.DAILY_SOURCES)
 
 
 def age(path: Path, seconds: float) -> None:
@@ -32,7 +34,7 @@ def age(path: Path, seconds: float) -> None:
 def landing_dir(tmp_path: Path, landing_dir: Path) -> Path:
     """A private copy of the shared day 2013-01-02 (flights and weather)."""
     folder = tmp_path / "landing"
-    for source in landing.DAILY_SOURCES:
+    for source in flights_landing.DAILY_SOURCES:
         target = landing.landing_file(folder, source, DAY)
         target.parent.mkdir(parents=True)
         target.write_bytes(landing.landing_file(landing_dir, source, DAY).read_bytes())
@@ -70,7 +72,8 @@ def test_a_changed_file_arrives_again(landing_dir: Path) -> None:
 def test_a_file_still_being_written_waits(landing_dir: Path) -> None:
     path = landing.landing_file(landing_dir, "flights", DAY)
     age(path, 1)  # modified a second ago
-    young = arrivals.scan(landing_dir, {}, FIRST, LAST, dt.datetime.now(dt.UTC), SETTLE)
+    young = arrivals.scan(landing_dir, {}, FIRST, LAST, dt.datetime.now(dt.UTC), SETTLE,
+                          flights_landing.DAILY_SOURCES)
     assert young.arrivals == [] and young.seen == {}
     assert any("may still be being written" in message for message in young.waiting)
     age(path, 60)

@@ -8,15 +8,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
-from batch_platform.platform.ingest.schema import FLIGHTS as FLIGHTS_SOURCE
 from batch_platform.platform.models.booster import LoadedModel
 from batch_platform.platform.monitoring import audits, drift
 from batch_platform.platform.monitoring.audits import ERROR, WARN, AuditThresholds
 from batch_platform.platform.reports import daily as reports
 from batch_platform.platform.scoring import score as scoring
+from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE
 from batch_platform_tests.platform.support import DAY_1, DAY_2, DAYS
 
 THRESHOLDS = AuditThresholds()
@@ -188,7 +187,7 @@ def test_report_reconciles_and_a_tampered_total_blocks(predictions, feature_rows
     tampered = report.with_columns(
         pl.when((pl.col("segment_type") == "carrier") & (pl.col("segment") == "UA")
                 & (pl.col("partition_date") == DAY_1))
-        .then(pl.col("flights") + 1).otherwise(pl.col("flights")).alias("flights"))
+        .then(pl.col("rows") + 1).otherwise(pl.col("rows")).alias("rows"))
     audit = audits.audit_report_reconciles(tampered, predictions)
     assert audit.blocks and audit.metadata["mismatches"] == 1
     assert f"{DAY_1} carrier" in audit.description

@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model
 from batch_platform.platform.scoring import compiled
 from batch_platform.platform.scoring import score as scoring
+from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.platform.conftest import TrainedModel
 from batch_platform_tests.platform.support import DAY_3
 
@@ -68,9 +68,9 @@ def test_chunked_compiled_scoring_equals_whole_partition(
     on_disk: model.LoadedModel, day_rows: pl.DataFrame
 ) -> None:
     whole, whole_stats = scoring.score(day_rows, on_disk, FLIGHTS, LINEAGE, scorer="compiled",
-                                       explain="predicted_late", num_threads=2)
+                                       explain="predicted_positive", num_threads=2)
     chunked, chunked_stats = scoring.score(day_rows, on_disk, FLIGHTS, LINEAGE,
-                                           scorer="compiled", explain="predicted_late",
+                                           scorer="compiled", explain="predicted_positive",
                                            chunk_rows=37, num_threads=1)
     assert_frame_equal(chunked, whole)
     assert chunked_stats == whole_stats

@@ -11,9 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from batch_platform.platform.features import spec as features
-from batch_platform.platform.features.spec import FLIGHTS, OUTCOME_COLUMNS, PREVIOUS_DAY_FEATURES
+from batch_platform.use_cases.flights import features
+from batch_platform.use_cases.flights.features import PREVIOUS_DAY_FEATURES
+from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.platform.support import DAY_1, DAY_2, DAY_3
+
+OUTCOME_COLUMNS = FLIGHTS.outcome_columns
 
 
 def _build(flights: pl.DataFrame, weather: pl.DataFrame, planes: pl.DataFrame,

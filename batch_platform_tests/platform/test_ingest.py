@@ -236,15 +236,19 @@ def test_non_finite_numbers_are_rejected(tmp_path: Path, header: str,
         f"arr_delay: '{value}' is not a finite number"]
 
 
-def test_time_hour_must_be_the_rows_local_hour(tmp_path: Path, header: str,
-                                               first_row: dict[str, str]) -> None:
+def test_time_hour_must_be_the_rows_local_date_and_hour(tmp_path: Path, header: str,
+                                                        first_row: dict[str, str]) -> None:
+    assert (first_row["hour"], first_row["time_hour"]) == ("5", "2013-01-01T10:00:00Z")
     validated = _validate_rows(tmp_path, header, [
         _line(first_row),
-        _line(first_row, flight="9999", time_hour="2013-01-02T10:00:00Z"),
+        _line(first_row, flight="9998", time_hour="2013-01-02T10:00:00Z"),
+        _line(first_row, flight="9999", time_hour="2013-01-01T11:00:00Z"),
     ])
     assert validated.good.height == 1
     assert validated.rejected.get_column("reason").to_list() == [
-        "row: time_hour is not the row's local date and hour (America/New_York)"]
+        "date: time_hour 2013-01-02 05:00 (America/New_York) is not partition 2013-01-01",
+        "row: time_hour 2013-01-01 06:00 (America/New_York) is not in the row's hour (hour 5)",
+    ]
 
 
 # --- row problems ----------------------------------------------------------------------------

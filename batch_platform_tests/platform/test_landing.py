@@ -12,7 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from batch_platform.platform import files
+from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
+from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.platform.support import DAY_1, DAY_2, source_day
 
 TWO_DAYS = (DAY_1, DAY_2)
@@ -21,19 +24,19 @@ NEW_YEARS_EVE = dt.date(2013, 12, 31)
 
 @pytest.fixture(scope="module")
 def flights_source() -> pl.DataFrame:
-    return landing.read_source_text("flights")
+    return flights_landing.read_source_text("flights")
 
 
 @pytest.fixture(scope="module")
 def weather_source() -> pl.DataFrame:
-    return landing.read_source_text("weather")
+    return flights_landing.read_source_text("weather")
 
 
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, landing.LandingSummary]:
     """Two days landed once for the tests that only read; they must not change the files."""
     folder = tmp_path_factory.mktemp("landed") / "landing"
-    return folder, landing.land(folder, TWO_DAYS)
+    return folder, flights_landing.land(folder, TWO_DAYS)
 
 
 @pytest.fixture
@@ -102,7 +105,7 @@ def test_landing_again_writes_nothing_and_keeps_mtimes(
 ) -> None:
     folder, first = landed_copy
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _all_files(folder)}
-    second = landing.land(folder, TWO_DAYS)
+    second = flights_landing.land(folder, TWO_DAYS)
     assert second.files_written == 0
     assert second.files_unchanged == first.files_written
     assert second.rows == first.rows
@@ -116,7 +119,7 @@ def test_landing_again_repairs_a_changed_file(landed_copy: tuple[Path, landing.L
     path = landing.landing_file(folder, "flights", DAY_2)
     original = path.read_bytes()
     path.write_bytes(original[: len(original) // 2])
-    summary = landing.land(folder, TWO_DAYS)
+    summary = flights_landing.land(folder, TWO_DAYS)
     assert summary.files_written == 1
     assert path.read_bytes() == original
 
@@ -126,7 +129,7 @@ def test_day_without_observations_lands_header_only(tmp_path: Path,
     # The package has no weather for 2013-12-31; the file still lands so "no file" means late.
     assert source_day(weather_source, NEW_YEARS_EVE).height == 0
     folder = tmp_path / "landing"
-    summary = landing.land(folder, [NEW_YEARS_EVE], with_reference=False)
+    summary = flights_landing.land(folder, [NEW_YEARS_EVE], with_reference=False)
     weather_file = landing.landing_file(folder, "weather", NEW_YEARS_EVE)
     assert weather_file.read_text() == ",".join(weather_source.columns) + "\n"
     flights_file = landing.landing_file(folder, "flights", NEW_YEARS_EVE)
@@ -138,15 +141,16 @@ def test_day_without_observations_lands_header_only(tmp_path: Path,
 def test_reference_files_hold_the_whole_tables(landed: tuple[Path, landing.LandingSummary]
                                                ) -> None:
     folder, _ = landed
-    for source in landing.REFERENCE_SOURCES:
+    for source in flights_landing.REFERENCE_SOURCES:
         path = landing.reference_file(folder, source)
         assert path == folder / "reference" / f"{source}.csv"
-        assert pl.read_csv(path, infer_schema=False).equals(landing.read_source_text(source))
+        shipped = flights_landing.read_source_text(source)
+        assert pl.read_csv(path, infer_schema=False).equals(shipped)
 
 
 def test_only_requested_sources_land(tmp_path: Path) -> None:
     folder = tmp_path / "landing"
-    landing.land(folder, [DAY_1], sources=("weather",), with_reference=False)
+    flights_landing.land(folder, [DAY_1], sources=("weather",), with_reference=False)
     assert [p.relative_to(folder).as_posix() for p in _all_files(folder)] == [
         "weather/2013-01-01.csv"]
 
@@ -181,7 +185,7 @@ def test_a_landing_file_may_not_lead_outside_the_landing_directory(
     with pytest.raises(TypeError):  # a partition key is parsed to a date first, never joined
         landing.landing_file(folder, "flights", "../../etc/passwd")  # type: ignore[arg-type]
     # Landing again replaces the link with the file itself.
-    landing.land(folder, [dt.date(2013, 1, 4)], with_reference=False)
+    flights_landing.land(folder, [dt.date(2013, 1, 4)], with_reference=False)
     assert not (folder / "flights" / "2013-01-04.csv").is_symlink()
     assert elsewhere.read_text() == "year\n"
 
@@ -195,11 +199,11 @@ def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
     other = tmp_path / f".2013-01-02.csv.{dead}.tmp"
     for path in (stale, alive, other):
         path.write_text("half a file")
-    landing.write_bytes_atomic(target, b"year\n")
+    files.write_bytes_atomic(target, b"year\n")
     assert target.read_bytes() == b"year\n"
     assert not stale.exists()
     assert alive.exists() and other.exists()  # a live writer's file, another file's
-    assert landing.remove_stale_temp_files(target, any_owner=True) == [alive]
+    assert files.remove_stale_temp_files(target, any_owner=True) == [alive]
 
 
 def test_landed_days_of_a_source_never_landed(tmp_path: Path) -> None:
@@ -207,11 +211,11 @@ def test_landed_days_of_a_source_never_landed(tmp_path: Path) -> None:
 
 
 def test_days_between_is_inclusive_and_checks_order() -> None:
-    assert landing.days_between(DAY_1, DAY_1) == [DAY_1]
-    assert landing.days_between(dt.date(2013, 2, 27), dt.date(2013, 3, 1)) == [
+    assert days_between(DAY_1, DAY_1) == [DAY_1]
+    assert days_between(dt.date(2013, 2, 27), dt.date(2013, 3, 1)) == [
         dt.date(2013, 2, 27), dt.date(2013, 2, 28), dt.date(2013, 3, 1)]
     with pytest.raises(ValueError, match="range end 2013-01-01 is before its start 2013-01-02"):
-        landing.days_between(DAY_2, DAY_1)
+        days_between(DAY_2, DAY_1)
 
 
 def test_write_csv_atomic_reports_whether_it_wrote(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model
+from batch_platform.platform.models import objectives
+from batch_platform.platform.models.objectives import Calibration
+from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.platform.conftest import TrainedModel
 
 # Plain LightGBM training, outside model.train, for models a user could bring.
@@ -22,17 +24,22 @@ _PLAIN_PARAMS = {"objective": "binary", "verbose": -1, "num_threads": 1, "force_
 # --- metrics ---------------------------------------------------------------------------------
 
 
+def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    return objectives.Binary().evaluate(labels, scores, "f1", None, (0.1, 0.9)).metrics
+
+
 def test_auc_of_a_hand_example() -> None:
     labels = np.array([0, 0, 1, 1])
     scores = np.array([0.1, 0.4, 0.35, 0.8])
     # Positive/negative pairs ranked right: (0.35>0.1), (0.8>0.1), (0.8>0.4); wrong: (0.35<0.4).
-    metrics = model.evaluate(labels, scores)
-    assert metrics.auc == pytest.approx(3 / 4)
-    assert metrics.log_loss == pytest.approx(
+    evaluation = objectives.Binary().evaluate(labels, scores, "f1", None, (0.1, 0.9))
+    metrics = evaluation.metrics
+    assert metrics["auc"] == pytest.approx(3 / 4)
+    assert metrics["log_loss"] == pytest.approx(
         -(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4)
-    assert metrics.brier == pytest.approx((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4)
-    assert metrics.positive_rate == 0.5
-    assert metrics.rows == 4
+    assert metrics["brier"] == pytest.approx((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4)
+    assert metrics["positive_rate"] == 0.5
+    assert evaluation.rows == 4
 
 
 @pytest.mark.parametrize(
@@ -45,12 +52,12 @@ def test_auc_of_a_hand_example() -> None:
     ],
 )
 def test_auc_edge_cases(labels: list[int], scores: list[float], expected: float) -> None:
-    assert model.evaluate(np.array(labels), np.array(scores)).auc == pytest.approx(expected)
+    assert binary_metrics(np.array(labels), np.array(scores))["auc"] == pytest.approx(expected)
 
 
 def test_auc_is_null_with_one_class() -> None:
-    assert model.evaluate(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])).auc is None
-    assert model.evaluate(np.array([0, 0]), np.array([0.2, 0.5])).auc is None
+    assert binary_metrics(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9]))["auc"] is None
+    assert binary_metrics(np.array([0, 0]), np.array([0.2, 0.5]))["auc"] is None
 
 
 def test_auc_expr_skips_unknown_labels_and_scores_per_group() -> None:
@@ -59,7 +66,7 @@ def test_auc_expr_skips_unknown_labels_and_scores_per_group() -> None:
         "label": [False, True, None, True, False, True, True],
         "score": [0.2, 0.9, 0.0, None, 0.95, 0.1, 0.2],
     })
-    result = dict(frame.group_by("group").agg(model.auc_expr()).sort("group").iter_rows())
+    result = dict(frame.group_by("group").agg(objectives.auc_expr()).sort("group").iter_rows())
     # a: known pairs (0.9 vs 0.2) right, (0.9 vs 0.95) wrong; b: positives only.
     assert result == {"a": pytest.approx(0.5), "b": None}
 
@@ -67,7 +74,7 @@ def test_auc_expr_skips_unknown_labels_and_scores_per_group() -> None:
 def test_choose_threshold_separates_separable_classes() -> None:
     labels = np.array([0, 0, 0, 0, 1, 1, 1])
     scores = np.array([0.05, 0.12, 0.2, 0.3, 0.71, 0.8, 0.95])
-    threshold = model.choose_threshold(labels, scores)
+    threshold = objectives.choose_threshold(labels, scores)
     assert 0.3 < threshold <= 0.71
     assert ((scores >= threshold) == labels.astype(bool)).all()
 
@@ -76,7 +83,7 @@ def test_choose_threshold_maximises_f1() -> None:
     labels = np.array([0, 1, 0, 1, 1])
     scores = np.array([0.1, 0.2, 0.6, 0.7, 0.8])
     # At 0.61..0.70: tp=2, fp=0, fn=1 -> F1 0.8; at 0.11..0.20: tp=3, fp=1, fn=0 -> F1 6/7.
-    threshold = model.choose_threshold(labels, scores)
+    threshold = objectives.choose_threshold(labels, scores)
     assert 0.1 < threshold <= 0.2
 
 
@@ -98,8 +105,8 @@ def test_trained_model_has_the_spec_features(trained: TrainedModel) -> None:
     # It learnt something about its own training rows.
     rows = model.labelled(trained.train_frame, FLIGHTS)
     labelled_matrix, _ = model.feature_matrix(rows, FLIGHTS, trained.levels)
-    auc = model.evaluate(rows.get_column("arrived_late").to_numpy(),
-                         trained.booster.predict(labelled_matrix)).auc
+    auc = binary_metrics(rows.get_column("arrived_late").to_numpy(),
+                         trained.booster.predict(labelled_matrix))["auc"]
     assert auc > 0.6
 
 
@@ -280,10 +287,10 @@ def test_category_levels_are_sorted_and_skip_missing() -> None:
 
 
 def test_finite_or_none() -> None:
-    assert model.finite_or_none(None) is None
-    assert model.finite_or_none(float("nan")) is None
-    assert model.finite_or_none(float("inf")) is None
-    assert model.finite_or_none(0.25) == 0.25
+    assert objectives.finite_or_none(None) is None
+    assert objectives.finite_or_none(float("nan")) is None
+    assert objectives.finite_or_none(float("inf")) is None
+    assert objectives.finite_or_none(0.25) == 0.25
 
 
 def test_load_registered_refuses_a_path_outside_the_model_directory(
@@ -292,14 +299,15 @@ def test_load_registered_refuses_a_path_outside_the_model_directory(
     version, _ = model.save(trained.text, tmp_path / "elsewhere")
     with pytest.raises(model.ModelError, match="outside the model directory"):
         model.load_registered(tmp_path, tmp_path / "models", f"elsewhere/{version}.txt",
-                              version, 0.3, FLIGHTS)
+                              version, Calibration(threshold=0.3), FLIGHTS)
 
 
 def test_load_registered_gives_a_model_ready_to_score(trained: TrainedModel,
                                                       tmp_path: Path) -> None:
     version, path = model.save(trained.text, tmp_path / "models" / "flights")
     loaded = model.load_registered(tmp_path, tmp_path / "models",
-                                   str(path.relative_to(tmp_path)), version, 0.3, FLIGHTS)
+                                   str(path.relative_to(tmp_path)), version,
+                                   Calibration(threshold=0.3), FLIGHTS)
     assert (loaded.version, loaded.threshold) == (version, 0.3)
     assert loaded.categorical_levels == trained.levels
 
@@ -307,11 +315,11 @@ def test_load_registered_gives_a_model_ready_to_score(trained: TrainedModel,
 def test_evaluate_on_scores_only_known_outcomes(trained: TrainedModel,
                                                 feature_rows: pl.DataFrame) -> None:
     evaluation = model.evaluate_on(trained.booster, feature_rows, FLIGHTS, trained.levels)
-    assert evaluation.metrics.rows == model.labelled(feature_rows, FLIGHTS).height
-    assert evaluation.metrics.rows < feature_rows.height  # cancelled flights are left out
-    assert 0.5 < evaluation.metrics.auc <= 1.0
-    assert 0.0 < evaluation.threshold < 1.0
-    assert 0.0 < evaluation.predicted_positive_rate < 1.0
+    assert evaluation.rows == model.labelled(feature_rows, FLIGHTS).height
+    assert evaluation.rows < feature_rows.height  # cancelled flights are left out
+    assert 0.5 < evaluation.metrics["auc"] <= 1.0
+    assert 0.0 < evaluation.calibration.threshold < 1.0
+    assert 0.0 < evaluation.metrics["predicted_positive_rate"] < 1.0
     unknown = feature_rows.with_columns(pl.lit(None, dtype=pl.Boolean).alias("arrived_late"))
     with pytest.raises(model.ModelError, match="no rows with a known outcome"):
         model.evaluate_on(trained.booster, unknown, FLIGHTS, trained.levels)

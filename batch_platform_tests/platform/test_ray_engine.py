@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from batch_platform.orchestration.stages import TRANSIENT_ERRORS
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model
 from batch_platform.platform.scoring import ray_engine
 from batch_platform.platform.scoring.score import ScoringLineage
+from batch_platform_tests.flights import FLIGHTS
 
 LINEAGE = ScoringLineage("v", "code", "run", dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
 

@@ -18,12 +18,14 @@ V3 = "00000000000000aa"
 
 def _record(version: str, use_case: str = "flights", auc: float = 0.7) -> registry.ModelRecord:
     return registry.ModelRecord(
-        model_version=version, use_case=use_case, status="candidate", source="trained",
+        model_version=version, use_case=use_case, objective="binary", status="candidate",
+        source="trained",
         trained_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         train_start=dt.date(2013, 1, 1), train_end=dt.date(2013, 8, 31),
         valid_start=dt.date(2013, 9, 1), valid_end=dt.date(2013, 9, 30),
         train_rows=1000, valid_rows=100, auc=auc, log_loss=0.5, brier=0.2, positive_rate=0.2,
-        predicted_positive_rate=0.25, threshold=0.3, feature_list=["carrier", "origin"],
+        predicted_positive_rate=0.25, mae=None, rmse=None, bias=None, threshold=0.3,
+        band_low=None, band_high=None, feature_list=["carrier", "origin"],
         num_trees=20, model_path=f"models/{use_case}/{version}.txt",
         code_version="0.1.0+test", run_id="run-1",
     )

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.reports import daily as reports
+from batch_platform_tests.flights import FLIGHTS
 
 D1 = dt.date(2013, 1, 1)
 D2 = dt.date(2013, 1, 2)
@@ -67,22 +67,22 @@ def test_one_row_per_day_and_segment(report: pl.DataFrame) -> None:
 def test_segment_flights_add_up_to_the_day(report: pl.DataFrame) -> None:
     for day, expected in ((D1, 4), (D2, 3)):
         day_rows = report.filter(pl.col("partition_date") == day)
-        by_type = dict(day_rows.group_by("segment_type").agg(pl.col("flights").sum()).iter_rows())
+        by_type = dict(day_rows.group_by("segment_type").agg(pl.col("rows").sum()).iter_rows())
         assert by_type == {"all": expected, "carrier": expected, "origin": expected}
 
 
 def test_whole_day_figures(report: pl.DataFrame) -> None:
     row = _row(report, D1, "all", "all")
-    assert row["flights"] == 4
+    assert row["rows"] == 4
     assert row["mean_score"] == pytest.approx((0.9 + 0.2 + 0.6 + 0.1) / 4)
     assert row["median_score"] == pytest.approx((0.2 + 0.6) / 2)
     assert row["p90_score"] == pytest.approx(0.6 + 0.7 * (0.9 - 0.6))  # linear, position 2.7
-    assert row["predicted_late"] == 2
-    assert row["predicted_late_rate"] == pytest.approx(0.5)
+    assert row["predicted_positive"] == 2
+    assert row["predicted_positive_rate"] == pytest.approx(0.5)
     # f4 was cancelled: it counts as a flight but not as a known outcome.
     assert row["outcomes_known"] == 3
-    assert row["realised_late"] == 1
-    assert row["realised_late_rate"] == pytest.approx(1 / 3)
+    assert row["realised_positive"] == 1
+    assert row["realised_positive_rate"] == pytest.approx(1 / 3)
     assert row["auc"] == pytest.approx(1.0)  # the one late flight has the top score
     assert row["model_version"] == "v1"
 
@@ -91,18 +91,18 @@ def test_auc_of_a_day_with_a_misranked_pair(report: pl.DataFrame) -> None:
     row = _row(report, D2, "all", "all")
     # Late: g1 (0.7), g2 (0.3); on time: g3 (0.5) -> one of two pairs ranked right.
     assert row["auc"] == pytest.approx(0.5)
-    assert row["realised_late_rate"] == pytest.approx(2 / 3)
+    assert row["realised_positive_rate"] == pytest.approx(2 / 3)
     assert row["model_version"] == "v1,v2"
 
 
 def test_segment_figures(report: pl.DataFrame) -> None:
     aa = _row(report, D1, "carrier", "AA")
-    assert (aa["flights"], aa["predicted_late"], aa["outcomes_known"], aa["realised_late"]) == (
-        2, 1, 1, 0)
-    assert aa["realised_late_rate"] == 0.0
+    assert (aa["rows"], aa["predicted_positive"], aa["outcomes_known"],
+            aa["realised_positive"]) == (2, 1, 1, 0)
+    assert aa["realised_positive_rate"] == 0.0
     ewr = _row(report, D1, "origin", "EWR")
-    assert ewr["flights"] == 3
-    assert ewr["realised_late_rate"] == pytest.approx(0.5)
+    assert ewr["rows"] == 3
+    assert ewr["realised_positive_rate"] == pytest.approx(0.5)
     assert ewr["auc"] == pytest.approx(1.0)
 
 
@@ -120,10 +120,10 @@ def test_unknown_outcomes_only_leave_rates_empty() -> None:
                              "origin": ["EWR", "EWR"], "arrived_late": [None, None]},
                             schema_overrides={"arrived_late": pl.Boolean})
     row = _row(reports.daily_report(predictions, features, FLIGHTS, REPORTED_AT), D1, "all", "all")
-    assert row["flights"] == 2
-    assert row["predicted_late"] == 1
+    assert row["rows"] == 2
+    assert row["predicted_positive"] == 1
     assert row["outcomes_known"] == 0
-    assert row["realised_late_rate"] is None
+    assert row["realised_positive_rate"] is None
     assert row["auc"] is None
 
 
@@ -186,7 +186,7 @@ def test_the_warehouse_report_reads_only_its_days() -> None:
     predictions, features = _many_flights(600)
     report = _warehouse_report(predictions, features, 50, start=D2, end=D2)
     assert set(report.get_column("partition_date")) == {D2}
-    assert _row(report, D2, "all", "all")["flights"] == predictions.filter(
+    assert _row(report, D2, "all", "all")["rows"] == predictions.filter(
         pl.col("partition_date") == D2).height
 
 
@@ -198,7 +198,7 @@ def test_the_report_by_hand_on_many_flights() -> None:
     day = joined.filter((pl.col("partition_date") == D2) & (pl.col("carrier") == "B6"))
     row = _row(report, D2, "carrier", "B6")
     scores = sorted(day.get_column("score").to_list())
-    assert row["flights"] == len(scores)
+    assert row["rows"] == len(scores)
     assert row["median_score"] == pytest.approx(float(np.median(scores)))
     assert row["p90_score"] == pytest.approx(float(np.quantile(scores, 0.9)))
     assert row["mean_score"] == pytest.approx(sum(scores) / len(scores))

@@ -8,11 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batch_platform.platform.features import spec as features
-from batch_platform.platform.ingest import landing, scale
+from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
-from batch_platform.platform.ingest.schema import FLIGHTS as FLIGHTS_SOURCE
-from batch_platform.platform.ingest.schema import PLANES, WEATHER, SourceSchema
+from batch_platform.platform.ingest.schema import SourceSchema
+from batch_platform.use_cases.flights import features, scale
+from batch_platform.use_cases.flights import landing as flights_landing
+from batch_platform_tests.flights import FLIGHTS_SOURCE, PLANES, WEATHER
 from batch_platform_tests.platform.support import LINEAGE
 
 DAY = dt.date(2013, 3, 10)  # the spring-forward day: local hours must still line up
@@ -35,7 +36,7 @@ def test_scaled_day_passes_the_real_schema_with_unique_keys(scaled_landing: Path
 
 def test_scaled_rows_are_real_flights_of_the_season() -> None:
     scaled = scale.scaled_flights(DAY, 5_000, seed=1)
-    real = landing.read_source_text("flights").filter(pl.col("month") == "3")
+    real = flights_landing.read_source_text("flights").filter(pl.col("month") == "3")
     route = ["carrier", "origin", "dest", "sched_dep_time", "sched_arr_time", "distance"]
     unseen = scaled.select(route).join(real.select(route).unique(), on=route, how="anti")
     assert unseen.height == 0  # every schedule and route is a real March one

@@ -9,9 +9,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from batch_platform.platform.features.spec import FLIGHTS
 from batch_platform.platform.models import booster as model
+from batch_platform.platform.models import objectives
 from batch_platform.platform.scoring import score as scoring
+from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.platform.support import DAY_3
 
 SCORED_AT = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
@@ -101,7 +102,7 @@ def test_label_and_risk_band_follow_the_threshold(
 def test_risk_band_boundaries(score: float, band: str) -> None:
     # Threshold 0.4: low below 0.2, medium below 0.4, high below 0.7, very high above.
     frame = pl.DataFrame({"score": [score]})
-    assert frame.select(scoring.risk_band(pl.col("score"), 0.4)).item() == band
+    assert frame.select(objectives.risk_band(pl.col("score"), 0.4)).item() == band
 
 
 def test_lineage_columns(scored: tuple[pl.DataFrame, scoring.ScoringStats],
@@ -164,7 +165,7 @@ def test_explain_predicted_late_explains_exactly_the_late_rows(
     scored: tuple[pl.DataFrame, scoring.ScoringStats]
 ) -> None:
     predictions, stats = scoring.score(day_rows, loaded_model, FLIGHTS, lineage,
-                                       explain="predicted_late", chunk_rows=50, num_threads=2)
+                                       explain="predicted_positive", chunk_rows=50, num_threads=2)
     late = predictions.get_column("label")
     assert stats.explained_rows == late.sum()
     assert 0 < stats.explained_rows < predictions.height

@@ -16,6 +16,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from batch_platform.platform import files
+from batch_platform.platform.files import exclusive_lock
 from batch_platform.platform.storage import warehouse as wh
 
 D1 = dt.date(2013, 1, 1)
@@ -24,7 +26,7 @@ D2 = dt.date(2013, 1, 2)
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from batch_platform.platform.storage.warehouse import exclusive_lock
+from batch_platform.platform.files import exclusive_lock
 with exclusive_lock(Path(sys.argv[1]), 5.0, "hold the lock for a test"):
     print("locked", flush=True)
     sys.stdin.readline()
@@ -322,7 +324,7 @@ def lock_holder(warehouse: wh.Warehouse) -> Iterator[subprocess.Popen[str]]:
 def test_lock_timeout_names_the_holder(warehouse: wh.Warehouse,
                                        lock_holder: subprocess.Popen[str]) -> None:
     started = time.monotonic()
-    with pytest.raises(wh.WarehouseLockTimeout) as raised, warehouse.connect("write test rows"):
+    with pytest.raises(files.LockTimeout) as raised, warehouse.connect("write test rows"):
         pass
     assert 0.5 <= time.monotonic() - started < 5
     message = str(raised.value)
@@ -331,7 +333,7 @@ def test_lock_timeout_names_the_holder(warehouse: wh.Warehouse,
     assert "(hold the lock for a test, since " in message
     assert "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS" in message
     assert not warehouse.pipeline_path.exists()  # it never got to open the database
-    with pytest.raises(wh.WarehouseLockTimeout):
+    with pytest.raises(files.LockTimeout):
         warehouse.publish()
 
 
@@ -349,5 +351,5 @@ def test_a_crashed_holder_leaves_no_stale_lock(warehouse: wh.Warehouse,
                                                lock_holder: subprocess.Popen[str]) -> None:
     os.kill(lock_holder.pid, signal.SIGKILL)
     lock_holder.wait(timeout=30)
-    with wh.exclusive_lock(warehouse.lock_path, 0.5, "after a crash"):
+    with exclusive_lock(warehouse.lock_path, 0.5, "after a crash"):
         assert f'"pid": {os.getpid()}' in warehouse.lock_path.read_text()

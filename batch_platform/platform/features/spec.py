@@ -1,21 +1,13 @@
-"""Features of the flights use case: one function serves training and scoring.
-
-Only what is known before departure goes in: the schedule, carrier and route, the plane, the
-weather observed at the origin at the scheduled hour (standing in for a forecast), how busy
-the origin is scheduled to be, and delay statistics of the previous day. What happens to the
-flight itself (``OUTCOME_COLUMNS``) is never a feature; ``arr_delay`` only makes the label.
-"""
+"""The feature spec: what a model of a use case consumes, shared by features, training and
+scoring. The feature functions themselves belong to each use case (``use_cases/<name>/``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
-import polars as pl
-
-# Observed about the flight itself: using any of them as a feature is target leakage.
-OUTCOME_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time")
-LATE_MINUTES = 15
+BINARY = "binary"
+REGRESSION = "regression"
+OBJECTIVES = (BINARY, REGRESSION)
 
 
 @dataclass(frozen=True)
@@ -33,197 +25,22 @@ class FeatureSpec:
     # the ones a drift check can compare. Day-level features (the calendar, the day's weather,
     # yesterday's statistics) take one or a few values a day, so any single day "drifts".
     drift_columns: tuple[str, ...] = ()
+    # binary (a probability, a label at a threshold) or regression (a value and its band).
+    objective: str = "binary"
+    # Observed about the row itself: never a feature (target leakage), kept out by the factory.
+    outcome_columns: tuple[str, ...] = ()
 
     @property
     def numeric_columns(self) -> tuple[str, ...]:
         return tuple(c for c in self.feature_columns if c not in self.categorical_columns)
 
+    @property
+    def is_binary(self) -> bool:
+        return self.objective == BINARY
 
-WEATHER_FEATURES = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip",
-                    "pressure", "visib")
-PREVIOUS_DAY_FEATURES = ("prev_day_origin_late_rate", "prev_day_origin_mean_dep_delay",
-                         "prev_day_origin_cancelled_rate", "prev_day_carrier_late_rate")
-
-FLIGHTS = FeatureSpec(
-    use_case="flights",
-    id_column="flight_id",
-    label_column="arrived_late",
-    feature_columns=(
-        "carrier", "origin", "dest",
-        "month", "day_of_week", "sched_dep_minute", "sched_arr_minute", "sched_duration_minutes",
-        "distance",
-        "plane_age", "plane_seats", "plane_engines",
-        *WEATHER_FEATURES,
-        "origin_flights_scheduled_hour", "origin_flights_scheduled_day",
-        *PREVIOUS_DAY_FEATURES,
-    ),
-    categorical_columns=("carrier", "origin", "dest"),
-    segment_columns=("carrier", "origin"),
-    drift_columns=("carrier", "origin", "dest", "sched_dep_minute", "sched_arr_minute",
-                   "sched_duration_minutes", "distance", "plane_age", "plane_seats",
-                   "plane_engines"),
-)
-
-
-def flight_id() -> pl.Expr:
-    """Stable across reruns: date, carrier, flight number, origin and scheduled departure."""
-    return pl.format(
-        "{}-{}{}-{}-{}",
-        pl.col("partition_date").dt.strftime("%Y%m%d"),
-        pl.col("carrier"),
-        pl.col("flight"),
-        pl.col("origin"),
-        pl.col("sched_dep_time").cast(pl.String).str.zfill(4),
-    ).alias("flight_id")
-
-
-def _minute_of_day(hhmm: str) -> pl.Expr:
-    return (pl.col(hhmm) // 100) * 60 + pl.col(hhmm) % 100
-
-
-def build_flight_features(
-    flights: pl.DataFrame,
-    weather: pl.DataFrame,
-    planes: pl.DataFrame,
-    start: dt.date,
-    end: dt.date,
-) -> pl.DataFrame:
-    """Features of every flight scheduled from ``start`` to ``end``.
-
-    ``flights`` must hold the raw rows of the day before ``start`` too: they feed the
-    previous-day statistics. One output row per input flight of the window, ordered by day
-    and flight id, so the same input always gives the same frame (and the same model).
-    The whole-frame form of :func:`flight_feature_context` plus :func:`flight_features_chunk`.
-    """
-    context = flight_feature_context(flights.lazy(), weather.lazy(), planes, start, end)
-    return flight_features_chunk(flights, context).sort("partition_date", FLIGHTS.id_column)
-
-
-@dataclass(frozen=True)
-class FlightFeatureContext:
-    """What the features of any chunk of a window's flights need beyond the chunk's own rows.
-
-    Only small tables: their heights grow with days x origins (x hours), days x carriers, the
-    weather observations and the planes, never with the flights, so a stage can hold the
-    context while it streams a partition of any size chunk by chunk.
-    """
-
-    # Flights scheduled per (partition_date, origin, hour) and per (partition_date, origin),
-    # over every flight of the window: a chunk alone sees only part of its day.
-    scheduled_hour: pl.DataFrame
-    scheduled_day: pl.DataFrame
-    # Delay statistics of a day, keyed by the day after it (the day they apply to).
-    previous_origin: pl.DataFrame
-    previous_carrier: pl.DataFrame
-    weather_at_hour: pl.DataFrame
-    plane_facts: pl.DataFrame
-    start: dt.date
-    end: dt.date
-
-
-def flight_feature_context(
-    flights: pl.LazyFrame,
-    weather: pl.LazyFrame,
-    planes: pl.LazyFrame | pl.DataFrame,
-    start: dt.date,
-    end: dt.date,
-) -> FlightFeatureContext:
-    """The day-level aggregates of the raw flights from the day before ``start`` to ``end``.
-
-    ``flights`` is lazy (e.g. ``pl.scan_parquet``): only the aggregates are collected, with the
-    streaming engine, so a partition of millions of flights is never held whole.
-    """
-    window = flights.filter(pl.col("partition_date").is_between(start, end))
-    applies_in_window = pl.col("partition_date").is_between(start, end)
-    scheduled_hour, scheduled_day, previous_origin, previous_carrier = pl.collect_all(
-        [
-            window.group_by("partition_date", "origin", "hour")
-            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_hour")),
-            window.group_by("partition_date", "origin")
-            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_day")),
-            *(table.filter(applies_in_window) for table in _previous_day_statistics(flights)),
-        ],
-        engine="streaming",
-    )
-    # Small inputs, collected in memory: keep="first" must see the weather in its given order.
-    weather_at_hour = weather.select(
-        "origin", "time_hour", *(pl.col(c).cast(pl.Float64) for c in WEATHER_FEATURES)
-    ).unique(subset=["origin", "time_hour"], keep="first", maintain_order=True).collect(
-        engine="in-memory")
-    plane_facts = planes.lazy().select(
-        "tailnum",
-        pl.col("year").alias("plane_year"),
-        pl.col("seats").cast(pl.Float64).alias("plane_seats"),
-        pl.col("engines").cast(pl.Float64).alias("plane_engines"),
-    ).unique(subset=["tailnum"], keep="first", maintain_order=True).collect(
-        engine="in-memory")
-    return FlightFeatureContext(
-        scheduled_hour=scheduled_hour,
-        scheduled_day=scheduled_day,
-        previous_origin=previous_origin,
-        previous_carrier=previous_carrier,
-        weather_at_hour=weather_at_hour,
-        plane_facts=plane_facts,
-        start=start,
-        end=end,
-    )
-
-
-def flight_features_chunk(chunk: pl.DataFrame, context: FlightFeatureContext) -> pl.DataFrame:
-    """Features of the chunk's flights scheduled in the context's window, in the chunk's order.
-
-    Rows of other days (the previous day's, read for its statistics) are dropped; a chunk of
-    only such rows gives an empty frame with the features' schema.
-    """
-    # Every join keeps the chunk's order, so the caller decides whether (and how) to sort.
-    join = {"how": "left", "maintain_order": "left"}
-    return (
-        chunk.lazy()
-        .filter(pl.col("partition_date").is_between(context.start, context.end))
-        .with_columns(
-            flight_id(),
-            pl.col("partition_date").dt.month().cast(pl.Int32).alias("month"),
-            pl.col("partition_date").dt.weekday().cast(pl.Int32).alias("day_of_week"),
-            _minute_of_day("sched_dep_time").cast(pl.Int32).alias("sched_dep_minute"),
-            _minute_of_day("sched_arr_time").cast(pl.Int32).alias("sched_arr_minute"),
-            ((_minute_of_day("sched_arr_time") - _minute_of_day("sched_dep_time")) % 1440)
-            .cast(pl.Int32).alias("sched_duration_minutes"),
-            (pl.col("arr_delay") > LATE_MINUTES).alias(FLIGHTS.label_column),
-        )
-        # The counts were a window function over the whole window: null keys form a group there.
-        .join(context.scheduled_hour.lazy(), on=["partition_date", "origin", "hour"],
-              nulls_equal=True, **join)
-        .join(context.scheduled_day.lazy(), on=["partition_date", "origin"],
-              nulls_equal=True, **join)
-        .join(context.weather_at_hour.lazy(), on=["origin", "time_hour"], **join)
-        .join(context.plane_facts.lazy(), on="tailnum", **join)
-        .with_columns((pl.col("partition_date").dt.year() - pl.col("plane_year"))
-                      .cast(pl.Float64).alias("plane_age"))
-        .join(context.previous_origin.lazy(), on=["partition_date", "origin"], **join)
-        .join(context.previous_carrier.lazy(), on=["partition_date", "carrier"], **join)
-        .select(
-            FLIGHTS.id_column,
-            "partition_date",
-            *(pl.col(c) for c in FLIGHTS.feature_columns),
-            FLIGHTS.label_column,
-        )
-        # The chunk is in memory already. Polars 2.1.0's default (streaming) engine panics in
-        # pl.format (flight_id) on a filtered frame of several chunks ("i < self.len()").
-        .collect(engine="in-memory")
-    )
-
-
-def _previous_day_statistics(flights: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Delay statistics of each day by origin and by carrier, keyed by the day after it: known
-    before that day starts."""
-    late = (pl.col("arr_delay") > LATE_MINUTES).cast(pl.Float64)
-    next_day = (pl.col("partition_date") + pl.duration(days=1)).alias("partition_date")
-    origin = flights.group_by("partition_date", "origin").agg(
-        late.mean().alias("prev_day_origin_late_rate"),
-        pl.col("dep_delay").mean().alias("prev_day_origin_mean_dep_delay"),
-        pl.col("dep_time").is_null().mean().alias("prev_day_origin_cancelled_rate"),
-    ).with_columns(next_day)
-    carrier = flights.group_by("partition_date", "carrier").agg(
-        late.mean().alias("prev_day_carrier_late_rate"),
-    ).with_columns(next_day)
-    return origin, carrier
+    @property
+    def table_columns(self) -> tuple[str, ...]:
+        """The columns of ``features.<use case>``, in order."""
+        extra = tuple(c for c in self.segment_columns if c not in self.feature_columns)
+        return (self.id_column, "partition_date", *self.feature_columns, *extra,
+                self.label_column)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_platform.platform.ingest.landing import DAILY_SOURCES, DATE_FILE_PATTERN
+from batch_platform.platform.ingest.landing import DATE_FILE_PATTERN
 
 # Temporary files of an atomic write (``.name.pid.tmp``) and common partial-download suffixes.
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
@@ -46,7 +46,7 @@ class Scan:
 
 def scan(landing_dir: Path, seen: Mapping[str, Seen], first_day: dt.date, last_day: dt.date,
          now: dt.datetime, settle_seconds: float,
-         sources: Sequence[str] = DAILY_SOURCES) -> Scan:
+         sources: Sequence[str]) -> Scan:
     """Compare the landing directory with ``seen``; ``seen`` itself is not changed."""
     result = Scan(seen=dict(seen))
     root = landing_dir.resolve()

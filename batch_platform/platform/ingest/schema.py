@@ -1,12 +1,17 @@
 """Input schemas of the landing sources: names, types, required values and valid ranges.
 
-A schema is data, not code paths: ``core.ingest`` enforces any ``SourceSchema`` the same way,
-so a new source is a new schema here, not new validation logic.
+A schema is data, not code paths: ``ingest.validate`` enforces any ``SourceSchema`` the same
+way, so a new source is a new schema, not new validation logic. A use case declares its
+sources in YAML; ``column_type``, ``declared_column`` and ``sql_rule`` turn the words of that
+declaration (``type: clock_time``, ``min``, ``one_of``, ``pattern``, a SQL row rule) into one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
+import zoneinfo
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -14,8 +19,46 @@ import polars as pl
 NYC_AIRPORTS = ("EWR", "JFK", "LGA")
 LOCAL_TIMEZONE = "America/New_York"
 MISSING_TOKENS = ("", "NA")
+# The raw and quarantine tables put these beside a source's columns (and lineage, "_..."); the
+# validator's own working columns start with "__". A source may not use them.
+RESERVED_COLUMN_NAMES = ("reason", "partition_date")
 
 Parser = Callable[[pl.Expr], pl.Expr]
+Condition = Callable[[pl.Expr], pl.Expr]
+
+
+@functools.cache
+def check_timezone(name: str) -> str:
+    """``name`` if both zoneinfo and Polars know the time zone; a ValueError naming it if not."""
+    try:
+        if not isinstance(name, str) or not name:
+            raise ValueError(name)
+        zoneinfo.ZoneInfo(name)
+        pl.Series([None], dtype=pl.Datetime("us")).dt.replace_time_zone(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, pl.exceptions.PolarsError):
+        raise ValueError(f"{name!r} is not a time zone (IANA names such as America/New_York "
+                         "or UTC)") from None
+    return name
+
+
+# --- types -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ValueRule:
+    """A condition on a column's typed, non-null value. A value that breaks it rejects the row
+    with ``column: 'value' <description>``."""
+
+    condition: Condition
+    description: str  # e.g. "must be between 1 and 12"
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    name: str  # what the reason says a bad value is not, e.g. "an integer"
+    dtype: pl.DataType
+    parse: Parser  # stripped, non-missing text to the typed value; null when it is not one
+    check: ValueRule | None = None  # what every parsed value of the type must also be
+    declared: str = ""  # the name a schema declares it by, e.g. "integer"
 
 
 def _integer(expr: pl.Expr) -> pl.Expr:
@@ -31,46 +74,285 @@ def _text(expr: pl.Expr) -> pl.Expr:
     return expr
 
 
+_BOOLEAN_WORDS = {**dict.fromkeys(("true", "t", "yes", "y", "1"), True),
+                  **dict.fromkeys(("false", "f", "no", "n", "0"), False)}
+
+
+def _boolean(expr: pl.Expr) -> pl.Expr:
+    return expr.str.to_lowercase().replace_strict(_BOOLEAN_WORDS, default=None,
+                                                  return_dtype=pl.Boolean)
+
+
 def _utc_timestamp(expr: pl.Expr) -> pl.Expr:
     parsed = expr.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%SZ", strict=False)
     return parsed.dt.replace_time_zone("UTC")
 
 
-@dataclass(frozen=True)
-class ColumnType:
-    name: str  # what the reason says a bad value is not, e.g. "an integer"
-    dtype: pl.DataType
-    parse: Parser
+_SECONDS = "%Y-%m-%dT%H:%M:%S"
+_FRACTION = r"^\.(\d{1,6})\d{0,3}(?:[Z+-]|$)"  # up to nanoseconds, kept to microseconds
+_OFFSET = r"^[+-]\d{2}(?::?\d{2})?$"
 
 
-INTEGER = ColumnType("an integer", pl.Int32(), _integer)
-NUMBER = ColumnType("a finite number", pl.Float64(), _number)
-TEXT = ColumnType("text", pl.String(), _text)
+def _in_years(instant: pl.Expr) -> pl.Expr:
+    # Years a reader can hold (Python's datetime): the parser takes 20130-1-01 as year 20130.
+    return pl.when(instant.dt.year().is_between(1, 9999)).then(instant)
+
+
+def _date(expr: pl.Expr) -> pl.Expr:
+    # Exactly YYYY-MM-DD: the parser alone takes 2013-1-5.
+    parsed = pl.when(expr.str.len_bytes() == 10).then(expr).str.strptime(
+        pl.Date, "%Y-%m-%d", strict=False)
+    return _in_years(parsed)
+
+
+def _timestamp(timezone: str) -> Parser:
+    """ISO 8601 to UTC: ``Z``, an offset (``-05:00``, ``+0100``, ``+01``) or none, which is a
+    local time in ``timezone``; ``T`` or a space between date and time, fractional seconds
+    optional. A local time a clock change repeats is its first (earliest) occurrence; one it
+    skips (02:30 when clocks spring forward) does not exist: null, so the row is rejected."""
+
+    def parse(expr: pl.Expr) -> pl.Expr:
+        text = expr.str.replace(" ", "T", literal=True)
+        length = text.str.len_bytes()
+        # The two common forms are told apart by their length, and each parser runs on its
+        # own rows only (null elsewhere, which costs next to nothing): no format is tried and
+        # dropped (a failed strptime is slow), and only other forms pay for the general parse.
+        utc_form = (length == 20) & text.str.ends_with("Z")
+        utc = pl.when(utc_form).then(text).str.strptime(pl.Datetime("us"), _SECONDS + "Z",
+                                                        strict=False)
+        local = pl.when(length == 19).then(text).str.strptime(pl.Datetime("us"), _SECONDS,
+                                                              strict=False)
+        other_utc, other_local = _general_timestamp(
+            pl.when(~utc_form & (length != 19)).then(text))
+        local_utc = (pl.coalesce(local, other_local)
+                     .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+                     .dt.convert_time_zone("UTC"))
+        return _in_years(pl.coalesce(utc.dt.replace_time_zone("UTC"), other_utc, local_utc))
+
+    return parse
+
+
+def _general_timestamp(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Timestamps with fractional seconds or an offset (a ``T`` between date and time): the
+    UTC instant of those with ``Z`` or an offset, and the naive local time of those without."""
+    naive = text.str.slice(0, 19).str.strptime(pl.Datetime("us"), _SECONDS, strict=False)
+    rest = text.str.slice(19)
+    dotted = rest.str.starts_with(".")
+    fraction = pl.when(dotted).then(rest).str.extract(_FRACTION)
+    naive = naive + pl.duration(
+        microseconds=fraction.str.pad_end(6, "0").cast(pl.Int64).fill_null(0))
+    zone = pl.when(dotted).then(rest.str.strip_chars_start(".0123456789")).otherwise(rest)
+    whole = ~dotted | fraction.is_not_null()  # not a dot without digits, nor ten digits
+    offset = pl.when((zone != "Z") & (zone != "")).then(zone)
+    hours = offset.str.slice(1, 2).cast(pl.Int32, strict=False)
+    minutes = pl.when(offset.str.len_bytes() > 3).then(offset.str.slice(-2)).otherwise(
+        pl.lit("0")).cast(pl.Int32, strict=False)
+    ahead = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1) * (hours * 60 + minutes)
+    offset_ok = offset.str.contains(_OFFSET) & (hours < 24) & (minutes < 60)
+    instant = (pl.when(whole & (zone == "Z")).then(naive)
+               .when(whole & offset_ok).then(naive - pl.duration(minutes=ahead))
+               .dt.replace_time_zone("UTC"))
+    return instant, pl.when(whole & (zone == "")).then(naive)
+
+
+INTEGER = ColumnType("an integer", pl.Int32(), _integer, declared="integer")
+NUMBER = ColumnType("a finite number", pl.Float64(), _number, declared="number")
+TEXT = ColumnType("text", pl.String(), _text, declared="text")
+BOOLEAN = ColumnType("a boolean (true/false, t/f, yes/no, y/n, 1/0)", pl.Boolean(), _boolean,
+                     declared="boolean")
+# An integer HHMM, as the flights data has it: 2400 is midnight at the end of the day.
+CLOCK_TIME = ColumnType(
+    "a clock time HHMM", pl.Int32(), _integer,
+    check=ValueRule(lambda c: (c >= 0) & (c <= 2400) & (c % 100 < 60),
+                    "must be a clock time HHMM between 0000 and 2400"),
+    declared="clock_time")
+DATE = ColumnType("a date YYYY-MM-DD", pl.Date(), _date, declared="date")
+# Only the UTC form ("Z"): what the Python schemas of nycflights13 accept.
 UTC_TIMESTAMP = ColumnType("a UTC timestamp like 2013-01-01T10:00:00Z", pl.Datetime("us", "UTC"),
                            _utc_timestamp)
 
+_FIXED_TYPES = {t.declared: t for t in (INTEGER, NUMBER, TEXT, BOOLEAN, CLOCK_TIME, DATE)}
+COLUMN_TYPE_NAMES: tuple[str, ...] = (*_FIXED_TYPES, "timestamp")
+_NUMERIC_TYPES = ("integer", "number", "clock_time")
+
+
+@functools.cache
+def _timestamp_type(timezone: str) -> ColumnType:
+    # Cached: one type per zone, so two schemas declaring the same columns are equal.
+    return ColumnType(
+        "a timestamp (ISO 8601 like 2013-01-01T10:00:00Z or 2013-01-01T05:00:00-05:00; "
+        f"without an offset, a local time in {timezone} that exists)",
+        pl.Datetime("us", "UTC"), _timestamp(timezone), declared="timestamp")
+
+
+def column_type(name: str, timezone: str) -> ColumnType:
+    """The type a schema declares as ``name``; ``timezone`` is the local time of a timestamp
+    without an offset."""
+    check_timezone(timezone)
+    if name == "timestamp":
+        return _timestamp_type(timezone)
+    if not isinstance(name, str) or name not in _FIXED_TYPES:
+        raise ValueError(f"unknown column type {name!r}; the types are "
+                         f"{', '.join(COLUMN_TYPE_NAMES)}")
+    return _FIXED_TYPES[name]
+
+
+# --- columns ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Column:
     name: str
     type: ColumnType
     required: bool = False
-    # A condition on the typed value and how the reason describes it.
-    valid: Callable[[pl.Expr], pl.Expr] | None = None
-    valid_description: str = ""
+    rules: tuple[ValueRule, ...] = ()  # beside the type's own check
 
+    @property
+    def value_rules(self) -> tuple[ValueRule, ...]:
+        """The type's check, then the column's own rules: what the validator applies."""
+        return ((self.type.check,) if self.type.check else ()) + self.rules
+
+
+def _show(number: float) -> str:
+    # 1900.0 (YAML read as a float) reads as 1900, as it was written.
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def between(low: float, high: float) -> ValueRule:
+    return ValueRule(lambda c: c.is_between(low, high),
+                     f"must be between {_show(low)} and {_show(high)}")
+
+
+def at_least(low: float) -> ValueRule:
+    return ValueRule(lambda c: c >= low, f"must be at least {_show(low)}")
+
+
+def at_most(high: float) -> ValueRule:
+    return ValueRule(lambda c: c <= high, f"must be at most {_show(high)}")
+
+
+def allowed(values: Sequence[object], type_: ColumnType = TEXT,
+            describe: str | None = None) -> ValueRule:
+    """The value must be one of ``values``, given as text (as they would be written in the
+    file, parsed by ``type_``) or as values of the type."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"one_of must be a non-empty list of values, not {values!r}")
+    if type_.dtype == pl.String and not all(isinstance(v, str) for v in values):
+        raise ValueError(f"one_of values of a text column must be text (quote them in YAML): "
+                         f"{list(values)!r}")
+    written = pl.Series([str(v).lower() if isinstance(v, bool) else str(v) for v in values],
+                        dtype=pl.String)
+    typed = pl.select(type_.parse(pl.lit(written).str.strip_chars()).cast(type_.dtype)
+                      ).to_series()
+    bad = [v for v, t in zip(values, typed, strict=True) if t is None]
+    if bad:
+        raise ValueError(f"one_of value(s) {', '.join(map(repr, bad))} are not {type_.name}")
+    shown = ", ".join(str(v) for v in values)
+    return ValueRule(lambda c: c.is_in(typed.implode()), f"must be {describe or f'one of {shown}'}")
+
+
+def matching(pattern: str, describe: str | None = None) -> ValueRule:
+    """The whole text must match the regular expression ``pattern`` (Rust regex syntax)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern must be a regular expression, not {pattern!r}")
+    anchored = f"^(?:{pattern})$"  # the whole value, as a reader of "pattern" expects
+    try:
+        pl.select(pl.lit("").str.contains(anchored))
+    except pl.exceptions.PolarsError as err:
+        detail = " ".join(str(err).split())
+        raise ValueError(f"pattern {pattern!r} is not a regular expression: {detail}") from None
+    return ValueRule(lambda c: c.str.contains(anchored),
+                     f"must be {describe}" if describe else f"must match {pattern}")
+
+
+def declared_column(name: str, type_name: str, timezone: str, required: bool = False,
+                    min: float | None = None, max: float | None = None,
+                    one_of: Sequence[object] | None = None, pattern: str | None = None,
+                    describe: str | None = None) -> Column:
+    """A column as a schema declares it. ``min``/``max`` bound a numeric value (integer, number,
+    clock_time); ``one_of`` lists the allowed values; ``pattern`` is a regular expression the
+    whole text must match. ``describe`` says in words what ``pattern`` (or, without one,
+    ``one_of``) allows, for the reason: "a 2-character carrier code" gives "must be a
+    2-character carrier code"."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a column needs a name, not {name!r}")
+    type_ = column_type(type_name, timezone)
+    rules: list[ValueRule] = []
+    if min is not None or max is not None:
+        if type_name not in _NUMERIC_TYPES:
+            raise ValueError(f"column {name!r}: min and max bound numbers ("
+                             f"{', '.join(_NUMERIC_TYPES)}), not {type_name}")
+        for bound in (min, max):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(
+                    bound, int | float) or not math.isfinite(bound)):
+                raise ValueError(f"column {name!r}: min and max must be numbers, not {bound!r}")
+        if min is not None and max is not None:
+            if min > max:
+                raise ValueError(f"column {name!r}: min {_show(min)} is above max {_show(max)}")
+            rules.append(between(min, max))
+        else:
+            rules.append(at_least(min) if min is not None else at_most(max))  # type: ignore[arg-type]
+    if describe is not None and pattern is None and one_of is None:
+        raise ValueError(f"column {name!r}: describe says what pattern or one_of allows; "
+                         "it has neither")
+    if describe is not None and pattern is not None and one_of is not None:
+        raise ValueError(f"column {name!r}: describe would say what both pattern and one_of "
+                         "allow; keep one of them")
+    if one_of is not None:
+        try:
+            rules.append(allowed(one_of, type_, describe if pattern is None else None))
+        except ValueError as err:
+            raise ValueError(f"column {name!r}: {err}") from None
+    if pattern is not None:
+        if type_name != "text":
+            raise ValueError(f"column {name!r}: a pattern matches text, not {type_name}")
+        try:
+            rules.append(matching(pattern, describe))
+        except ValueError as err:
+            raise ValueError(f"column {name!r}: {err}") from None
+    return Column(name, type_, bool(required), tuple(rules))
+
+
+# --- rows ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RowRule:
     """A condition across columns of one row, on typed values; rows that break it are rejected.
 
-    ``condition`` receives a function that returns the typed expression of a column by name.
+    ``condition`` receives a function that returns the typed expression of a column by name
+    (typed columns carry their own names, so an expression over ``pl.col(name)`` works too).
+    A row with a null in any of ``columns`` is not judged.
     """
 
     columns: tuple[str, ...]
     condition: Callable[[Callable[[str], pl.Expr]], pl.Expr]
     reason: str
+    expression: str = ""  # the SQL it was declared as, if it was
 
+    @property
+    def label(self) -> str:
+        return repr(self.expression) if self.expression else f"'{self.reason}'"
+
+
+def sql_rule(expression: str, reason: str) -> RowRule:
+    """A row rule declared as a SQL boolean expression over the row's typed columns, e.g.
+    ``hour * 100 + minute = sched_dep_time``. ``SourceSchema`` checks the columns it names."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError(f"a row rule needs a SQL expression, not {expression!r}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError(f"row rule {expression!r} needs a reason, not {reason!r}")
+    try:
+        condition = pl.sql_expr(expression)
+    except pl.exceptions.PolarsError as err:
+        raise ValueError(f"row rule {expression!r} is not a SQL expression Polars can read: "
+                         f"{' '.join(str(err).split())}") from None
+    columns = tuple(dict.fromkeys(condition.meta.root_names()))
+    if not columns:
+        raise ValueError(f"row rule {expression!r} names no column: it would judge every row "
+                         "the same")
+    return RowRule(columns, lambda _: condition, reason.strip(), expression)
+
+
+# --- sources ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SourceSchema:
@@ -84,124 +366,168 @@ class SourceSchema:
     partitioned: bool = True
     # A landing file with fewer data rows fails as a whole instead of emptying its partition.
     min_rows: int = 0
+    # A timestamp placing the row: its local date (in ``timezone``) must be the partition's,
+    # and its local hour the value of ``hour_column``.
+    timestamp_column: str | None = None
+    hour_column: str | None = None
+    timezone: str = "UTC"
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        # Lists (as a declaration gives them) become tuples: a schema is hashable data.
+        for name in ("columns", "key", "row_rules", "date_columns"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
         object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
+        self._check()
 
     @property
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {c.name: c.type.dtype for c in self.columns}
 
+    def _check(self) -> None:
+        """Raise ValueError, naming the source, for a schema the validator could not apply."""
+        where = f"source {self.name!r}"
+        if not self.columns:
+            raise ValueError(f"{where} has no columns")
+        names = self.column_names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{where} repeats column(s) {', '.join(repeated)}")
+        reserved = [n for n in names if n in RESERVED_COLUMN_NAMES or n.startswith("_")]
+        if reserved:
+            raise ValueError(f"{where}: column name(s) {', '.join(reserved)} are reserved "
+                             f"({', '.join(RESERVED_COLUMN_NAMES)} and names starting with _)")
+        check_timezone(self.timezone)
+        types = self.polars_schema
 
-Rule = tuple[Callable[[pl.Expr], pl.Expr], str]
+        def known(role: str, columns: Sequence[str]) -> None:
+            unknown = [c for c in columns if c not in types]
+            if unknown:
+                raise ValueError(f"{where}: {role} names unknown column(s) "
+                                 f"{', '.join(map(repr, unknown))}; columns: {', '.join(names)}")
+
+        def integer(role: str, column: str) -> None:
+            if not types[column].is_integer():
+                raise ValueError(f"{where}: {role} {column!r} is {types[column]}, not an integer")
+
+        known("key", self.key)
+        if self.date_columns is not None:
+            if len(self.date_columns) != 3:
+                raise ValueError(f"{where}: date_columns name three columns: year, month, day")
+            known("date_columns", self.date_columns)
+            for column in self.date_columns:
+                integer("date column", column)
+        if self.hour_column is not None and self.timestamp_column is None:
+            raise ValueError(f"{where}: hour_column {self.hour_column!r} is the local hour of "
+                             "a timestamp_column, and there is none")
+        if self.timestamp_column is not None:
+            known("timestamp_column", [self.timestamp_column])
+            if not isinstance(types[self.timestamp_column], pl.Datetime):
+                raise ValueError(f"{where}: timestamp_column {self.timestamp_column!r} is "
+                                 f"{types[self.timestamp_column]}, not a timestamp")
+        if self.hour_column is not None:
+            known("hour_column", [self.hour_column])
+            integer("hour_column", self.hour_column)
+        empty = pl.DataFrame(schema=types)
+        for rule in self.row_rules:
+            known(f"row rule {rule.label}", rule.columns)
+            try:
+                result = empty.select(rule.condition(pl.col)).to_series()
+            except pl.exceptions.PolarsError as err:
+                raise ValueError(f"{where}: row rule {rule.label} cannot be evaluated on the "
+                                 f"columns' types: {' '.join(str(err).split())}") from None
+            if result.dtype != pl.Boolean:
+                raise ValueError(f"{where}: row rule {rule.label} gives {result.dtype}, not a "
+                                 "true/false condition")
 
 
-def between(low: float, high: float) -> Rule:
-    return (lambda c: c.is_between(low, high)), f"must be between {low:g} and {high:g}"
+# --- the nycflights13 sources, as Python ----------------------------------------------------
+
+def _col(name: str, type_name: str, required: bool = False, **rules: object) -> Column:
+    return declared_column(name, type_name, LOCAL_TIMEZONE, required, **rules)  # type: ignore[arg-type]
 
 
-def _col(name: str, type_: ColumnType, required: bool = False,
-         rule: Rule | None = None) -> Column:
-    if rule is None:
-        return Column(name, type_, required)
-    return Column(name, type_, required, valid=rule[0], valid_description=rule[1])
-
-
-def _clock_time() -> Rule:
-    return ((lambda c: (c >= 0) & (c <= 2400) & (c % 100 < 60)),
-            "must be a clock time HHMM between 0000 and 2400")
-
-
-_NYC_ORIGIN: Rule = ((lambda c: c.is_in(list(NYC_AIRPORTS))),
-               f"must be one of the New York airports {', '.join(NYC_AIRPORTS)}")
-_AIRPORT_CODE: Rule = ((lambda c: c.str.contains(r"^[A-Z0-9]{3}$")),
-                       "must be a 3-character airport code")
-
-def _local(c: Callable[[str], pl.Expr]) -> pl.Expr:
-    return c("time_hour").dt.convert_time_zone(LOCAL_TIMEZONE)
-
-
-# time_hour (UTC) is what weather joins on: it must be the row's own local date and hour.
-_TIME_HOUR_IS_LOCAL_HOUR = RowRule(
-    ("time_hour", "year", "month", "day", "hour"),
-    lambda c: ((_local(c).dt.year() == c("year")) & (_local(c).dt.month() == c("month"))
-               & (_local(c).dt.day() == c("day")) & (_local(c).dt.hour() == c("hour"))),
-    f"time_hour is not the row's local date and hour ({LOCAL_TIMEZONE})",
-)
+_NYC_ORIGIN = {"one_of": NYC_AIRPORTS,
+               "describe": f"one of the New York airports {', '.join(NYC_AIRPORTS)}"}
+_AIRPORT_CODE = {"pattern": r"^[A-Z0-9]{3}$", "describe": "a 3-character airport code"}
 
 FLIGHTS = SourceSchema(
     name="flights",
     columns=(
-        _col("year", INTEGER, True, between(1900, 2100)),
-        _col("month", INTEGER, True, between(1, 12)),
-        _col("day", INTEGER, True, between(1, 31)),
-        _col("dep_time", INTEGER, False, _clock_time()),
-        _col("sched_dep_time", INTEGER, True, _clock_time()),
-        _col("dep_delay", NUMBER),
-        _col("arr_time", INTEGER, False, _clock_time()),
-        _col("sched_arr_time", INTEGER, True, _clock_time()),
-        _col("arr_delay", NUMBER),
-        _col("carrier", TEXT, True, ((lambda c: c.str.contains(r"^[A-Z0-9]{2}$")),
-                                     "must be a 2-character carrier code")),
-        _col("flight", INTEGER, True, between(1, 99999)),
-        _col("tailnum", TEXT),
-        _col("origin", TEXT, True, _NYC_ORIGIN),
-        _col("dest", TEXT, True, _AIRPORT_CODE),
-        _col("air_time", NUMBER, False, between(0, 1440)),
-        _col("distance", NUMBER, True, between(1, 10000)),
-        _col("hour", INTEGER, True, between(0, 23)),
-        _col("minute", INTEGER, True, between(0, 59)),
-        _col("time_hour", UTC_TIMESTAMP, True),
+        _col("year", "integer", True, min=1900, max=2100),
+        _col("month", "integer", True, min=1, max=12),
+        _col("day", "integer", True, min=1, max=31),
+        _col("dep_time", "clock_time"),
+        _col("sched_dep_time", "clock_time", True),
+        _col("dep_delay", "number"),
+        _col("arr_time", "clock_time"),
+        _col("sched_arr_time", "clock_time", True),
+        _col("arr_delay", "number"),
+        _col("carrier", "text", True, pattern=r"^[A-Z0-9]{2}$",
+             describe="a 2-character carrier code"),
+        _col("flight", "integer", True, min=1, max=99999),
+        _col("tailnum", "text"),
+        _col("origin", "text", True, **_NYC_ORIGIN),
+        _col("dest", "text", True, **_AIRPORT_CODE),
+        _col("air_time", "number", min=0, max=1440),
+        _col("distance", "number", True, min=1, max=10000),
+        _col("hour", "integer", True, min=0, max=23),
+        _col("minute", "integer", True, min=0, max=59),
+        Column("time_hour", UTC_TIMESTAMP, True),
     ),
     key=("carrier", "flight", "origin", "sched_dep_time"),
-    row_rules=(
-        RowRule(("hour", "minute", "sched_dep_time"),
-                lambda c: c("hour") * 100 + c("minute") == c("sched_dep_time"),
-                "hour and minute disagree with sched_dep_time"),
-        _TIME_HOUR_IS_LOCAL_HOUR,
-    ),
+    row_rules=(sql_rule("hour * 100 + minute = sched_dep_time",
+                        "hour and minute disagree with sched_dep_time"),),
     date_columns=("year", "month", "day"),
+    # time_hour (UTC) is what weather joins on: its local date must be the partition's, its
+    # local hour the row's hour.
+    timestamp_column="time_hour",
+    hour_column="hour",
+    timezone=LOCAL_TIMEZONE,
     min_rows=1,
 )
 
 WEATHER = SourceSchema(
     name="weather",
     columns=(
-        _col("origin", TEXT, True, _NYC_ORIGIN),
-        _col("year", INTEGER, True, between(1900, 2100)),
-        _col("month", INTEGER, True, between(1, 12)),
-        _col("day", INTEGER, True, between(1, 31)),
-        _col("hour", INTEGER, True, between(0, 23)),
-        _col("temp", NUMBER, False, between(-80, 140)),
-        _col("dewp", NUMBER, False, between(-80, 140)),
-        _col("humid", NUMBER, False, between(0, 100)),
-        _col("wind_dir", NUMBER, False, between(0, 360)),
-        _col("wind_speed", NUMBER, False, between(0, 300)),
-        _col("wind_gust", NUMBER, False, between(0, 300)),
-        _col("precip", NUMBER, False, between(0, 20)),
-        _col("pressure", NUMBER, False, between(800, 1100)),
-        _col("visib", NUMBER, False, between(0, 100)),
-        _col("time_hour", UTC_TIMESTAMP, True),
+        _col("origin", "text", True, **_NYC_ORIGIN),
+        _col("year", "integer", True, min=1900, max=2100),
+        _col("month", "integer", True, min=1, max=12),
+        _col("day", "integer", True, min=1, max=31),
+        _col("hour", "integer", True, min=0, max=23),
+        _col("temp", "number", min=-80, max=140),
+        _col("dewp", "number", min=-80, max=140),
+        _col("humid", "number", min=0, max=100),
+        _col("wind_dir", "number", min=0, max=360),
+        _col("wind_speed", "number", min=0, max=300),
+        _col("wind_gust", "number", min=0, max=300),
+        _col("precip", "number", min=0, max=20),
+        _col("pressure", "number", min=800, max=1100),
+        _col("visib", "number", min=0, max=100),
+        Column("time_hour", UTC_TIMESTAMP, True),
     ),
     # Local hours repeat when clocks fall back; the UTC hour does not.
     key=("origin", "time_hour"),
-    row_rules=(_TIME_HOUR_IS_LOCAL_HOUR,),
     date_columns=("year", "month", "day"),
+    timestamp_column="time_hour",
+    hour_column="hour",
+    timezone=LOCAL_TIMEZONE,
 )
 
 PLANES = SourceSchema(
     name="planes",
     columns=(
-        _col("tailnum", TEXT, True),
-        _col("year", INTEGER, False, between(1900, 2100)),
-        _col("type", TEXT),
-        _col("manufacturer", TEXT),
-        _col("model", TEXT),
-        _col("engines", INTEGER, False, between(0, 8)),
-        _col("seats", INTEGER, False, between(0, 1000)),
-        _col("speed", NUMBER),
-        _col("engine", TEXT),
+        _col("tailnum", "text", True),
+        _col("year", "integer", min=1900, max=2100),
+        _col("type", "text"),
+        _col("manufacturer", "text"),
+        _col("model", "text"),
+        _col("engines", "integer", min=0, max=8),
+        _col("seats", "integer", min=0, max=1000),
+        _col("speed", "number"),
+        _col("engine", "text"),
     ),
     key=("tailnum",),
     partitioned=False,
@@ -210,14 +536,14 @@ PLANES = SourceSchema(
 AIRPORTS = SourceSchema(
     name="airports",
     columns=(
-        _col("faa", TEXT, True),
-        _col("name", TEXT),
-        _col("lat", NUMBER, False, between(-90, 90)),
-        _col("lon", NUMBER, False, between(-180, 180)),
-        _col("alt", NUMBER),
-        _col("tz", NUMBER, False, between(-12, 14)),
-        _col("dst", TEXT),
-        _col("tzone", TEXT),
+        _col("faa", "text", True),
+        _col("name", "text"),
+        _col("lat", "number", min=-90, max=90),
+        _col("lon", "number", min=-180, max=180),
+        _col("alt", "number"),
+        _col("tz", "number", min=-12, max=14),
+        _col("dst", "text"),
+        _col("tzone", "text"),
     ),
     key=("faa",),
     partitioned=False,
@@ -225,7 +551,7 @@ AIRPORTS = SourceSchema(
 
 AIRLINES = SourceSchema(
     name="airlines",
-    columns=(_col("carrier", TEXT, True), _col("name", TEXT, True)),
+    columns=(_col("carrier", "text", True), _col("name", "text", True)),
     key=("carrier",),
     partitioned=False,
 )

@@ -256,52 +256,59 @@ def validate(
     ignored = tuple(c for c in text.columns if c not in (*schema.column_names, LINE_COLUMN))
     if LINE_COLUMN not in text.columns:  # a frame, not a file: number its rows as lines
         text = text.with_row_index(LINE_COLUMN, offset=2)
-    text = text.select(pl.col(LINE_COLUMN).cast(pl.Int64), *schema.column_names)
-
-    typed_names = {c.name: f"__typed_{c.name}" for c in schema.columns}
-    work = text.with_columns(
-        pl.when(_is_missing(pl.col(c.name)))
+    # Typed columns carry the schema's names (so a SQL row rule reads them as declared), the
+    # text as it came is kept beside them for the reasons and the quarantine.
+    text_names = {n: f"__text_{n}" for n in schema.column_names}
+    work = text.select(pl.col(LINE_COLUMN).cast(pl.Int64),
+                       *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
+    work = work.with_columns(
+        pl.when(_is_missing(pl.col(text_names[c.name])))
         .then(None)
-        .otherwise(c.type.parse(pl.col(c.name).str.strip_chars()))
+        .otherwise(c.type.parse(pl.col(text_names[c.name]).str.strip_chars()))
         .cast(c.type.dtype)
-        .alias(typed_names[c.name])
+        .alias(c.name)
         for c in schema.columns
     )
 
+    # Each reason is null on a row it does not concern. Its values are taken only where it
+    # does (``pl.when(bad).then(value)``): no text is built for the millions of good rows.
     reasons: list[pl.Expr] = []
     for c in schema.columns:
-        raw, typed = pl.col(c.name), pl.col(typed_names[c.name])
+        raw, typed = pl.col(text_names[c.name]), pl.col(c.name)
         if c.required:
             reasons.append(pl.when(_is_missing(raw)).then(
                 pl.lit(f"{c.name}: required value is missing")))
-        reasons.append(pl.when(~_is_missing(raw) & typed.is_null()).then(
-            pl.format(f"{c.name}: '{{}}' is not {c.type.name}", raw)))
-        if c.valid is not None:
-            reasons.append(pl.when(typed.is_not_null() & ~c.valid(typed)).then(
-                pl.format(f"{c.name}: '{{}}' {c.valid_description}", raw)))
-
-    def typed_column(name: str) -> pl.Expr:
-        return pl.col(typed_names[name])
+        not_parsed = ~_is_missing(raw) & typed.is_null()
+        reasons.append(_say(f"{c.name}: '", pl.when(not_parsed).then(raw),
+                            f"' is not {c.type.name}"))
+        for rule in c.value_rules:
+            broken = typed.is_not_null() & ~rule.condition(typed)
+            reasons.append(_say(f"{c.name}: '", pl.when(broken).then(raw),
+                                f"' {rule.description}"))
 
     for rule in schema.row_rules:
-        usable = pl.all_horizontal(typed_column(n).is_not_null() for n in rule.columns)
-        reasons.append(pl.when(usable & ~rule.condition(typed_column)).then(
+        usable = pl.all_horizontal(pl.col(n).is_not_null() for n in rule.columns)
+        reasons.append(pl.when(usable & ~rule.condition(pl.col)).then(
             pl.lit(f"row: {rule.reason}")))
 
+    dated_elsewhere = pl.lit(False)
     if schema.date_columns and partition_date is not None:
-        y, m, d = (pl.col(typed_names[n]) for n in schema.date_columns)
+        y, m, d = (pl.col(n) for n in schema.date_columns)
         # Compare components: building a date from them would raise on, say, February 30.
         other_day = ((y != partition_date.year) | (m != partition_date.month)
                      | (d != partition_date.day))
-        reasons.append(pl.when(y.is_not_null() & m.is_not_null() & d.is_not_null()
-                               & other_day).then(
-            pl.format(f"date: row date {{}}-{{}}-{{}} is not partition {partition_date}", y, m, d)))
+        dated_elsewhere = other_day.fill_null(False)
+        reasons.append(_say("date: row date ", *_where(dated_elsewhere, y, "-", m, "-", d),
+                            f" is not partition {partition_date}"))
+    if schema.timestamp_column is not None:
+        work = work.with_columns(_wall_clock(schema).alias(WALL_CLOCK))
+        reasons.extend(_placement_reasons(schema, partition_date, dated_elsewhere))
 
     reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
     work = work.with_columns(pl.when(reason != "").then(reason).alias(REASON_COLUMN))
 
     if schema.key:
-        key = [pl.col(typed_names[k]) for k in schema.key]
+        key = [pl.col(k) for k in schema.key]
         first_line = pl.col(LINE_COLUMN).first().over(key)
         # Only rows that passed every other rule compete for a key.
         clean = work.filter(pl.col(REASON_COLUMN).is_null()).with_columns(
@@ -315,16 +322,61 @@ def validate(
         ).drop("__dup")
 
     passed = work.filter(pl.col(REASON_COLUMN).is_null())
-    good = passed.select(pl.col(typed_names[n]).alias(n) for n in schema.column_names)
+    good = passed.select(schema.column_names)
     rejected = work.filter(pl.col(REASON_COLUMN).is_not_null()).select(
-        LINE_COLUMN, *schema.column_names, REASON_COLUMN
+        LINE_COLUMN, *(pl.col(text_names[n]).alias(n) for n in schema.column_names),
+        REASON_COLUMN,
     )
     return ValidatedFile(source_file, partition_date, good, rejected, ignored,
                          passed.get_column(LINE_COLUMN))
 
 
+WALL_CLOCK = "__wall_clock"  # the timestamp as the local clock shows it, without a zone
+
+
+def _wall_clock(schema: SourceSchema) -> pl.Expr:
+    # Converted once: the date, the hour and the reasons all read this column.
+    return (pl.col(schema.timestamp_column).dt.convert_time_zone(schema.timezone)  # type: ignore[arg-type]
+            .dt.replace_time_zone(None))
+
+
+def _placement_reasons(schema: SourceSchema, partition_date: dt.date | None,
+                       dated_elsewhere: pl.Expr) -> list[pl.Expr]:
+    """A timestamp places its row: its local date must be the partition's (unless the date
+    columns already say the row is of another day: one date reason a row), and its local
+    hour the row's ``hour_column``."""
+    stamp, zone, wall = schema.timestamp_column, schema.timezone, pl.col(WALL_CLOCK)
+
+    def shown(bad: pl.Expr) -> pl.Expr:
+        return pl.when(bad).then(wall).dt.strftime("%Y-%m-%d %H:%M")
+
+    reasons = []
+    if partition_date is not None:
+        other_day = (wall.dt.date() != partition_date) & ~dated_elsewhere
+        reasons.append(_say(f"date: {stamp} ", shown(other_day),
+                            f" ({zone}) is not partition {partition_date}"))
+    if schema.hour_column is not None:
+        hour = pl.col(schema.hour_column)
+        other_hour = wall.dt.hour() != hour
+        reasons.append(_say(f"row: {stamp} ", shown(other_hour),
+                            f" ({zone}) is not in the row's hour ({schema.hour_column} ",
+                            pl.when(other_hour).then(hour), ")"))
+    return reasons
+
+
+def _say(*parts: str | pl.Expr) -> pl.Expr:
+    """Text from literal parts and values; null if a value is. Not ``pl.format``: declared
+    text (a pattern like ``^[A-Z]{2}$``) may hold braces."""
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+
+
+def _where(condition: pl.Expr, *parts: str | pl.Expr) -> list[str | pl.Expr]:
+    """``parts`` with each value taken only where ``condition`` holds (null elsewhere)."""
+    return [p if isinstance(p, str) else pl.when(condition).then(p) for p in parts]
+
+
 def duplicate_reason(schema: SourceSchema, first_line: pl.Expr) -> pl.Expr:
-    return pl.format(f"key: duplicate of line {{}} (same {', '.join(schema.key)})", first_line)
+    return _say("key: duplicate of line ", first_line, f" (same {', '.join(schema.key)})")
 
 
 def _is_missing(expr: pl.Expr) -> pl.Expr:

@@ -8,8 +8,7 @@ reads, so a model file is complete on its own: nothing is pickled, nothing rides
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
@@ -17,11 +16,11 @@ import numpy as np
 import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
-from batch_platform.platform.ingest.landing import write_bytes_atomic
+from batch_platform.platform.files import write_bytes_atomic
+from batch_platform.platform.models.objectives import Calibration, Evaluation, objective
 
-# Small trees: the same held-out AUC as 63 leaves, and explanations (pred_contrib) ~5x faster.
+# Defaults a declaration's model.params override; the objective comes from model.objective.
 DEFAULT_PARAMS: dict[str, object] = {
-    "objective": "binary",
     "learning_rate": 0.05,
     "num_leaves": 15,
     "min_data_in_leaf": 100,
@@ -44,24 +43,19 @@ class ModelError(ValueError):
 
 
 @dataclass(frozen=True)
-class Metrics:
-    auc: float | None
-    log_loss: float
-    brier: float
-    positive_rate: float
-    rows: int
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """A booster ready to score, with what scoring needs to know about it."""
 
     version: str
     booster: lgb.Booster
-    threshold: float
+    calibration: Calibration
     categorical_levels: dict[str, list[str]] = field(default_factory=dict)
     # The registered model file: the compiled scorer compiles (and caches by) exactly this file.
     path: Path | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.threshold
 
 
 def category_levels(frame: pl.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
@@ -95,45 +89,6 @@ def feature_matrix(
     return np.ascontiguousarray(encoded.to_numpy(), dtype=np.float64), unknown
 
 
-def auc_expr(score: str = "score", label: str = "label") -> pl.Expr:
-    """Area under the ROC curve over rows with a known label (Mann-Whitney); null if one class."""
-    known = pl.col(label).is_not_null() & pl.col(score).is_not_null()
-    y = pl.col(label).filter(known).cast(pl.Float64)
-    ranks = pl.col(score).filter(known).rank("average")
-    positives = y.sum()
-    negatives = y.count() - positives
-    value = ((ranks * y).sum() - positives * (positives + 1) / 2) / (positives * negatives)
-    return pl.when((positives > 0) & (negatives > 0)).then(value)
-
-
-def evaluate(labels: np.ndarray, scores: np.ndarray) -> Metrics:
-    frame = pl.DataFrame({"label": labels.astype(bool), "score": scores})
-    clipped = np.clip(scores, 1e-15, 1 - 1e-15)
-    y = labels.astype(np.float64)
-    return Metrics(
-        auc=frame.select(auc_expr()).item(),
-        log_loss=float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
-        brier=float(np.mean((scores - y) ** 2)),
-        positive_rate=float(y.mean()),
-        rows=len(y),
-    )
-
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score cut-off that maximises F1 on validation, from a 0.01 grid."""
-    y = labels.astype(bool)
-    best_threshold, best_f1 = 0.5, -1.0
-    for threshold in np.round(np.arange(0.01, 1.0, 0.01), 2):
-        predicted = scores >= threshold
-        tp = int(np.sum(predicted & y))
-        fp = int(np.sum(predicted & ~y))
-        fn = int(np.sum(~predicted & y))
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        if f1 > best_f1:
-            best_threshold, best_f1 = float(threshold), f1
-    return best_threshold
-
-
 def labelled(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Rows whose outcome is known (cancelled and diverted flights have none)."""
     return frame.filter(pl.col(spec.label_column).is_not_null())
@@ -158,8 +113,9 @@ def train(
         categorical_feature=list(spec.categorical_columns),
         free_raw_data=True,
     )
-    booster = lgb.train({**DEFAULT_PARAMS, **(params or {}), "num_threads": num_threads},
-                        dataset, num_boost_round=rounds)
+    booster = lgb.train({**DEFAULT_PARAMS, **(params or {}),
+                         "objective": objective(spec.objective).lightgbm_objectives[0],
+                         "num_threads": num_threads}, dataset, num_boost_round=rounds)
     # LightGBM stores this list in the model file and restores it on load.
     booster.pandas_categorical = [levels[c] for c in spec.feature_columns
                                   if c in spec.categorical_columns]
@@ -219,39 +175,31 @@ def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
 
 
 def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: str,
-                    threshold: float, spec: FeatureSpec) -> LoadedModel:
+                    calibration: Calibration, spec: FeatureSpec) -> LoadedModel:
     """The registered model, loaded only from the model directory and proven to be ``version``."""
     path = (data_dir / model_path).resolve()
     if not path.is_relative_to(models_dir.resolve()):
         raise ModelError(f"registered model path {path} is outside the model directory "
                          f"{models_dir}")
     booster = load(path, version)
-    return LoadedModel(version=version, booster=booster, threshold=threshold,
+    return LoadedModel(version=version, booster=booster, calibration=calibration,
                        categorical_levels=levels_from_model(booster, spec, str(path)), path=path)
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: Metrics
-    threshold: float
-    predicted_positive_rate: float
-    # The scores of the rows with a known outcome: the reference of the score-drift check.
-    scores: np.ndarray = field(compare=False, repr=False, default_factory=lambda: np.empty(0))
-
-
 def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,
-                levels: dict[str, list[str]], num_threads: int = 0) -> Evaluation:
-    """Metrics on the rows of ``frame`` with a known outcome, and the threshold chosen there."""
+                levels: dict[str, list[str]], num_threads: int = 0, policy: str = "f1",
+                policy_value: float | None = None,
+                band_quantiles: tuple[float, float] = (0.1, 0.9)) -> Evaluation:
+    """The objective's metrics on the rows of ``frame`` with a known outcome, and its
+    calibration (a threshold, a band) chosen there."""
     rows = labelled(frame, spec)
     if rows.height == 0:
         raise ModelError("the validation window holds no rows with a known outcome")
     matrix, _ = feature_matrix(rows, spec, levels)
-    scores = booster.predict(matrix, num_threads=num_threads)
+    outputs = booster.predict(matrix, num_threads=num_threads)
     labels = rows.get_column(spec.label_column).to_numpy()
-    metrics = evaluate(labels, scores)
-    metrics = Metrics(**{**asdict(metrics), "auc": finite_or_none(metrics.auc)})
-    threshold = choose_threshold(labels, scores)
-    return Evaluation(metrics, threshold, float((scores >= threshold).mean()), scores)
+    return objective(spec.objective).evaluate(labels, outputs, policy, policy_value,
+                                              band_quantiles)
 
 
 def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> dict[str, list[str]]:
@@ -260,10 +208,13 @@ def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> d
     Returns its category levels.
     """
     dumped = booster.dump_model(num_iteration=1)
-    objective = str(dumped.get("objective", "")) or "unknown"
-    if not objective.startswith(("binary", "cross_entropy")):
-        raise ModelError(f"model {source} has objective '{objective}'; scoring needs a "
-                         "probability: train with objective 'binary' (or 'cross_entropy')")
+    found = str(dumped.get("objective", "")) or "unknown"
+    expected_objective = objective(spec.objective)
+    if not found.startswith(expected_objective.lightgbm_objectives):
+        raise ModelError(
+            f"model {source} has objective '{found}'; the {spec.use_case} use case is "
+            f"{spec.objective}: train with objective "
+            f"{' or '.join(repr(o) for o in expected_objective.lightgbm_objectives[:2])}")
     names = booster.feature_name()
     expected = list(spec.feature_columns)
     if names != expected:
@@ -305,7 +256,3 @@ def levels_from_model(booster: lgb.Booster, spec: FeatureSpec, source: str) -> d
             raise ModelError(f"model {source} uses category code {max(codes)} for '{c}' but "
                              f"carries only {len(levels[c])} levels")
     return levels
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import duckdb
 import polars as pl
 
+from batch_platform.platform.models.objectives import Calibration
 from batch_platform.platform.storage.warehouse import (
     MissingDataError,
     ensure_table,
@@ -25,6 +26,7 @@ RETIRED = "retired"
 class ModelRecord:
     model_version: str
     use_case: str
+    objective: str
     status: str
     source: str  # "trained" or "user_file"
     trained_at: dt.datetime
@@ -34,12 +36,19 @@ class ModelRecord:
     valid_end: dt.date
     train_rows: int | None
     valid_rows: int
+    # The objective's metrics on the validation window; the others' are null.
     auc: float | None
-    log_loss: float
-    brier: float
-    positive_rate: float
-    predicted_positive_rate: float
-    threshold: float
+    log_loss: float | None
+    brier: float | None
+    positive_rate: float | None
+    predicted_positive_rate: float | None
+    mae: float | None
+    rmse: float | None
+    bias: float | None
+    # Post-processing: a binary model's threshold, a regression's band (residual quantiles).
+    threshold: float | None
+    band_low: float | None
+    band_high: float | None
     feature_list: list[str]
     num_trees: int
     model_path: str  # relative to the data directory
@@ -48,12 +57,15 @@ class ModelRecord:
 
 
 _SCHEMA: dict[str, pl.DataType] = {
-    "model_version": pl.String(), "use_case": pl.String(), "status": pl.String(),
+    "model_version": pl.String(), "use_case": pl.String(), "objective": pl.String(),
+    "status": pl.String(),
     "source": pl.String(), "trained_at": pl.Datetime("us", "UTC"), "train_start": pl.Date(),
     "train_end": pl.Date(), "valid_start": pl.Date(), "valid_end": pl.Date(),
     "train_rows": pl.Int64(), "valid_rows": pl.Int64(), "auc": pl.Float64(),
     "log_loss": pl.Float64(), "brier": pl.Float64(), "positive_rate": pl.Float64(),
-    "predicted_positive_rate": pl.Float64(), "threshold": pl.Float64(),
+    "predicted_positive_rate": pl.Float64(), "mae": pl.Float64(), "rmse": pl.Float64(),
+    "bias": pl.Float64(), "threshold": pl.Float64(), "band_low": pl.Float64(),
+    "band_high": pl.Float64(),
     "feature_list": pl.List(pl.String()), "num_trees": pl.Int64(), "model_path": pl.String(),
     "code_version": pl.String(), "run_id": pl.String(),
 }
@@ -95,3 +107,10 @@ def resolve(con: duckdb.DuckDBPyConnection, use_case: str, pinned_version: str |
             raise MissingDataError(f"no champion model for use case {use_case}: train one first "
                                    "(`batch-platform train`)")
     return rows.row(0, named=True)
+
+
+def calibration(record: dict) -> Calibration:
+    """The post-processing a registry row records for its model."""
+    band = ((record["band_low"], record["band_high"]) if record.get("band_low") is not None
+            else None)
+    return Calibration(threshold=record.get("threshold"), band=band)

@@ -16,6 +16,7 @@ import polars as pl
 
 from batch_platform.platform.ingest.schema import SourceSchema
 from batch_platform.platform.ingest.validate import FileTally, ValidatedFile
+from batch_platform.platform.models.objectives import Objective, objective
 from batch_platform.platform.monitoring import drift
 from batch_platform.platform.reports.daily import ALL_SEGMENT
 
@@ -214,37 +215,44 @@ def audit_prediction_counts(counts: Counter[str]) -> Audit:
 
 @dataclass
 class ScoreRange:
-    """Invalid scores and the range of the valid ones, added up chunk by chunk."""
+    """Unusable outputs and the range of the valid ones, added up chunk by chunk."""
 
+    kind: Objective
     invalid: int = 0
     low: float = float("inf")
     high: float = float("-inf")
     versions: set[str] = field(default_factory=set)
 
     def add(self, predictions: pl.DataFrame) -> ScoreRange:
-        score = predictions.get_column("score")
-        self.invalid += int((score.is_null() | score.is_nan() | (score < 0) | (score > 1)).sum())
+        values = predictions.get_column(self.kind.output)
+        self.invalid += int(self.kind.invalid(values).sum())
         if predictions.height:
-            self.low = min(self.low, float(score.min()))  # type: ignore[arg-type]
-            self.high = max(self.high, float(score.max()))  # type: ignore[arg-type]
+            self.low = min(self.low, float(values.min()))  # type: ignore[arg-type]
+            self.high = max(self.high, float(values.max()))  # type: ignore[arg-type]
         self.versions.update(predictions.get_column("model_version").unique().to_list())
         return self
 
 
-def audit_scores_valid(predictions: pl.DataFrame | ScoreRange) -> Audit:
-    scores = predictions if isinstance(predictions, ScoreRange) else ScoreRange().add(predictions)
+def audit_scores_valid(predictions: pl.DataFrame | ScoreRange, kind: Objective | None = None
+                       ) -> Audit:
+    """Every output usable: a probability in [0, 1], or a finite value (per the objective)."""
+    scores = (predictions if isinstance(predictions, ScoreRange)
+              else ScoreRange(kind or objective("binary")).add(predictions))
+    name, guard = scores.kind.output_check
+    column = scores.kind.output
     metadata: dict[str, object] = {
-        "invalid_scores": scores.invalid,
-        "min_score": scores.low if scores.low != float("inf") else 0.0,
-        "max_score": scores.high if scores.high != float("-inf") else 0.0}
+        f"invalid_{column}s": scores.invalid,
+        f"min_{column}": scores.low if scores.low != float("inf") else 0.0,
+        f"max_{column}": scores.high if scores.high != float("-inf") else 0.0}
     if scores.invalid:
-        return Audit("scores_in_unit_interval", False, ERROR,
-                     f"{scores.invalid} score(s) missing or outside [0, 1]", metadata)
-    return Audit("scores_in_unit_interval", True, ERROR, "every score in [0, 1]", metadata)
+        return Audit(name, False, ERROR, f"{scores.invalid} {column}(s) unusable: "
+                     f"{guard.split(';')[0].lower()} fails", metadata)
+    return Audit(name, True, ERROR, guard.split(";")[0], metadata)
 
 
 def audit_model_version(predictions: pl.DataFrame | ScoreRange, loaded_version: str) -> Audit:
-    scores = predictions if isinstance(predictions, ScoreRange) else ScoreRange().add(predictions)
+    scores = (predictions if isinstance(predictions, ScoreRange)
+              else ScoreRange(objective("binary")).add(predictions))
     versions = sorted(scores.versions)
     metadata: dict[str, object] = {"loaded_version": loaded_version,
                                    "versions_in_rows": ", ".join(versions) or "none"}
@@ -258,31 +266,32 @@ def audit_model_version(predictions: pl.DataFrame | ScoreRange, loaded_version: 
 
 # --- reports --------------------------------------------------------------------------------
 
-def audit_report_reconciles(report: pl.DataFrame, predictions: pl.DataFrame | pl.LazyFrame
-                            ) -> Audit:
-    """Per day: the whole-day row matches the predictions, and each segment type adds up to it."""
+def audit_report_reconciles(report: pl.DataFrame, predictions: pl.DataFrame | pl.LazyFrame,
+                            kind: Objective | None = None) -> Audit:
+    """Per day: the whole-day row matches the predictions, and each segment type adds up to it
+    (rows, and predicted positives for a probability)."""
+    reconciled = (kind or objective("binary")).reconciled
     truth = predictions.lazy().group_by("partition_date").agg(
-        pl.len().cast(pl.Int64).alias("flights"),
-        pl.col("label").sum().cast(pl.Int64).alias("predicted_late")).collect(engine="streaming")
+        expression.alias(name) for name, expression in reconciled.items()
+    ).collect(engine="streaming")
     totals = report.group_by("partition_date", "segment_type").agg(
-        pl.col("flights").sum(), pl.col("predicted_late").sum())
+        pl.col(name).sum() for name in reconciled)
     compared = totals.join(truth, on="partition_date", how="full", suffix="_predictions",
                            coalesce=True)
-    wrong = compared.filter(
-        (pl.col("flights") != pl.col("flights_predictions"))
-        | (pl.col("predicted_late") != pl.col("predicted_late_predictions"))
-        | pl.col("flights").is_null() | pl.col("flights_predictions").is_null()
-    ).sort("partition_date", "segment_type")
+    wrong = compared.filter(pl.any_horizontal(
+        *((pl.col(name) != pl.col(f"{name}_predictions")) for name in reconciled),
+        pl.col("rows").is_null(), pl.col("rows_predictions").is_null(),
+    )).sort("partition_date", "segment_type")
     metadata: dict[str, object] = {"days": truth.height, "mismatches": wrong.height,
                                    "segment_types": totals.get_column("segment_type").n_unique()}
     if wrong.height:
         first = wrong.row(0, named=True)
+        in_report = " and ".join(f"{first[name]} {name}" for name in reconciled)
+        in_predictions = " and ".join(f"{first[f'{name}_predictions']}" for name in reconciled)
         return Audit("reconciles_with_predictions", False, ERROR,
                      f"{wrong.height} day/segment total(s) disagree with predictions; first: "
-                     f"{first['partition_date']} {first['segment_type']}: {first['flights']} "
-                     f"flights and {first['predicted_late']} predicted late in the report, "
-                     f"{first['flights_predictions']} and {first['predicted_late_predictions']}"
-                     " in predictions", metadata)
+                     f"{first['partition_date']} {first['segment_type']}: {in_report} in the "
+                     f"report, {in_predictions} in predictions", metadata)
     return Audit("reconciles_with_predictions", True, ERROR,
                  f"{truth.height} day(s): totals per segment type ({ALL_SEGMENT}, ...) "
                  "match predictions", metadata)

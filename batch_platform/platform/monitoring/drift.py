@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from batch_platform.platform.ingest.landing import write_bytes_atomic
+from batch_platform.platform.files import write_bytes_atomic
 
 QUANTILES = tuple(q / 10 for q in range(1, 10))
 # Shares are floored so an empty bin on either side gives a large but finite PSI.

@@ -1,11 +1,14 @@
 """Per-day aggregates of predictions for analysts and monitoring.
 
 A report row is a group: a day and a segment (the whole day, or one value of a segment
-column). Its median, p90 and AUC are exact, so they need every score of the group at once.
+column). Its columns are the objective's (``models/objectives.py``): score statistics,
+predicted and realised positives and AUC for a probability; prediction statistics, MAE, RMSE
+and bias for a value. Its median, p90 and AUC are exact, so they need every output of the
+group at once.
 To keep memory bounded however large a day grows, the report is computed from *segment rows*
-(one per flight and segment type) sorted by group, read chunk by chunk: complete groups of a
+(one per row and segment type) sorted by group, read chunk by chunk: complete groups of a
 chunk are aggregated at once, and only the group still open at the chunk's end is carried on,
-as three narrow columns (score, label, outcome) and the model version. The warehouse produces
+as a few narrow columns (the outputs, the outcome) and the model version. The warehouse produces
 the sorted segment rows with ``segment_rows_sql`` (DuckDB joins and sorts out of core); a
 frame in memory goes through ``segment_rows``. Both are aggregated by the same code.
 """
@@ -18,13 +21,17 @@ from collections.abc import Iterable
 import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
-from batch_platform.platform.models.booster import auc_expr
+from batch_platform.platform.models.objectives import Objective, objective
 
 ALL_SEGMENT = "all"
 _RUN = "__group_run"
 GROUP = ("partition_date", "segment_type", "segment")
-# What a report needs of each table; ``flight_id`` joins them.
-PREDICTION_COLUMNS = ("partition_date", "score", "label", "model_version")
+
+
+def prediction_columns(kind: Objective) -> tuple[str, ...]:
+    """What a report needs of the predictions table; the row id joins it to the features."""
+    return ("partition_date", *kind.report_values, "model_version")
+
 # Segment rows' text columns of a few distinct values: read as categoricals, they cost 4 bytes
 # a row while a group is carried from chunk to chunk.
 CATEGORICAL_COLUMNS = ("segment_type", "segment", "model_version")
@@ -36,8 +43,8 @@ def daily_report(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
 
     ``features`` supplies the segment columns and the realised outcome, where known.
     """
-    rows = segment_rows(predictions, features, spec).sort(*GROUP, "score", spec.id_column,
-                                                          nulls_last=True)
+    rows = segment_rows(predictions, features, spec).sort(
+        *GROUP, objective(spec.objective).output, spec.id_column, nulls_last=True)
     return report_of_sorted_rows([rows], spec, reported_at)
 
 
@@ -45,15 +52,17 @@ def segment_rows(predictions: pl.DataFrame, features: pl.DataFrame, spec: Featur
                  ) -> pl.DataFrame:
     """Each prediction once per segment type, with its segment and realised outcome; sorted by
     group, score and id they are what ``report_of_sorted_rows`` reads."""
-    joined = predictions.select(spec.id_column, *PREDICTION_COLUMNS).join(
+    kind = objective(spec.objective)
+    joined = predictions.select(spec.id_column, *prediction_columns(kind)).join(
         features.select(spec.id_column, *spec.segment_columns, spec.label_column),
         on=spec.id_column, how="left", validate="1:1")
     segments = [(pl.lit(ALL_SEGMENT), pl.lit(ALL_SEGMENT))] + [
         (pl.lit(column), pl.col(column).cast(pl.String)) for column in spec.segment_columns]
     return pl.concat([
-        joined.select("partition_date", kind.alias("segment_type"), value.alias("segment"),
-                      "score", "label", spec.label_column, "model_version", spec.id_column)
-        for kind, value in segments])
+        joined.select("partition_date", segment_type.alias("segment_type"),
+                      value.alias("segment"), *kind.report_values, spec.label_column,
+                      "model_version", spec.id_column)
+        for segment_type, value in segments])
 
 
 def segment_rows_sql(spec: FeatureSpec) -> str:
@@ -65,6 +74,7 @@ def segment_rows_sql(spec: FeatureSpec) -> str:
         return f'"{column}"'
 
     window = "partition_date BETWEEN $start AND $end"
+    kind = objective(spec.objective)
     key = quoted(spec.id_column)
     kinds = [ALL_SEGMENT, *spec.segment_columns]
     segment = " ".join(f"WHEN '{column}' THEN CAST(f.{quoted(column)} AS VARCHAR)"
@@ -72,23 +82,25 @@ def segment_rows_sql(spec: FeatureSpec) -> str:
     segment_types = ", ".join(f"('{kind}')" for kind in kinds)
     return (
         f"SELECT p.partition_date, s.segment_type, CASE s.segment_type WHEN '{ALL_SEGMENT}' "
-        f"THEN '{ALL_SEGMENT}' {segment} END AS segment, p.score, p.label, "
+        f"THEN '{ALL_SEGMENT}' {segment} END AS segment, "
+        f"{', '.join(f'p.{quoted(c)}' for c in kind.report_values)}, "
         f"f.{quoted(spec.label_column)}, p.model_version, p.{key} "
-        f"FROM (SELECT {key}, {', '.join(PREDICTION_COLUMNS)} FROM predictions.{spec.use_case} "
+        f"FROM (SELECT {key}, {', '.join(prediction_columns(kind))} "
+        f"FROM predictions.{spec.use_case} "
         f"WHERE {window}) p "
         f"LEFT JOIN (SELECT {key}, {', '.join(quoted(c) for c in spec.segment_columns)}, "
         f"{quoted(spec.label_column)} FROM features.{spec.use_case} WHERE {window}) f "
         f"ON p.{key} = f.{key} "
         f"CROSS JOIN (VALUES {segment_types}) s(segment_type) "
         # Scores in a fixed order within a group: a mean's float sum depends on the order.
-        f"ORDER BY {', '.join(GROUP)}, score, {key} NULLS LAST"
+        f"ORDER BY {', '.join(GROUP)}, {kind.output}, {key} NULLS LAST"
     )
 
 
 def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
                           reported_at: dt.datetime) -> pl.DataFrame:
     """The report of segment rows arriving sorted by group, a chunk at a time."""
-    values = ("score", "label", spec.label_column, "model_version")
+    values = (*objective(spec.objective).report_values, spec.label_column, "model_version")
     aggregations = _aggregations(spec)
     done: list[pl.DataFrame] = []
     open_key: tuple | None = None
@@ -135,18 +147,9 @@ def report_of_sorted_rows(chunks: Iterable[pl.DataFrame], spec: FeatureSpec,
 
 
 def _aggregations(spec: FeatureSpec) -> list[pl.Expr]:
-    outcome = pl.col(spec.label_column)
     return [
-        pl.len().cast(pl.Int64).alias("flights"),
-        pl.col("score").mean().alias("mean_score"),
-        pl.col("score").median().alias("median_score"),
-        pl.col("score").quantile(0.9, interpolation="linear").alias("p90_score"),
-        pl.col("label").sum().cast(pl.Int64).alias("predicted_late"),
-        pl.col("label").mean().alias("predicted_late_rate"),
-        outcome.is_not_null().sum().cast(pl.Int64).alias("outcomes_known"),
-        outcome.sum().cast(pl.Int64).alias("realised_late"),
-        outcome.cast(pl.Float64).mean().alias("realised_late_rate"),
-        auc_expr("score", spec.label_column).alias("auc"),
+        pl.len().cast(pl.Int64).alias("rows"),
+        *objective(spec.objective).report_aggregations(spec.label_column),
         # Unique first: the column may be categorical (a few versions, 4 bytes a row).
         pl.col("model_version").unique().cast(pl.String).sort().str.join(",")
         .alias("model_version"),
@@ -154,8 +157,10 @@ def _aggregations(spec: FeatureSpec) -> list[pl.Expr]:
 
 
 def _empty(columns: list[str], spec: FeatureSpec) -> pl.DataFrame:
+    kind = objective(spec.objective)
     rows = pl.DataFrame(schema={"partition_date": pl.Date(), "segment_type": pl.String(),
-                                "segment": pl.String(), "score": pl.Float64(),
-                                "label": pl.Boolean(), spec.label_column: pl.Boolean(),
-                                "model_version": pl.String()})
+                                "segment": pl.String(),
+                                **{c: kind.output_schema[c] for c in kind.report_values},
+                                spec.label_column: pl.Boolean() if spec.is_binary
+                                else pl.Float64(), "model_version": pl.String()})
     return rows.group_by(GROUP).agg(_aggregations(spec)).select(columns)

@@ -32,8 +32,7 @@ from typing import Any, Protocol
 import lightgbm as lgb
 import numpy as np
 
-from batch_platform.platform.ingest.landing import write_bytes_atomic
-from batch_platform.platform.storage.warehouse import exclusive_lock
+from batch_platform.platform.files import exclusive_lock, write_bytes_atomic
 
 LOG = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models.booster import LoadedModel
+from batch_platform.platform.models.objectives import Calibration, objective
 from batch_platform.platform.scoring import compiled
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.scoring.compiled import COMPILED, LIGHTGBM, ScorerReport
@@ -159,7 +160,7 @@ class ChunkScorer:
     Built from the model file's path and version only; the booster itself never travels.
     """
 
-    def __init__(self, model_path: str, version: str, threshold: float, spec: FeatureSpec,
+    def __init__(self, model_path: str, version: str, calibration: Calibration, spec: FeatureSpec,
                  lineage: ScoringLineage, explain: str, scorer: str, num_threads: int) -> None:
         try:
             booster = model_core.load(Path(model_path), version)
@@ -167,7 +168,7 @@ class ChunkScorer:
         except (model_core.ModelError, OSError) as err:
             raise ModelLoadError(f"a scoring actor on {socket.gethostname()} cannot load model "
                                  f"{version} from {model_path}: {err}") from None
-        self.model = LoadedModel(version, booster, threshold, levels, Path(model_path))
+        self.model = LoadedModel(version, booster, calibration, levels, Path(model_path))
         self.spec, self.lineage = spec, lineage
         self.explain, self.scorer, self.num_threads = explain, scorer, num_threads
         if scorer == COMPILED:
@@ -286,7 +287,8 @@ def score(
     stats = _merge_stats(frame, spec, scorer, warn)
     predictions = frame.drop(ROW, STATS)
     if explain == "riskiest":  # over whole days, which no batch sees: here, as locally
-        riskiest = scoring.Riskiest(explain_max_rows, spec.id_column)
+        riskiest = scoring.Riskiest(explain_max_rows, spec.id_column,
+                                    objective(spec.objective).output)
         riskiest.add(predictions)
         reasons = riskiest.explain([features], model, spec, num_threads)
         predictions = scoring.fill_reasons(predictions, reasons, spec.id_column)
@@ -318,7 +320,7 @@ def _run_job(ray: Any, target: RayTarget, fs: pafs.FileSystem, features_path: st
              ChunkScorer,
              fn_constructor_kwargs={
                  "model_path": str(model.path), "version": model.version,
-                 "threshold": model.threshold, "spec": spec, "lineage": lineage,
+                 "calibration": model.calibration, "spec": spec, "lineage": lineage,
                  "explain": explain, "scorer": scorer, "num_threads": num_threads},
              batch_size=chunk_rows, batch_format="pyarrow",
              compute=ray.data.ActorPoolStrategy(size=target.actors), num_cpus=cpus_per_actor)

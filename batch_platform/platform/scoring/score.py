@@ -16,11 +16,11 @@ import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.models.booster import LoadedModel, feature_matrix
+from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.scoring import compiled
 from batch_platform.platform.scoring.compiled import LIGHTGBM, Scorer, ScorerReport
 
 TOP_REASONS = 3
-RISK_BANDS = ("low", "medium", "high", "very_high")
 
 
 class FeatureMismatchError(ValueError):
@@ -57,16 +57,6 @@ def check_features(frame: pl.DataFrame, spec: FeatureSpec, where: str) -> None:
         if name not in spec.categorical_columns and not (dtype.is_numeric() or dtype == pl.Null):
             raise FeatureMismatchError(
                 f"{where}: numeric feature '{name}' must be a number, found {dtype}")
-
-
-def risk_band(score: pl.Expr, threshold: float) -> pl.Expr:
-    """Bands anchored on the decision threshold: below half of it, below it, above, far above."""
-    return (
-        pl.when(score < threshold / 2).then(pl.lit(RISK_BANDS[0]))
-        .when(score < threshold).then(pl.lit(RISK_BANDS[1]))
-        .when(score < (1 + threshold) / 2).then(pl.lit(RISK_BANDS[2]))
-        .otherwise(pl.lit(RISK_BANDS[3]))
-    )
 
 
 def top_reasons(contributions: np.ndarray, names: tuple[str, ...], k: int = TOP_REASONS
@@ -113,7 +103,8 @@ def score(
     ``choose_scorer``, ``score_chunk``, ``Riskiest`` and ``fill_reasons``.
     """
     chosen, report = choose_scorer(features, model, spec, scorer, num_threads, warn)
-    riskiest = Riskiest(explain_max_rows, spec.id_column) if explain == "riskiest" else None
+    riskiest = (Riskiest(explain_max_rows, spec.id_column, objective(spec.objective).output)
+                if explain == "riskiest" else None)
     parts = []
     unknown = dict.fromkeys(spec.categorical_columns, 0)
     explained = 0
@@ -144,18 +135,16 @@ class ScoredChunk:
 
 def score_chunk(chunk: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, chosen: Scorer,
                 explain: str, num_threads: int) -> ScoredChunk:
-    """Score, label, band and (per ``explain``; never for "riskiest") explain one chunk."""
+    """Score and post-process one chunk (a probability, label and band; or a value and its
+    band) and, per ``explain`` (never for "riskiest"), explain it."""
     matrix, unknown = feature_matrix(chunk, spec, model.categorical_levels)
-    scores = chosen.predict(matrix, num_threads)
-    mask = _explained_mask(scores, model.threshold, explain)
+    outputs = chosen.predict(matrix, num_threads)
+    kind = objective(spec.objective)
+    mask = kind.explain_mask(outputs, model.calibration, explain)
     reasons = _explain(model, matrix, mask, spec, num_threads)
     predictions = (
         chunk.select(spec.id_column, "partition_date")
-        .with_columns(pl.Series("score", scores, dtype=pl.Float64))
-        .with_columns(
-            (pl.col("score") >= model.threshold).alias("label"),
-            risk_band(pl.col("score"), model.threshold).alias("risk_band"),
-        )
+        .hstack(kind.postprocess(outputs, model.calibration))
         .hstack(reasons)
     )
     return ScoredChunk(predictions, unknown, int(mask.sum()))
@@ -188,19 +177,20 @@ def choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec,
 
 
 class Riskiest:
-    """The ``per_day`` highest scores of each day, over chunks scored one after another.
+    """The ``per_day`` highest outputs (scores, predicted values) of each day, over chunks
+    scored one after another.
 
     Ties go to the smaller id, so the choice does not depend on how rows were chunked.
     """
 
-    def __init__(self, per_day: int, id_column: str) -> None:
-        self.per_day, self.id_column = per_day, id_column
+    def __init__(self, per_day: int, id_column: str, output: str = "score") -> None:
+        self.per_day, self.id_column, self.output = per_day, id_column, output
         self.best: pl.DataFrame | None = None
 
     def add(self, predictions: pl.DataFrame) -> None:
-        rows = predictions.select("partition_date", self.id_column, "score")
+        rows = predictions.select("partition_date", self.id_column, self.output)
         merged = rows if self.best is None else pl.concat([self.best, rows])
-        self.best = (merged.sort("partition_date", "score", self.id_column,
+        self.best = (merged.sort("partition_date", self.output, self.id_column,
                                  descending=[False, True, False])
                      .group_by("partition_date", maintain_order=True).head(self.per_day))
 
@@ -241,14 +231,6 @@ def fill_reasons(predictions: pl.DataFrame, reasons: pl.DataFrame, id_column: st
             .select(predictions.columns))
 
 
-def _explained_mask(scores: np.ndarray, threshold: float, explain: str) -> np.ndarray:
-    if explain == "all":
-        return np.ones(len(scores), dtype=bool)
-    if explain == "predicted_late":
-        return scores >= threshold
-    return np.zeros(len(scores), dtype=bool)
-
-
 def _explain(model: LoadedModel, matrix: np.ndarray, mask: np.ndarray, spec: FeatureSpec,
              num_threads: int) -> pl.DataFrame:
     if not mask.any():  # skip building and sorting an all-zero matrix: same empty reasons
@@ -272,6 +254,6 @@ def _reason_schema() -> dict[str, pl.DataType]:
 
 def empty_predictions(spec: FeatureSpec) -> pl.DataFrame:
     return pl.DataFrame(schema={
-        spec.id_column: pl.String(), "partition_date": pl.Date(), "score": pl.Float64(),
-        "label": pl.Boolean(), "risk_band": pl.String(), **_reason_schema(),
+        spec.id_column: pl.String(), "partition_date": pl.Date(),
+        **objective(spec.objective).output_schema, **_reason_schema(),
     })

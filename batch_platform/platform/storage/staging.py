@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from batch_platform.platform.ingest.landing import process_alive
+from batch_platform.platform.files import process_alive
 
 PART_SUFFIX = ".parquet"
 STEP_PREFIX = "step-"  # the staging directories of steps, among whatever else shares the base

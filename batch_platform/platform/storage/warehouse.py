@@ -10,13 +10,9 @@ one sees the latest, and neither ever waits for, or blocks, a run.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import fcntl
-import json
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,14 +22,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from batch_platform.platform.ingest.landing import days_between, remove_stale_temp_files
+from batch_platform.platform.dates import days_between
+from batch_platform.platform.files import exclusive_lock, remove_stale_temp_files
 from batch_platform.platform.storage.staging import StagedTable
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class WarehouseLockTimeout(TimeoutError):
-    """Another process held the pipeline database longer than the configured wait."""
 
 
 class SchemaMismatchError(ValueError):
@@ -50,56 +43,6 @@ def table_name(qualified: str) -> str:
     if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
         raise ValueError(f"invalid table name {qualified!r}: expected schema.table in lower case")
     return qualified
-
-
-@contextmanager
-def exclusive_lock(lock_path: Path, timeout_seconds: float, purpose: str) -> Iterator[None]:
-    """Hold ``lock_path`` exclusively; wait at most ``timeout_seconds``, then name the holder.
-
-    ``flock`` is released by the kernel when its holder dies, so a crash leaves no stale lock.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_seconds
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise WarehouseLockTimeout(
-                        f"waited {timeout_seconds:g}s for {lock_path} to {purpose}; it is held by "
-                        f"{_read_holder(lock_path)}. Wait for that run to finish, or raise "
-                        "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS."
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _read_holder(lock_path: Path) -> str:
-    try:
-        holder = json.loads(lock_path.read_text() or "{}")
-    except (OSError, ValueError):
-        holder = {}
-    if not holder:
-        return "another process"
-    return (f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('purpose')}, "
-            f"since {holder.get('since')})")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from batch_platform.platform.ingest import landing
-from batch_platform.platform.ingest.schema import LOCAL_TIMEZONE
+from batch_platform.use_cases.flights import landing as flights_landing
+
+LOCAL_TIMEZONE = "America/New_York"
 
 MAX_FLIGHT_NUMBER = 99_999
 
@@ -25,7 +27,7 @@ def scaled_flights(day: dt.date, rows: int, seed: int = 2013,
     """``rows`` flights for ``day``, drawn with replacement from the real flights of its month."""
     if rows < 1:
         raise ValueError("rows must be positive")
-    source = landing.read_source_text("flights", package_data_dir)
+    source = flights_landing.read_source_text("flights", package_data_dir)
     season = source.filter(pl.col("month") == str(day.month))
     if season.height == 0:
         raise ValueError(f"no real flights in month {day.month} to resample")
@@ -52,7 +54,8 @@ def scaled_flights(day: dt.date, rows: int, seed: int = 2013,
 def land_scaled(landing_dir: Path, day: dt.date, rows: int, seed: int = 2013) -> Path:
     """Land ``rows`` flights for ``day``, with the real context the features need."""
     previous = day - dt.timedelta(days=1)
-    landing.land(landing_dir, [previous, day])  # real weather, previous day, reference files
+    # Real weather, the previous day and the reference files.
+    flights_landing.land(landing_dir, [previous, day])
     path = landing.landing_file(landing_dir, "flights", day)
     landing.write_csv_atomic(scaled_flights(day, rows, seed), path)
     return path
