@@ -63,6 +63,7 @@ def load(roots: list[Path] | None = None) -> tuple[dg.Definitions, list[Declared
     definitions: list[dg.Definitions] = []
     declared: list[Declared] = []
     for root in roots or folders():
+        check_types(root)
         tree = component_tree(root)
         with warnings.catch_warnings():
             # Dagster's own module loading inside the component tree is a preview feature.
@@ -72,7 +73,35 @@ def load(roots: list[Path] | None = None) -> tuple[dg.Definitions, list[Declared
         for component in _use_case_components(tree):
             declared.append(component)
     check_unique(declared)
-    return dg.Definitions.merge(*definitions), declared
+    # Dagster merges one component tree per Definitions: the shipped one's stays (the UI shows
+    # its YAML), the user's folders join as plain definitions.
+    return dg.Definitions.merge(definitions[0], *map(_without_tree, definitions[1:])), declared
+
+
+def check_types(root: Path) -> None:
+    """Every ``defs.yaml`` names a component type that exists (Dagster's own message names
+    neither the file nor the line)."""
+    for path in sorted(root.rglob("defs.yaml")):
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.startswith("type:"):
+                continue
+            name = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
+            module, _, attribute = name.rpartition(".")
+            try:
+                found = hasattr(importlib.import_module(module), attribute) if module else False
+            except ImportError:
+                found = False
+            if not found:
+                raise DeclarationError(
+                    f"{path}:{number}: type: {name!r} is not a component type; a use case is "
+                    "`type: batch_platform.components.UseCase`")
+
+
+def _without_tree(definitions: dg.Definitions) -> dg.Definitions:
+    return dg.Definitions(assets=definitions.assets, asset_checks=definitions.asset_checks,
+                          jobs=definitions.jobs, schedules=definitions.schedules,
+                          sensors=definitions.sensors, resources=definitions.resources)
 
 
 def _use_case_components(tree: ComponentTree) -> list[Declared]:

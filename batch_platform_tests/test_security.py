@@ -21,7 +21,6 @@ import pytest
 
 from batch_platform import cli
 from batch_platform.definitions import build_definitions
-from batch_platform.orchestration.assets import raw_flights, raw_weather
 from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import booster as model_core
@@ -237,7 +236,8 @@ def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
     flights_landing.land(settings.landing_dir, [DAY], with_reference=False)
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([raw_flights, raw_weather], partition_key=DAY.isoformat(),
+        raw = [defs.resolve_assets_def(dg.AssetKey(["raw", s])) for s in ("flights", "weather")]
+        result = dg.materialize(raw, partition_key=DAY.isoformat(),
                                 resources=defs.resources, instance=instance)
     assert result.success
     with read_only(settings.warehouse_path) as con:

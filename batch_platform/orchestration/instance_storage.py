@@ -2,7 +2,7 @@
 
 Dagster's SQLite event log creates a SQLAlchemy engine, opens a connection and fsyncs for every
 event, twice for asset events (the run's database and the cross-run index). A range run writes
-one materialization event per asset and day, so the flights year (365 days, 5 daily assets)
+one materialization event per asset and day, so a year of a use case (365 days, 5 daily assets)
 spent more time recording events than computing. This storage is Dagster's own, with two
 changes: one engine per database file, reused, and SQLite's ``synchronous=NORMAL`` (in WAL
 mode, which Dagster already uses: a commit survives a crash of the process, only the last

@@ -15,18 +15,20 @@ import pytest
 
 from batch_platform.orchestration.checks import (
     FEATURE_CHECKS,
-    PREDICTION_CHECKS,
     RAW_CHECKS,
     REPORT_CHECKS,
+    prediction_checks,
 )
 from batch_platform.platform.files import exclusive_lock
 from batch_platform.platform.ingest import landing
+from batch_platform.platform.models.objectives import objective
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import WEEK, Platform, failure_messages
 
 DAY = dt.date(2013, 1, 18)
 CHECKS = {("raw", "flights"): RAW_CHECKS, ("raw", "weather"): RAW_CHECKS,
-          ("features", "flights"): FEATURE_CHECKS, ("predictions", "flights"): PREDICTION_CHECKS,
+          ("features", "flights"): FEATURE_CHECKS,
+          ("predictions", "flights"): prediction_checks(objective("binary")),
           ("reports", "flights_daily"): REPORT_CHECKS}
 
 

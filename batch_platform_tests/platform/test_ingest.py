@@ -11,8 +11,9 @@ from polars.testing import assert_frame_equal
 
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
-from batch_platform.platform.ingest.schema import FLIGHTS, PLANES, WEATHER
 from batch_platform.platform.storage import staging
+from batch_platform_tests.flights import FLIGHTS_SOURCE as FLIGHTS
+from batch_platform_tests.flights import PLANES, WEATHER
 from batch_platform_tests.platform.support import DAY_1, LINEAGE, data_lines, validate_file
 
 WHERE = "partition 2013-01-01"
@@ -266,8 +267,9 @@ def test_time_hour_must_be_the_rows_local_date_and_hour(tmp_path: Path, header: 
         ({"flight": "12.5"}, "flight", "flight: '12.5' is not an integer"),
         ({"dep_time": "2475"}, "dep_time",
          "dep_time: '2475' must be a clock time HHMM between 0000 and 2400"),
-        ({"time_hour": "2013-01-01 10:00:00"}, "time_hour",
-         "time_hour: '2013-01-01 10:00:00' is not a UTC timestamp"),
+        ({"dep_time": "12.5"}, "dep_time", "dep_time: '12.5' is not a clock time HHMM"),
+        ({"time_hour": "2013-01-01 25:00:00"}, "time_hour",
+         "time_hour: '2013-01-01 25:00:00' is not a timestamp (ISO 8601"),
         ({"minute": "16"}, "minute", "row: hour and minute disagree with sched_dep_time"),
     ],
 )

@@ -10,13 +10,13 @@ import pytest
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.ingest.schema import (
     COLUMN_TYPE_NAMES,
-    FLIGHTS,
     Column,
     SourceSchema,
     column_type,
     declared_column,
     sql_rule,
 )
+from batch_platform_tests.flights import FLIGHTS_SOURCE as FLIGHTS
 
 NY = "America/New_York"
 UTC = dt.UTC

@@ -22,7 +22,7 @@ class FeatureSpec:
     # Columns of the features table that reports segment by.
     segment_columns: tuple[str, ...]
     # Per-row features whose distribution over one day is comparable with the training window:
-    # the ones a drift check can compare. Day-level features (the calendar, the day's weather,
+    # the ones a drift check can compare. Day-level features (the calendar, the day's conditions,
     # yesterday's statistics) take one or a few values a day, so any single day "drifts".
     drift_columns: tuple[str, ...] = ()
     # binary (a probability, a label at a threshold) or regression (a value and its band).

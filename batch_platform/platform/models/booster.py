@@ -90,7 +90,7 @@ def feature_matrix(
 
 
 def labelled(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """Rows whose outcome is known (cancelled and diverted flights have none)."""
+    """Rows whose outcome is known (a row may have none yet, or never: a cancellation)."""
     return frame.filter(pl.col(spec.label_column).is_not_null())
 
 

@@ -45,7 +45,7 @@ class AuditThresholds:
     psi_error: float = 0.3
     # Below this many rows a day's PSI is noise: such days are not judged.
     psi_min_rows: int = 200
-    # Scores move with the weather: their drift flags, it never blocks.
+    # Scores move with the season and the day's conditions: their drift flags, never blocks.
     score_psi_warn: float = 0.25
     # Largest share of a day's input rows with a required value missing.
     max_null_fraction: float = 0.01

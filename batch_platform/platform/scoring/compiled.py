@@ -1,6 +1,6 @@
 """The optional compiled scorer: the LightGBM model compiled to native code with lleaves.
 
-lleaves turns every tree into machine code for this CPU; on the default flights model it
+lleaves turns every tree into machine code for this CPU; on the shipped binary model it
 scores about ten times as many rows a second as ``Booster.predict`` on the same two cores.
 It is trusted only after a parity check against ``Booster.predict`` on a sample of the
 partition being scored; any failure (no compiler, a compile error, a bad artifact, a
@@ -38,10 +38,10 @@ LOG = logging.getLogger(__name__)
 
 LIGHTGBM = "lightgbm"
 COMPILED = "compiled"
-# The issue's bar for identical output; lleaves in float64 measured ~1e-15 on the flights model.
+# The issue's bar for identical output; lleaves in float64 measured ~1e-15 on the shipped model.
 PARITY_TOLERANCE = 1e-6
 PARITY_SAMPLE_ROWS = 2_000
-# Compiling the default flights model takes ~10 s; a larger forest can take a minute or more.
+# Compiling the shipped 300-tree model takes ~10 s; a larger forest can take a minute or more.
 COMPILE_LOCK_TIMEOUT_SECONDS = 900.0
 MAGIC = b"batch_platform lleaves artifact v1\n"
 
