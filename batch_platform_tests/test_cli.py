@@ -72,7 +72,7 @@ def test_score_a_day_through_the_command(cli_env: Platform, capsys) -> None:
     out = capsys.readouterr().out
     expected = cli_env.query("SELECT count(*) FROM predictions.flights "
                              "WHERE partition_date = DATE '2013-01-20'").item()
-    assert f"scored {expected} flights from 2013-01-20 to 2013-01-20" in out
+    assert f"scored {expected} rows of flights from 2013-01-20 to 2013-01-20" in out
 
 
 def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> None:
@@ -83,7 +83,7 @@ def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> N
                         "DAGSTER_HOME": str(cli_env.settings.dagster_home)}
     cli.prepare_instance(cli_env.settings)
     result = subprocess.run(
-        [str(dagster), "asset", "materialize", "--select", "tag:flow=daily",
+        [str(dagster), "asset", "materialize", "--select", "tag:flow=flights",
          "--partition-range", "2013-01-18...2013-01-19", "-m", "batch_platform.definitions"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,9 +103,9 @@ def test_land_train_score_on_a_fresh_data_directory(tmp_path: Path, monkeypatch,
                      "--valid-from", "2013-02-08", "--valid-to", "2013-02-10"]) == 0
     assert cli.main(["score", "--date", "2013-02-10"]) == 0
     out = capsys.readouterr().out
-    assert "champion model" in out
+    assert "champion flights model" in out
     landed = len((tmp_path / "data/landing/flights/2013-02-10.csv").read_text().splitlines()) - 1
-    assert f"scored {landed} flights from 2013-02-10 to 2013-02-10" in out
+    assert f"scored {landed} rows of flights from 2013-02-10 to 2013-02-10" in out
     assert (tmp_path / "data/dagster/dagster.yaml").is_file()
     # The run went through the instance's storage with reused connections, day by day.
     with DagsterInstance.from_config(str(tmp_path / "data/dagster")) as instance:

@@ -37,8 +37,9 @@ def describe_graph(defs: dg.Definitions) -> dict:
             "freshness": str(node.freshness_policy) if node.freshness_policy else None,
         }
     jobs = {job.name: sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
-            for job in (defs.resolve_job_def(name) for name in
-                        ("flights_daily", "flights_features", "flights_train", "flights_predict"))}
+            for job in (defs.resolve_job_def(f"{use_case}_{what}")
+                        for use_case in ("flights", "temperature")
+                        for what in ("daily", "features", "train", "predict"))}
     repository = defs.get_repository_def()
     automation = {
         **{s.name: {"status": s.default_status.value,
@@ -53,10 +54,12 @@ def describe_graph(defs: dg.Definitions) -> dict:
 
 def test_sensors_and_schedules_run_by_default(tmp_path: Path) -> None:
     automation = describe_graph(build_definitions(Settings(data_dir=tmp_path)))["automation"]
-    assert set(automation) == {"landing_sensor", "reports_follow_predictions",
-                               "nightly_schedule", "freshness_schedule"}
+    assert set(automation) == {f"{use_case}_{what}" for use_case in ("flights", "temperature")
+                               for what in ("landing_sensor", "reports_follow_predictions",
+                                            "nightly_schedule", "freshness_schedule")}
     assert {entry["status"] for entry in automation.values()} == {"RUNNING"}
-    assert automation["nightly_schedule"]["timezone"] == "America/New_York"
+    assert automation["flights_nightly_schedule"]["timezone"] == "America/New_York"
+    assert automation["temperature_nightly_schedule"]["job"] == "temperature_daily"
 
 
 def test_asset_graph_matches_snapshot(tmp_path: Path) -> None:
@@ -73,6 +76,6 @@ def test_definitions_load_from_the_workspace_module(tmp_path: Path, monkeypatch)
     import batch_platform.definitions as module
 
     reloaded = importlib.reload(module)
-    warehouse = reloaded.defs.resources["warehouse"]
+    warehouse = reloaded.defs.load_fn().resources["warehouse"]
     assert warehouse.published_database == str(tmp_path / "warehouse.duckdb")
     assert warehouse.database == str(tmp_path / "pipeline.duckdb")

@@ -237,8 +237,7 @@ def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         raw = [defs.resolve_assets_def(dg.AssetKey(["raw", s])) for s in ("flights", "weather")]
-        result = dg.materialize(raw, partition_key=DAY.isoformat(),
-                                resources=defs.resources, instance=instance)
+        result = dg.materialize(raw, partition_key=DAY.isoformat(), instance=instance)
     assert result.success
     with read_only(settings.warehouse_path) as con:
         files = con.execute("SELECT DISTINCT _source_file FROM raw.flights").fetchall()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from batch_platform.settings import Settings, SettingsError
+from batch_platform_tests.flights import flights_use_case
 
 
 def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -15,20 +16,32 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
     # The data directory defaults to ./data, made absolute against the working directory.
     assert settings.data_dir == (tmp_path / "data").resolve()
     assert settings.data_dir.is_absolute()
-    assert settings.max_reject_fraction == 0.05
     assert settings.chunk_rows == 100_000
     assert settings.scoring_threads == 0
     assert settings.lock_timeout_seconds == 300.0
     assert settings.model_version is None
-    assert settings.explain == "all"
-    assert settings.scorer == "lightgbm"
+    # What a use case declares stays unset here: the declaration decides.
+    assert (settings.max_reject_fraction, settings.explain, settings.scorer) == (None, None, None)
+
+
+def test_a_use_case_fills_what_is_unset_and_the_environment_overrides_it() -> None:
+    flights = flights_use_case()
+    resolved = Settings.from_env({}).resolved(flights)
+    assert resolved.max_reject_fraction == flights.checks.max_reject_fraction == 0.05
+    assert (resolved.explain, resolved.scorer, resolved.engine) == ("all", "lightgbm", "local")
+    assert resolved.audit_thresholds() == flights.checks.thresholds
+    overridden = Settings.from_env({"BATCH_PLATFORM_PSI_ERROR": "100",
+                                    "BATCH_PLATFORM_EXPLAIN": "riskiest"}).resolved(flights)
+    assert overridden.audit_thresholds().psi_error == 100.0
+    assert overridden.explain == "riskiest"
+    assert overridden.audit_thresholds().psi_warn == flights.checks.thresholds.psi_warn
 
 
 def test_blank_values_fall_back_to_defaults() -> None:
     settings = Settings.from_env({"BATCH_PLATFORM_CHUNK_ROWS": "  ",
                                   "BATCH_PLATFORM_EXPLAIN": ""})
     assert settings.chunk_rows == 100_000
-    assert settings.explain == "all"
+    assert settings.explain is None
 
 
 def test_data_dir_override_moves_every_path(tmp_path: Path) -> None:
@@ -68,7 +81,7 @@ def test_valid_overrides_are_parsed() -> None:
 def test_variables_without_the_prefix_are_ignored() -> None:
     settings = Settings.from_env({"CHUNK_ROWS": "0", "EXPLAIN": "some"})
     assert settings.chunk_rows == 100_000
-    assert settings.explain == "all"
+    assert settings.explain is None
 
 
 @pytest.mark.parametrize(
@@ -82,7 +95,7 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
         ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
         ("DUCKDB_MEMORY_LIMIT", "lots", "must be a size like 512MB or 2GB"),
-        ("EXPLAIN", "some", "must be one of all, predicted_late, riskiest, none"),
+        ("EXPLAIN", "some", "must be one of all, predicted_positive, riskiest, none"),
         ("EXPLAIN_MAX_ROWS", "0", "must be a positive number of rows"),
         ("SCORER", "lleaves", "must be one of lightgbm, compiled"),
         ("MODEL_VERSION", "xyz", "16 hex characters"),
@@ -116,7 +129,8 @@ def test_with_overrides_validates(tmp_path: Path) -> None:
 
 def test_the_engine_is_local_unless_set(tmp_path: Path) -> None:
     settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path)})
-    assert settings.engine == "local"
+    assert settings.engine is None
+    assert settings.resolved(flights_use_case()).engine == "local"
     assert settings.ray_address is None
     assert settings.ray_actors == 2
     assert settings.staging_location == str(tmp_path.resolve() / "staging")

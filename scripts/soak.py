@@ -71,9 +71,13 @@ def expected_rows(landing_dir: Path, trained_days: list[dt.date], scored_days: l
     """Rows each partition of each table must hold, derived from the landing files alone."""
     import polars as pl
 
+    from batch_platform import catalog
     from batch_platform.platform.ingest import landing
     from batch_platform.platform.ingest import validate as ingest
-    from batch_platform.platform.ingest.schema import FLIGHTS, WEATHER
+
+    flights_use_case = catalog.use_case("flights")
+    FLIGHTS = flights_use_case.sources["flights"].schema
+    WEATHER = flights_use_case.sources["weather"].schema
 
     expected: dict[str, dict[str, int]] = collections.defaultdict(dict)
     for day in trained_days + scored_days:
@@ -162,7 +166,7 @@ class Job:
         if self.kind == "score":
             return [str(BIN / "batch-platform"), "score", "--date", self.day.isoformat()]
         return [str(BIN / "dagster"), "asset", "materialize", "-m", "batch_platform.definitions",
-                "--select", "tag:flow=daily", "--partition", self.day.isoformat()]
+                "--select", "tag:flow=flights", "--partition", self.day.isoformat()]
 
 
 @dataclass

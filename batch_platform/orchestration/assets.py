@@ -62,7 +62,7 @@ from batch_platform.platform.storage.warehouse import (
 from batch_platform.platform.use_case import LandingSource, ReferenceSource, UseCase
 from batch_platform.settings import Settings
 
-# Tag on every asset a day's run materializes: select them with `tag:flow=daily`.
+# Tag on every asset a use case's day materializes: select them with `tag:flow=<use case>`.
 DAILY_FLOW_TAG = "flow"
 # Scored and reported nightly: a day without a new materialization means the flow stopped.
 NIGHTLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26),
@@ -132,7 +132,7 @@ class UseCaseAssets:
                 group_name=self.use_case.group,
                 partitions_def=self.partitions,
                 backfill_policy=dg.BackfillPolicy.single_run(),
-                tags={DAILY_FLOW_TAG: "daily"},
+                tags={DAILY_FLOW_TAG: self.use_case.name},
                 check_specs=check_specs(key.path, checks or {}),
                 **kwargs,
             )(stage(compute))
@@ -155,7 +155,7 @@ class UseCaseAssets:
             key=["raw", source.name], group_name=use_case.group,
             # Runs with the daily flow, whose range runs need every selected asset single-run.
             backfill_policy=dg.BackfillPolicy.single_run(), kinds={"duckdb", "polars"},
-            tags={DAILY_FLOW_TAG: "daily"},
+            tags={DAILY_FLOW_TAG: use_case.name},
             description=f"Reference table {source.name}, from landing/{reference.path}.",
         )
         @stage
@@ -222,19 +222,20 @@ class UseCaseAssets:
                         "good_without_repeated_keys", exclude=(ingest.LINE_COLUMN,)))
                 good, rejected = good.close(), rejected.close()
                 ignored = sorted({c for tally in tallies.values() for c in tally.ignored_columns})
-                results = gate(context, [
+                verdict = gate(context, [
                     audits.audit_raw_schema(source, good.empty(), ignored),
                     audits.audit_row_counts(source.name,
                                             {d: t.rows_in for d, t in tallies.items()},
                                             landed.expected_rows_per_day),
                     audits.audit_required_nulls(source, tallies, settings.audit_thresholds()),
-                ], describe_days(days))
+                ], days)
                 publish_seconds = warehouse.write_and_publish(
                     lambda con: replace_partitions(con, [(raw_table, good),
-                                                         (quarantine_table, rejected)], days))
+                                                         (quarantine_table, rejected)], days,
+                                               verdict.publish))
             rows_in = sum(t.rows_in for t in tallies.values())
             rows_rejected = sum(t.rejected for t in tallies.values())
-            return dg.MaterializeResult(metadata=scoped_to_partitions({
+            return verdict.outcome(scoped_to_partitions({
                 **table_metadata(good),
                 "rows_in": rows_in,
                 "rows_rejected": rows_rejected,
@@ -242,8 +243,7 @@ class UseCaseAssets:
                 "ignored_columns": ", ".join(ignored) or "none",
                 "chunk_rows": settings.chunk_rows,
                 **timing_metadata(rows_in, started, publish_seconds),
-            }, days, {d: t.rows_in - t.rejected for d, t in tallies.items()}),
-                check_results=results)
+            }, days, {d: t.rows_in - t.rejected for d, t in tallies.items()}))
 
         return _raw
 
@@ -307,18 +307,18 @@ class UseCaseAssets:
                 frame.close()
                 drift_audit = audits.audit_feature_drift(feature_drift, profile,
                                                          settings.audit_thresholds())
-                results = gate(context, [drift_audit], describe_days(days))
+                verdict = gate(context, [drift_audit], days)
                 publish_seconds = warehouse.write_and_publish(
                     lambda con: replace_partitions(con, [(use_case.features_table, frame)],
-                                                   days))
-            return dg.MaterializeResult(metadata=scoped_to_partitions({
+                                                   days, verdict.publish))
+            return verdict.outcome(scoped_to_partitions({
                 **table_metadata(frame),
                 **tally.metadata(),
                 "lookback_days_complete": not missing_days,
                 "max_psi": drift_audit.metadata["max_psi"],
                 "chunk_rows": settings.chunk_rows,
                 **timing_metadata(frame.rows, started, publish_seconds),
-            }, days, tally.rows_by_day), check_results=results)
+            }, days, tally.rows_by_day))
 
         return _features
 
@@ -358,7 +358,8 @@ class UseCaseAssets:
             built = build_model(
                 use_case, train, valid, train_window, valid_window, settings.models_dir,
                 settings.data_dir,
-                model_file=Path(config.model_file).expanduser() if config.model_file else None,
+                brought_file=(Path(config.model_file).expanduser() if config.model_file
+                              else None),
                 rounds=config.rounds, num_threads=settings.scoring_threads,
                 run_id=context.run.run_id, code_version=code_version())
             publish_seconds = warehouse.write_and_publish(
@@ -434,17 +435,18 @@ class UseCaseAssets:
                     value_range(profile, kind.output))
                 output_drift = audits.audit_score_drift(scored.drift, profile,
                                                         settings.audit_thresholds())
-                results = gate(context, [
+                verdict = gate(context, [
                     audits.audit_prediction_counts(scored.counts),
                     audits.audit_scores_valid(scored.scores),
                     audits.audit_model_version(scored.scores, loaded.version),
                     output_drift,
-                ], where)
+                ], days)
                 publish_seconds = warehouse.write_and_publish(
                     lambda con: replace_partitions(
-                        con, [(use_case.predictions_table, scored.predictions)], days))
+                        con, [(use_case.predictions_table, scored.predictions)], days,
+                        verdict.publish))
             stats = scored.stats
-            return dg.MaterializeResult(metadata=scoped_to_partitions({
+            return verdict.outcome(scoped_to_partitions({
                 **table_metadata(scored.predictions),
                 "rows_scored": scored.predictions.rows,
                 "model_version": loaded.version,
@@ -463,7 +465,7 @@ class UseCaseAssets:
                 "score_max_psi": output_drift.metadata["max_psi"],
                 **prediction_summary(scored.summary),
                 **timing_metadata(stats.rows, started, publish_seconds),
-            }, days, scored.rows_by_day), check_results=results)
+            }, days, scored.rows_by_day))
 
         return _predictions
 
@@ -504,24 +506,24 @@ class UseCaseAssets:
                     chunks([rows_file], settings.chunk_rows,
                            categorical=reports.CATEGORICAL_COLUMNS),
                     spec, dt.datetime.now(dt.UTC))
-                results = gate(context, [audits.audit_report_reconciles(
-                    report, pl.scan_parquet(truth_file), kind)], describe_days(days))
+                verdict = gate(context, [audits.audit_report_reconciles(
+                    report, pl.scan_parquet(truth_file), kind)], days)
                 publish_seconds = warehouse.write_and_publish(
                     lambda con: replace_partitions(con, [(use_case.report_table, report)],
-                                                   days))
+                                                   days, verdict.publish))
             overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
             rows = int(overall.get_column("rows").sum())
             quality = ({"predicted_positive": int(overall.get_column("predicted_positive").sum()),
                         "realised_auc_mean": float(overall.get_column("auc").mean() or 0.0)}
                        if spec.is_binary else
                        {"realised_mae_mean": float(overall.get_column("mae").mean() or 0.0)})
-            return dg.MaterializeResult(metadata=scoped_to_partitions({
+            return verdict.outcome(scoped_to_partitions({
                 **table_metadata(report),
                 "rows": rows,
                 **quality,
                 **report_summary(report, spec.is_binary),
                 **timing_metadata(rows, started, publish_seconds),
-            }, days, report), check_results=results)
+            }, days, report))
 
         return _report
 

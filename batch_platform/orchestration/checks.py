@@ -8,7 +8,8 @@ the step fails without retrying, and analysts keep the version published before.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -61,14 +62,14 @@ class AuditsBlockedPublishing(dg.Failure):
     Carries the check results, which the asset yields before failing (see ``stage``).
     """
 
-    def __init__(self, description: str, results: list[dg.AssetCheckResult]) -> None:
+    def __init__(self, description: str, results: list) -> None:
         super().__init__(description=description, allow_retries=False)
         self.results = results
 
 
 def check_results(context: dg.AssetExecutionContext, audits: Sequence[Audit],
                   where: str) -> list[dg.AssetCheckResult]:
-    """The audits as check results, for the checks this run selected."""
+    """The audits as check results, for the checks this run selected (one-day runs)."""
     selected = {key.name for key in context.selected_asset_check_keys}
     return [
         dg.AssetCheckResult(
@@ -82,24 +83,95 @@ def check_results(context: dg.AssetExecutionContext, audits: Sequence[Audit],
     ]
 
 
-def gate(context: dg.AssetExecutionContext, audits: Sequence[Audit], where: str
-         ) -> list[dg.AssetCheckResult]:
-    """Log every failed audit; return the check results if nothing blocks publishing.
+def day_evaluations(context: dg.AssetExecutionContext, audits: Sequence[Audit],
+                    days: Sequence[dt.date]) -> list[dg.AssetCheckEvaluation]:
+    """One check record per day and selected check (range runs): a backfill of a month keeps
+    thirty results per check, each day's own pass or fail."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    evaluations = []
+    for audit in audits:
+        if audit.name not in selected:
+            continue
+        metadata = {key: metadata_value(value) for key, value in audit.metadata.items()}
+        for day in days:
+            passed, severity = audit.verdict(day)
+            evaluations.append(dg.AssetCheckEvaluation(
+                asset_key=context.asset_key, check_name=audit.name, passed=passed,
+                partition=day.isoformat(), blocking=True,
+                severity=SEVERITY.get(severity, dg.AssetCheckSeverity.WARN),
+                description=(audit.description if not passed or audit.failed_days is None
+                             else f"{day}: passed ({audit.description})"),
+                metadata={"range": f"{days[0]}..{days[-1]}", **metadata}))
+    return evaluations
 
-    If something blocks, raise ``AuditsBlockedPublishing`` after logging the results.
+
+@dataclass
+class Verdict:
+    """What the audits allow: the days to publish, the days withheld with why, and the check
+    events to record."""
+
+    context: dg.AssetExecutionContext
+    days: list[dt.date]
+    publish: list[dt.date]
+    withheld: dict[dt.date, list[str]]
+    events: list
+    where: str
+
+    def outcome(self, metadata: dict[str, object]) -> Iterator[object]:
+        """The step's events: its checks and materialization; with days withheld, the
+        published days' materializations, then the failure naming the withheld ones."""
+        if len(self.days) == 1:
+            yield dg.MaterializeResult(metadata=metadata, check_results=self.events)
+            return
+        yield from self.events
+        if not self.withheld:
+            yield dg.MaterializeResult(metadata=metadata)
+            # Each check's own output, so its per-day records are the only ones.
+            for key in self.context.selected_asset_check_keys:
+                spec = dg.AssetCheckSpec(key.name, asset=key.asset_key)
+                yield dg.Output(None, output_name=spec.get_python_identifier())
+            return
+        for day in self.publish:
+            yield dg.AssetMaterialization(asset_key=self.context.asset_key,
+                                          partition=day.isoformat(),
+                                          metadata={"published_with": self.where})
+        reasons = "; ".join(f"{day}: {', '.join(why)}" for day, why in self.withheld.items())
+        raise AuditsBlockedPublishing(
+            f"{self.context.asset_key.to_user_string()} {self.where}: "
+            f"{describe_days(self.publish)} published; {len(self.withheld)} day(s) withheld, "
+            f"the version published before stays in place. Failed: {reasons}", [])
+
+
+def gate(context: dg.AssetExecutionContext, audits: Sequence[Audit], days: Sequence[dt.date]
+         ) -> Verdict:
+    """Log every failed audit; say which days may be published.
+
+    A one-day run that an audit blocks raises ``AuditsBlockedPublishing`` after logging the
+    results; a range run publishes the days that pass and withholds the others (per-day check
+    records), and raises only if no day passed.
     """
-    results = check_results(context, audits, where)
+    days = list(days)
+    where = describe_days(days)
     for audit in audits:
         if not audit.passed:
             context.log.warning(f"{where}: check {audit.name} ({audit.severity}): "
                                 f"{audit.description}")
-    blocked = blocking(audits)
-    if blocked:
-        reasons = "; ".join(f"{audit.name}: {audit.description}" for audit in blocked)
+    withheld: dict[dt.date, list[str]] = {}
+    for audit in audits:
+        for day in days:
+            passed, severity = audit.verdict(day)
+            if not passed and severity == ERROR:
+                withheld.setdefault(day, []).append(audit.name)
+    single = len(days) == 1
+    events = check_results(context, audits, where) if single else day_evaluations(
+        context, audits, days)
+    publish = [day for day in days if day not in withheld]
+    if not publish:
+        reasons = "; ".join(f"{audit.name}: {audit.description}" for audit in blocking(audits))
         raise AuditsBlockedPublishing(
             f"{context.asset_key.to_user_string()} {where} not published, the version "
-            f"published before stays in place. Failed: {reasons}", results)
-    return results
+            f"published before stays in place. Failed: {reasons}", events)
+    return Verdict(context, days, publish, withheld, events, where)
 
 
 def metadata_value(value: object) -> object:

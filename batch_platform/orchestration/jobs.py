@@ -19,7 +19,7 @@ def use_case_jobs(assets: UseCaseAssets) -> list[UnresolvedAssetJobDefinition]:
     own use case's assets, so use cases never share a run."""
     use_case = assets.use_case
     group = dg.AssetSelection.groups(use_case.group)
-    daily = group & dg.AssetSelection.tag(DAILY_FLOW_TAG, "daily")
+    daily = group & dg.AssetSelection.tag(DAILY_FLOW_TAG, use_case.name)
     scoring = dg.AssetSelection.assets(assets.predictions_key, assets.report_key)
     return [
         dg.define_asset_job(

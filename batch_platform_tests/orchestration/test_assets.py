@@ -50,17 +50,18 @@ def test_every_stage_holds_one_row_per_landed_flight(platform: Platform) -> None
 
 def test_reports_reconcile_with_predictions(platform: Platform) -> None:
     report = platform.query(
-        "SELECT partition_date, segment_type, sum(flights) AS flights, "
-        "sum(predicted_late) AS predicted_late FROM reports.flights_daily GROUP BY ALL")
+        "SELECT partition_date, segment_type, sum(rows) AS rows, "
+        "sum(predicted_positive) AS predicted_positive FROM reports.flights_daily GROUP BY ALL")
     scored = platform.query(
-        "SELECT partition_date, count(*) AS flights, sum(label::INT) AS predicted_late "
+        "SELECT partition_date, count(*) AS rows, sum(label::INT) AS predicted_positive "
         "FROM predictions.flights GROUP BY ALL")
     for segment_type in ("all", "carrier", "origin"):
         totals = report.filter(pl.col("segment_type") == segment_type).drop("segment_type")
         joined = totals.join(scored, on="partition_date", suffix="_scored")
         assert joined.height == 7
-        assert (joined["rows"] == joined["flights_scored"]).all(), segment_type
-        assert (joined["predicted_positive"] == joined["predicted_late_scored"]).all(), segment_type
+        assert (joined["rows"] == joined["rows_scored"]).all(), segment_type
+        assert (joined["predicted_positive"] == joined["predicted_positive_scored"]).all(), \
+            segment_type
     realised = platform.query("SELECT auc, outcomes_known FROM reports.flights_daily "
                               "WHERE segment_type = 'all'")
     assert realised["auc"].is_between(0.5, 1.0).all()

@@ -20,11 +20,15 @@ from batch_platform.platform.ingest import landing
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import LAST, WEEK, Platform
+from batch_platform_tests.flights import USE_CASE
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY = dt.date(2013, 1, 17)
 REPORTS = dg.AssetKey(["reports", "flights_daily"])
 PREDICTIONS = dg.AssetKey(["predictions", "flights"])
+
+
+JOB = dg.define_asset_job("flights_daily")
 
 
 def settled(*paths: Path) -> None:
@@ -38,7 +42,7 @@ def tick(settings: Settings, instance: dg.DagsterInstance, cursor: str | None
          ) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
         "platform": PlatformResource.from_settings(settings)})
-    return landing_sensor(context)
+    return landing_sensor(USE_CASE, JOB)(context)
 
 
 @pytest.fixture
@@ -146,7 +150,7 @@ def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.S
     context = dg.build_schedule_context(
         instance=platform.instance, scheduled_execution_time=when,
         resources={"platform": PlatformResource.from_settings(platform.settings)})
-    return nightly_schedule(context)
+    return nightly_schedule(USE_CASE, JOB)(context)
 
 
 def test_nightly_schedule_requests_the_previous_day(platform: Platform) -> None:

@@ -47,16 +47,16 @@ def check_windows(train: Window | None, valid: Window) -> None:
 
 def build_model(use_case: UseCase, train: pl.DataFrame | None, valid: pl.DataFrame,
                 train_window: Window | None, valid_window: Window, models_dir: Path,
-                data_dir: Path, *, model_file: Path | None = None, rounds: int | None = None,
+                data_dir: Path, *, brought_file: Path | None = None, rounds: int | None = None,
                 num_threads: int = 0, run_id: str, code_version: str) -> BuiltModel:
-    """Train on ``train`` (or read ``model_file``), validate on ``valid``, store the files.
+    """Train on ``train`` (or read ``brought_file``), validate on ``valid``, store the files.
 
     ``train`` is None exactly when a model file is brought.
     """
     spec = use_case.spec
-    if model_file is not None:
-        source, origin = "user_file", f"file {model_file}"
-        text = model_core.read_model_text(model_file)
+    if brought_file is not None:
+        source, origin = "user_file", f"file {brought_file}"
+        text = model_core.read_model_text(brought_file)
     else:
         assert train is not None
         source, origin = "trained", f"trained on {use_case.features_table}"

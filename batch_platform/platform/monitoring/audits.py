@@ -31,10 +31,21 @@ class Audit:
     severity: str  # ERROR: a failure blocks publishing; WARN: a failure flags only
     description: str
     metadata: dict[str, object] = field(default_factory=dict)
+    # The days that failed, each with its severity, where the audit judges day by day; None:
+    # the audit judges the range as a whole, and a failure is every day's.
+    failed_days: Mapping[dt.date, str] | None = None
 
     @property
     def blocks(self) -> bool:
         return not self.passed and self.severity == ERROR
+
+    def verdict(self, day: dt.date) -> tuple[bool, str]:
+        """Whether ``day`` passed, and the severity of its failure."""
+        if self.passed:
+            return True, self.severity
+        if self.failed_days is None:
+            return False, self.severity
+        return (day not in self.failed_days, self.failed_days.get(day, self.severity))
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ def audit_row_counts(source: str, rows_by_day: Mapping[dt.date, int],
     if outside:
         detail = ", ".join(f"{day} has {rows_by_day[day]}" for day in outside[:5])
         return Audit("row_count", False, WARN, f"{source}: rows per day outside the expected "
-                     f"{low}..{high}: {detail}", metadata)
+                     f"{low}..{high}: {detail}", metadata, dict.fromkeys(outside, WARN))
     return Audit("row_count", True, WARN, f"rows per day within {low}..{high}", metadata)
 
 
@@ -103,6 +114,8 @@ def audit_required_nulls(source: SourceSchema,
                          thresholds: AuditThresholds) -> Audit:
     """Share of each day's input rows missing a required value (those rows are quarantined)."""
     worst = (0.0, "", None)
+    limit = thresholds.max_null_fraction
+    over: dict[dt.date, str] = {}
     for day, validated in validated_by_day.items():
         tally = validated.tally() if isinstance(validated, ValidatedFile) else validated
         if not tally.rows_in:
@@ -111,16 +124,18 @@ def audit_required_nulls(source: SourceSchema,
             if not column.required:
                 continue
             fraction = tally.missing_required[column.name] / tally.rows_in
+            if fraction > limit:
+                over[day] = ERROR
             if fraction > worst[0]:
                 worst = (fraction, column.name, day)
     fraction, column, day = worst
-    limit = thresholds.max_null_fraction
     metadata: dict[str, object] = {"max_null_fraction": round(fraction, 6),
                                    "threshold": limit, "worst_column": column or "none"}
     if fraction > limit:
         return Audit("required_values", False, ERROR,
                      f"{source.name} {day}: required column {column} is missing in "
-                     f"{fraction:.1%} of the rows, above the limit of {limit:.1%}", metadata)
+                     f"{fraction:.1%} of the rows, above the limit of {limit:.1%}", metadata,
+                     over)
     return Audit("required_values", True, ERROR,
                  f"required values missing in at most {fraction:.2%} of a day's rows "
                  f"(limit {limit:.1%})", metadata)
@@ -138,11 +153,15 @@ def _drift(name: str, data: pl.DataFrame | drift.DriftCounter, profile: drift.Pr
     worst = (0.0, "", None)
     judged, too_small = 0, []
     by_column: dict[str, float] = {}
+    failed: dict[dt.date, str] = {}
     for day, psi_by_column in counter.psi_by_day().items():
         if counter.rows[day] < min_rows:
             too_small.append(day)
             continue
         judged += 1
+        day_worst = max(psi_by_column.values(), default=0.0)
+        if day_worst > warn:
+            failed[day] = error_severity if day_worst > error else WARN
         for column, value in psi_by_column.items():
             by_column[column] = max(by_column.get(column, 0.0), value)
             if value > worst[0]:
@@ -159,10 +178,10 @@ def _drift(name: str, data: pl.DataFrame | drift.DriftCounter, profile: drift.Pr
              f"({_day_list(too_small)})" if too_small else "")
     if value > error:
         return Audit(name, False, error_severity, f"{day}: {column} drifted from "
-                     f"{profile.window}: PSI {value:.3f} above {error}{small}", metadata)
+                     f"{profile.window}: PSI {value:.3f} above {error}{small}", metadata, failed)
     if value > warn:
         return Audit(name, False, WARN, f"{day}: {column} drifted from {profile.window}: "
-                     f"PSI {value:.3f} above the warning level {warn}{small}", metadata)
+                     f"PSI {value:.3f} above the warning level {warn}{small}", metadata, failed)
     return Audit(name, True, error_severity,
                  f"max PSI {value:.3f} ({column or 'n/a'}) within {warn}{small}", metadata)
 
@@ -291,7 +310,8 @@ def audit_report_reconciles(report: pl.DataFrame, predictions: pl.DataFrame | pl
         return Audit("reconciles_with_predictions", False, ERROR,
                      f"{wrong.height} day/segment total(s) disagree with predictions; first: "
                      f"{first['partition_date']} {first['segment_type']}: {in_report} in the "
-                     f"report, {in_predictions} in predictions", metadata)
+                     f"report, {in_predictions} in predictions", metadata,
+                     dict.fromkeys(wrong.get_column("partition_date").to_list(), ERROR))
     return Audit("reconciles_with_predictions", True, ERROR,
                  f"{truth.height} day(s): totals per segment type ({ALL_SEGMENT}, ...) "
                  "match predictions", metadata)

@@ -151,8 +151,10 @@ def replace_partitions(
     con: duckdb.DuckDBPyConnection,
     writes: Sequence[tuple[str, Rows]],
     partition_dates: Sequence[dt.date],
+    publish: Sequence[dt.date] | None = None,
 ) -> None:
-    """Replace ``partition_dates`` of every table in ``writes`` in one transaction.
+    """Replace ``partition_dates`` of every table in ``writes`` in one transaction; with
+    ``publish``, only those of them (the days the audits let through).
 
     Either every table holds exactly the new rows of those dates, or nothing changed.
     """
@@ -162,11 +164,13 @@ def replace_partitions(
         if outside:
             raise ValueError(f"{outside} row(s) for {table} fall outside the partitions "
                              f"being written ({partition_dates[0]}..{partition_dates[-1]})")
+    dates = list(partition_dates if publish is None else publish)
+    only = None if publish is None or set(publish) == set(partition_dates) else dates
     with transaction(con):
         for table, rows in writes:
             con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
-                        {"dates": list(partition_dates)})
-            insert(con, table, rows)
+                        {"dates": dates})
+            insert(con, table, rows, only)
 
 
 def _rows_outside(con: duckdb.DuckDBPyConnection, rows: Rows,
@@ -199,13 +203,18 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
-def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows) -> None:
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows,
+           only: Sequence[dt.date] | None = None) -> None:
     """Insert by column name, so a frame's column order never matters; staged parts are
-    streamed by DuckDB, never held in memory whole."""
+    streamed by DuckDB, never held in memory whole. ``only``: the rows of those days."""
     if isinstance(rows, StagedTable):
-        con.execute(f"INSERT INTO {table} BY NAME {rows.select_sql()}",
-                    {"files": [str(f) for f in rows.files]})
+        where = "" if only is None else " WHERE partition_date = ANY($only)"
+        con.execute(f"INSERT INTO {table} BY NAME {rows.select_sql()}{where}",
+                    {"files": [str(f) for f in rows.files]}
+                    | ({} if only is None else {"only": list(only)}))
         return
+    if only is not None:
+        rows = rows.filter(pl.col("partition_date").is_in(list(only)))
     con.register("__frame", rows.to_arrow())
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
