@@ -72,8 +72,9 @@ class Settings:
     staging_uri: str | None = None
     # How long to wait for the cluster's address to answer before failing with a clear error.
     ray_connect_timeout_seconds: float = 10.0
-    # Audits (README, "Checks"): feature drift warns above psi_warn and blocks publishing above
-    # psi_error; days with fewer rows than psi_min_rows are not judged; score drift only warns.
+    # Audits (docs/operators.md): feature drift warns above psi_warn and blocks publishing
+    # above psi_error; days with fewer rows than psi_min_rows are not judged; score drift only
+    # warns. Unset: the use case's declaration (checks).
     psi_warn: float | None = None
     psi_error: float | None = None
     psi_min_rows: int | None = None

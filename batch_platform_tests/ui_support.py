@@ -29,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCATION = "batch_platform"
 STARTUP_TIMEOUT_SECONDS = 180.0
 SHUTDOWN_TIMEOUT_SECONDS = 30.0
-# What Debian's `chromium` package installs; `.ci/run` installs it.
+# What Debian's `chromium` package installs; `make test` installs it (scripts/ensure-chromium).
 CHROMIUM_CANDIDATES = ("chromium", "/usr/bin/chromium")
 # Headless Chromium in a container: no sandbox (root), no GPU, no calls home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,7 +69,7 @@ def chromium_path() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    raise UIError("no chromium on this machine: `apt-get install -y chromium` (.ci/run does)")
+    raise UIError("no chromium on this machine: `apt-get install -y chromium` (make test does)")
 
 
 def free_port() -> int:

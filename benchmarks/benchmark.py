@@ -1,4 +1,4 @@
-"""The benchmark of issue 5: the platform against the floor and a hand-written script.
+"""The benchmark: the platform against the floor and a hand-written script.
 
     make benchmark                       # 1M and 10M rows, and the flights year
     .venv/bin/python benchmarks/benchmark.py --rows 1000000 --skip-year   # quicker
@@ -19,9 +19,9 @@ Contenders, per partition size (one day, resampled from the real flights of July
 Explanations are off (``BATCH_PLATFORM_EXPLAIN=none``) in these rows: neither the floor nor the
 script explains. Their cost is measured separately (``--layouts``).
 
-``--ray ROWS`` measures the scoring engines on one partition of ROWS rows (issue 6): the local
+``--ray ROWS`` measures the scoring engines on one partition of ROWS rows: the local
 engine, then the Ray engine on a cluster of one node and of two nodes started on this machine
-(``core/ray_local.py``), each with two scoring actors; rows/s, and the staging overhead
+(``platform/scoring/ray_local.py``), each with two scoring actors; rows/s, and the staging overhead
 (features to Parquet, predictions back) apart from the cluster's own time.
 """
 

@@ -1,5 +1,5 @@
 """The Ray engine's pieces that need no cluster: errors, staging, and Ray kept out of the default
-path. The engine on a real two-node cluster is tested in ``defs/test_ray_engine.py``."""
+path. The engine on a real two-node cluster is tested in ``orchestration/test_ray_engine.py``."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class Audit:
 
 @dataclass(frozen=True)
 class AuditThresholds:
-    """Where audits draw the line; see the README for why these defaults."""
+    """Where audits draw the line; docs/operators.md says why these defaults."""
 
     psi_warn: float = 0.15
     psi_error: float = 0.3

@@ -1,6 +1,6 @@
 """The scoring engine of the predictions stage, chosen by ``BATCH_PLATFORM_ENGINE``.
 
-``local`` scores in the step's own process; ``ray`` on a Ray cluster (``core/ray_engine.py``).
+``local`` scores in the step's own process; ``ray`` on a Ray cluster (``ray_engine.py``).
 Both return the same predictions, so the asset around them, its checks and its warehouse
 write do not change with the engine.
 """
