@@ -69,13 +69,32 @@ def load(roots: list[Path] | None = None) -> tuple[dg.Definitions, list[Declared
             # Dagster's own module loading inside the component tree is a preview feature.
             warnings.simplefilter("ignore", dg.PreviewWarning)
             warnings.simplefilter("ignore", dg.BetaWarning)
-            definitions.append(tree.build_defs())
+            try:
+                definitions.append(tree.build_defs())
+            except DeclarationError:
+                raise
+            except Exception as err:
+                raise _declaration_error(root, err) from err
         for component in _use_case_components(tree):
             declared.append(component)
     check_unique(declared)
     # Dagster merges one component tree per Definitions: the shipped one's stays (the UI shows
     # its YAML), the user's folders join as plain definitions.
     return dg.Definitions.merge(definitions[0], *map(_without_tree, definitions[1:])), declared
+
+
+def _declaration_error(root: Path, err: BaseException) -> DeclarationError:
+    """Dagster's component error as one line: the innermost cause, which names the YAML file
+    and line of a wrong attribute (pydantic), or our own ``DeclarationError``."""
+    causes = [err]
+    while causes[-1].__cause__ is not None and causes[-1].__cause__ not in causes:
+        causes.append(causes[-1].__cause__)
+    for cause in reversed(causes):
+        if isinstance(cause, DeclarationError):
+            return cause
+    innermost = causes[-1]
+    lines = [line.strip() for line in str(innermost).splitlines() if line.strip()]
+    return DeclarationError(f"use cases in {root}: " + "; ".join(lines[:6]))
 
 
 def check_types(root: Path) -> None:

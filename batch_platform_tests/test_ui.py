@@ -37,6 +37,9 @@ from batch_platform_tests.ui_support import (
 FLOW_ASSETS = ["raw/planes", "raw/airports", "raw/airlines", "raw/flights", "raw/weather",
                "features/flights", "models/flights", "predictions/flights",
                "reports/flights_daily"]
+TEMPERATURE_ASSETS = ["raw/hourly_weather", "features/temperature", "models/temperature",
+                      "predictions/temperature", "reports/temperature_daily"]
+GRAPH_ASSETS = FLOW_ASSETS + TEMPERATURE_ASSETS
 # Raw to reports of one day: what the landing sensor requests for a partition.
 DAILY_ASSETS = ["raw/flights", "raw/weather", "features/flights", "predictions/flights",
                 "reports/flights_daily"]
@@ -55,6 +58,7 @@ SELECTED_ASSETS = """
 query SelectedAssets($assetKeys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $assetKeys) {
     assetKey { path }
+    groupName
     jobNames
     repository { name location { name } }
     assetChecksOrError { __typename ... on AssetChecks { checks { name jobNames } } }
@@ -125,21 +129,21 @@ def page(dagster_ui: DagsterUI) -> Iterator[Page]:
 def test_asset_graph_shows_every_asset_of_the_flow(dagster_ui: DagsterUI, page: Page) -> None:
     page.goto(f"{dagster_ui.url}/asset-groups")
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
-    # Groups start collapsed; ⌥E is the graph's "Expand all groups".
-    expect(page.get_by_text("reference", exact=True).first).to_be_visible()
+    # Groups start collapsed, one per use case; ⌥E is the graph's "Expand all groups".
+    expect(page.get_by_text("temperature", exact=True).first).to_be_visible()
     page.keyboard.press("Alt+KeyE")
     nodes = page.locator('[class*="AssetNode_assetName"]')
-    expect(nodes.nth(len(FLOW_ASSETS) - 1)).to_be_visible()
+    expect(nodes.nth(len(GRAPH_ASSETS) - 1)).to_be_visible()
     # A node shows only the last part of its key: raw/, features/, models/ and predictions/
     # all draw "flights".
-    leaf_names = Counter(key.rsplit("/", 1)[-1] for key in FLOW_ASSETS)
+    leaf_names = Counter(key.rsplit("/", 1)[-1] for key in GRAPH_ASSETS)
     assert leaf_names <= Counter(nodes.all_inner_texts()), nodes.all_inner_texts()
 
     # So each full key is found with the graph's "Jump to…" box, which must offer exactly one
     # asset for it and, when chosen, select that asset's node on the graph.
     jump_to = page.get_by_placeholder("Jump to…")
     selected = page.locator('[class*="AssetNode_selected"] [class*="AssetNode_assetName"]')
-    for key in FLOW_ASSETS:
+    for key in GRAPH_ASSETS:
         jump_to.click()
         jump_to.press("Control+a")
         page.keyboard.type(key)
@@ -152,6 +156,17 @@ def test_asset_graph_shows_every_asset_of_the_flow(dagster_ui: DagsterUI, page: 
         page.wait_for_url(lambda url, key=key: unquote(urlparse(url).path)
                           == f"/asset-groups/{key}")
         expect(selected).to_have_text(leaf)
+
+
+def test_each_use_case_is_its_own_group_with_its_own_jobs(dagster_ui: DagsterUI) -> None:
+    nodes = dagster_ui.graphql(SELECTED_ASSETS, {"assetKeys": [
+        {"path": k.split("/")} for k in GRAPH_ASSETS]})["assetNodes"]
+    for node in nodes:
+        key = "/".join(node["assetKey"]["path"])
+        use_case = "flights" if key in FLOW_ASSETS else "temperature"
+        assert node["groupName"] == use_case, key
+        jobs = {job for job in node["jobNames"] if not job.startswith("__")}
+        assert jobs and all(job.startswith(f"{use_case}_") for job in jobs), (key, jobs)
 
 
 def test_partition_launched_through_graphql_is_scored_by_the_daemon(
@@ -197,7 +212,7 @@ def test_partition_launched_through_graphql_is_scored_by_the_daemon(
             "FROM predictions.flights WHERE partition_date = ?")
         champion = con.execute("SELECT model_version FROM models.registry "
                                "WHERE use_case = 'flights' AND status = 'champion'").fetchone()[0]
-        report = one("SELECT flights, predicted_late FROM reports.flights_daily "
+        report = one("SELECT rows, predicted_positive FROM reports.flights_daily "
                      "WHERE partition_date = ? AND segment_type = 'all'")
     assert raw_rows > 0 and raw_rows + rejected == landed
     assert raw_runs == [run_id]

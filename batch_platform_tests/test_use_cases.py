@@ -128,8 +128,9 @@ def edit(pattern: str, replacement: str, file: str = "defs.yaml") -> Callable[[P
 def load_error(root: Path) -> str:
     with pytest.raises(Exception) as raised:
         catalog.load([root])
-    messages, error = [], raised.value
-    while error is not None:
+    messages, seen, error = [], set(), raised.value
+    while error is not None and id(error) not in seen:  # a context chain may loop
+        seen.add(id(error))
         messages.append(str(error))
         error = error.__cause__ or error.__context__
     return "\n".join(messages)
@@ -223,3 +224,18 @@ def test_a_feature_function_that_fails_fails_its_partition_and_writes_nothing(
     finally:
         con.close()
     assert "raw.orders" in tables and "features.orders" not in tables
+
+
+def test_the_command_refuses_a_wrong_declaration_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batch_platform import cli
+
+    root = declared(tmp_path, edit(r"    rows_from: orders", "    rows_form: orders"))
+    monkeypatch.setenv("BATCH_PLATFORM_USE_CASES_DIR", str(root))
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "data" / "dagster"))
+    assert cli.main(["use-cases"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{root}/orders/defs.yaml:" in err and "rows_form" in err

@@ -121,7 +121,7 @@ def week(platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
                                 order_by=("partition_date", FLIGHTS.id_column))
     loaded = model_core.load_registered(settings.data_dir, settings.models_dir,
                                         record["model_path"], record["model_version"],
-                                        record["threshold"], FLIGHTS)
+                                        registry.calibration(record), FLIGHTS)
     return frame, loaded
 
 
@@ -160,7 +160,7 @@ def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
     assert loaded.path is not None
     tampered = tmp_path / loaded.path.name
     tampered.write_text(loaded.path.read_text().replace("tree\n", "tree\n\n", 1))
-    moved = model_core.LoadedModel(loaded.version, loaded.booster, loaded.threshold,
+    moved = model_core.LoadedModel(loaded.version, loaded.booster, loaded.calibration,
                                    loaded.categorical_levels, tampered)
     settings = on_ray(platform, cluster)
     staging = ray_engine.staging_dir(settings.staging_location, "bad-model", "p", *WEEK)

@@ -45,7 +45,7 @@ def test_an_unreachable_cluster_fails_fast_naming_the_address_and_what_to_check(
     address = f"127.0.0.1:{closed_port()}"
     target = ray_engine.RayTarget(address, 2, str(tmp_path / "staging"), 2.0)
     with_file = model.LoadedModel(loaded_model.version, loaded_model.booster,
-                                  loaded_model.threshold, loaded_model.categorical_levels,
+                                  loaded_model.calibration, loaded_model.categorical_levels,
                                   tmp_path / "model.txt")
     staging = ray_engine.staging_dir(target.staging_uri, "run", "predictions/flights",
                                      dt.date(2013, 1, 1), dt.date(2013, 1, 3))

@@ -171,7 +171,7 @@ NUMBER = ColumnType("a finite number", pl.Float64(), _number, declared="number")
 TEXT = ColumnType("text", pl.String(), _text, declared="text")
 BOOLEAN = ColumnType("a boolean (true/false, t/f, yes/no, y/n, 1/0)", pl.Boolean(), _boolean,
                      declared="boolean")
-# An integer HHMM, as the flights data has it: 2400 is midnight at the end of the day.
+# An integer HHMM, as schedules often have it: 2400 is midnight at the end of the day.
 CLOCK_TIME = ColumnType(
     "a clock time HHMM", pl.Int32(), _integer,
     check=ValueRule(lambda c: (c >= 0) & (c <= 2400) & (c % 100 < 60),
@@ -279,8 +279,8 @@ def declared_column(name: str, type_name: str, timezone: str, required: bool = F
     """A column as a schema declares it. ``min``/``max`` bound a numeric value (integer, number,
     clock_time); ``one_of`` lists the allowed values; ``pattern`` is a regular expression the
     whole text must match. ``describe`` says in words what ``pattern`` (or, without one,
-    ``one_of``) allows, for the reason: "a 2-character carrier code" gives "must be a
-    2-character carrier code"."""
+    ``one_of``) allows, for the reason: "a 2-letter code" gives "must be a
+    2-letter code"."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a column needs a name, not {name!r}")
     type_ = column_type(type_name, timezone)
@@ -343,7 +343,7 @@ class RowRule:
 
 def sql_rule(expression: str, reason: str) -> RowRule:
     """A row rule declared as a SQL boolean expression over the row's typed columns, e.g.
-    ``hour * 100 + minute = sched_dep_time``. ``SourceSchema`` checks the columns it names."""
+    ``hour * 100 + minute = departs_at``. ``SourceSchema`` checks the columns it names."""
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError(f"a row rule needs a SQL expression, not {expression!r}")
     if not isinstance(reason, str) or not reason.strip():
