@@ -58,11 +58,33 @@ def component_tree(root: Path) -> ComponentTree:
     return ComponentTree.from_module(importlib.import_module(root.name), root.parent)
 
 
+# Loaded declarations by the files they were loaded from: every command and run builds the
+# definitions, and loading them (YAML, validation, the feature functions' dry run, the
+# factory) costs most of a second. A changed file is a new key.
+_LOADED: dict[tuple, tuple[dg.Definitions, list[Declared]]] = {}
+
+
+def _fingerprint(roots: list[Path]) -> tuple:
+    return tuple(
+        (str(root), tuple(sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size)
+                                 for path in root.rglob("*")
+                                 if path.is_file() and "__pycache__" not in path.parts)))
+        for root in roots)
+
+
 def load(roots: list[Path] | None = None) -> tuple[dg.Definitions, list[Declared]]:
     """The definitions of every declared use case, and the use cases themselves."""
+    roots = roots or folders()
+    key = _fingerprint(roots)
+    if key not in _LOADED:
+        _LOADED[key] = _load(roots)
+    return _LOADED[key]
+
+
+def _load(roots: list[Path]) -> tuple[dg.Definitions, list[Declared]]:
     definitions: list[dg.Definitions] = []
     declared: list[Declared] = []
-    for root in roots or folders():
+    for root in roots:
         check_types(root)
         tree = component_tree(root)
         with warnings.catch_warnings():

@@ -196,9 +196,8 @@ class UseCaseComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from batch_platform.orchestration.factory import use_case_definitions
-        from batch_platform.settings import Settings
 
-        return use_case_definitions(self.to_use_case(context.path), Settings.from_env())
+        return use_case_definitions(self.to_use_case(context.path))
 
     def to_use_case(self, folder: Path) -> UseCase:
         """The resolved use case (once per component: its feature module is imported once)."""

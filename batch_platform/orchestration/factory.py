@@ -17,7 +17,7 @@ from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
 
 
-def use_case_definitions(use_case: UseCase, settings: Settings) -> dg.Definitions:
+def use_case_definitions(use_case: UseCase) -> dg.Definitions:
     assets = UseCaseAssets(use_case)
     checks = freshness_checks(assets)
     jobs = use_case_jobs(assets)
