@@ -16,7 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from batch_platform.platform.dates import days_between
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.ingest.schema import SourceSchema
 from batch_platform.platform.monitoring.audits import AuditThresholds
@@ -49,10 +48,6 @@ class LandingSource:
     path: str  # relative to the landing directory; "{date}" is the partition's day
     expected_rows_per_day: tuple[int, int] = (0, 2**31 - 1)
 
-    def file(self, landing_dir: Path, day: dt.date) -> Path:
-        # A date object, not a caller's string: a partition key cannot smuggle "../" in here.
-        return landing_dir / self.path.replace("{date}", dt.date.isoformat(day))
-
     @property
     def folder(self) -> str:
         return self.path.rsplit("/", 1)[0] if "/" in self.path else ""
@@ -64,9 +59,6 @@ class ReferenceSource:
 
     schema: SourceSchema
     path: str
-
-    def file(self, landing_dir: Path) -> Path:
-        return landing_dir / self.path
 
 
 @dataclass(frozen=True)
@@ -188,10 +180,4 @@ class UseCase:
     def landing_folders(self) -> list[str]:
         return sorted({s.folder for s in self.sources.values()})
 
-    @property
-    def rows_source(self) -> LandingSource:
-        return self.sources[self.features.rows_from]
-
-    def days(self, start: dt.date, end: dt.date) -> list[dt.date]:
-        return days_between(start, end)
 

@@ -60,7 +60,6 @@ class Objective:
     output_schema: ClassVar[dict[str, pl.DataType]]
     # The checks on the predictions this objective adds, with what each guards.
     output_check: ClassVar[tuple[str, str]]
-    metric_names: ClassVar[tuple[str, ...]]
 
     def evaluate(self, labels: np.ndarray, outputs: np.ndarray, policy: str,
                  policy_value: float | None, band_quantiles: tuple[float, float]
@@ -98,7 +97,6 @@ class Binary(Objective):
         "score": pl.Float64(), "label": pl.Boolean(), "risk_band": pl.String()}
     output_check = ("scores_in_unit_interval",
                     "Every score a probability in [0, 1]; blocks publishing.")
-    metric_names = ("auc", "log_loss", "brier", "positive_rate", "predicted_positive_rate")
     report_values = ("score", "label")
     reconciled: ClassVar[dict[str, pl.Expr]] = {
         "rows": pl.len().cast(pl.Int64),
@@ -158,7 +156,6 @@ class Regression(Objective):
         "prediction": pl.Float64(), "prediction_low": pl.Float64(),
         "prediction_high": pl.Float64()}
     output_check = ("predictions_finite", "Every prediction a finite number; blocks publishing.")
-    metric_names = ("mae", "rmse", "bias", "outcome_mean")
     report_values = ("prediction",)
     reconciled: ClassVar[dict[str, pl.Expr]] = {"rows": pl.len().cast(pl.Int64)}
 
