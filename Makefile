@@ -21,8 +21,9 @@ $(RAY_STAMP): $(STAMP) requirements-ray.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-ray.lock
 	touch $(RAY_STAMP)
 
-test: $(RAY_STAMP)  ## the whole test suite, the Ray engine's and the UI's included (installs chromium)
+test: $(RAY_STAMP)  ## the whole test suite, the Ray engine's and the UI's included (installs chromium, postgresql)
 	scripts/ensure-chromium
+	scripts/ensure-postgresql
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/

@@ -1,4 +1,5 @@
-"""The batch-platform command: use-cases, land, train, score, sql, shell, demo and ui.
+"""The batch-platform command: use-cases, land, train, score, sql, shell, snapshots, maintain,
+migrate, demo and ui.
 
 Every verb that acts on a use case takes ``--use-case NAME`` (default: BATCH_PLATFORM_USE_CASE,
 else the first declared). Runs go through the persistent Dagster instance under the data
@@ -22,7 +23,8 @@ import polars as pl
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.files import exclusive_lock, write_bytes_atomic
 from batch_platform.platform.models.objectives import auc_expr
-from batch_platform.platform.storage.warehouse import read_only
+from batch_platform.platform.storage import lake as lakes
+from batch_platform.platform.storage.migration import migrate
 from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings, SettingsError
 
@@ -211,7 +213,7 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
 def scored_summary(settings: Settings, use_case: UseCase, start: dt.date, end: dt.date) -> str:
     output = ("avg(score), avg(label::INT)" if use_case.spec.is_binary
               else "avg(prediction), NULL")
-    with read_only(settings.warehouse_path) as con:
+    with lakes.lake_of(settings).read_only() as con:
         rows, mean, positive = con.execute(
             f"SELECT count(*), {output} FROM {use_case.predictions_table} "
             "WHERE partition_date BETWEEN ? AND ?", [start, end]).fetchone()
@@ -224,7 +226,7 @@ def scored_summary(settings: Settings, use_case: UseCase, start: dt.date, end: d
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> None:
     import duckdb
 
-    with read_only(settings.warehouse_path) as con:
+    with lakes.lake_of(settings).read_only() as con:
         try:
             relation = con.sql(args.query)
         except duckdb.Error as err:
@@ -248,16 +250,15 @@ def duckdb_cli_binary() -> Path:
 
 
 def shell_command(settings: Settings) -> list[str]:
-    """The analysts' interactive session: the published snapshot, read-only, in safe mode.
+    """The analysts' interactive session: the lake attached read-only, then safe mode.
 
-    ``-readonly`` alone still lets a session ATTACH the pipeline's database read-write (locking
-    every run out) or COPY over the warehouse file; ``-safe`` shuts the file system off, as
-    ``sql`` does, and locks the configuration so it cannot be switched back on.
+    Safe mode (after the attach, which reads the catalog and the extensions) shuts off every
+    file outside the lake, the shell escapes and ``.output``, and locks the configuration.
     """
-    if not settings.warehouse_path.exists():
-        raise CliError(f"no warehouse at {settings.warehouse_path}: run `make demo` or "
-                       "materialize a partition")
-    return [str(duckdb_cli_binary()), "-safe", "-readonly", str(settings.warehouse_path)]
+    lake = lakes.lake_of(settings)
+    with lake.read_only():  # fails clearly if there is no lake; installs the extensions
+        pass
+    return [str(duckdb_cli_binary()), "-cmd", lake.shell_setup(), "-cmd", ".safe_mode"]
 
 
 def cmd_shell(settings: Settings, args: argparse.Namespace) -> None:
@@ -266,7 +267,7 @@ def cmd_shell(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def print_model(settings: Settings, use_case: UseCase) -> None:
-    with read_only(settings.warehouse_path) as con:
+    with lakes.lake_of(settings).read_only() as con:
         row = con.execute(
             "SELECT model_version, objective, auc, mae, threshold, valid_start, valid_end, "
             "train_start, train_end FROM models.registry WHERE use_case = ? "
@@ -283,7 +284,7 @@ def realised_quality(settings: Settings, use_case: UseCase) -> str | None:
     """The champion's quality on the rows scored after its validation window."""
     spec = use_case.spec
     output = "score" if spec.is_binary else "prediction"
-    with read_only(settings.warehouse_path) as con:
+    with lakes.lake_of(settings).read_only() as con:
         rows = con.execute(
             f'SELECT p.{output}, f."{spec.label_column}" AS outcome '
             f"FROM {use_case.predictions_table} p JOIN {use_case.features_table} f "
@@ -317,7 +318,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - started
     print()
     print(f"batch_platform demo: done in {elapsed:.0f}s")
-    with read_only(settings.warehouse_path) as con:
+    with lakes.lake_of(settings).read_only() as con:
         for use_case in chosen:
             if use_case.demo_score is None:
                 continue
@@ -342,6 +343,26 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     print("  .venv/bin/batch-platform sql \"select partition_date, segment, rows, "
           "round(mean_score, 3) as mean_score, round(realised_positive_rate, 3) as late_rate "
           "from reports.flights_daily where segment_type = 'origin' order by all limit 6\"")
+
+
+def cmd_snapshots(settings: Settings, args: argparse.Namespace) -> None:
+    """The lake's latest snapshots: which run committed what (time travel targets)."""
+    with lakes.lake_of(settings).read_only() as con:
+        shown = lakes.snapshots(con)[-args.last:]
+    for snapshot in shown:
+        print(f"{snapshot['snapshot_id']:>6}  {snapshot['snapshot_time']:%Y-%m-%d %H:%M:%S}  "
+              f"{snapshot['message'] or '(schema change)'}")
+
+
+def cmd_maintain(settings: Settings, args: argparse.Namespace) -> None:
+    retention = dt.timedelta(days=settings.lake_retention_days)
+    counts = lakes.lake_of(settings).maintain(retention)
+    print(f"lake maintained (retention {settings.lake_retention_days:g} days): "
+          + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items()))
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    print(migrate(settings.data_dir, lakes.lake_of(settings, migrating=True)))
 
 
 def cmd_ui(settings: Settings, args: argparse.Namespace) -> None:
@@ -401,14 +422,27 @@ def build_parser() -> argparse.ArgumentParser:
     days(score)
     score.set_defaults(handler=cmd_score)
 
-    sql = commands.add_parser("sql", help="a read-only query on the published warehouse")
+    sql = commands.add_parser("sql", help="a read-only query on the warehouse (the lake)")
     sql.add_argument("query")
     sql.add_argument("--max-rows", type=int, default=40)
     sql.set_defaults(handler=cmd_sql)
 
     shell = commands.add_parser(
-        "shell", help="an interactive DuckDB session on the published warehouse, read-only")
+        "shell", help="an interactive DuckDB session on the warehouse (the lake), read-only")
     shell.set_defaults(handler=cmd_shell)
+
+    history = commands.add_parser(
+        "snapshots", help="the lake's latest snapshots and the run that committed each")
+    history.add_argument("--last", type=int, default=20)
+    history.set_defaults(handler=cmd_snapshots)
+
+    maintain = commands.add_parser(
+        "maintain", help="merge small files, expire old snapshots, delete unused files")
+    maintain.set_defaults(handler=cmd_maintain)
+
+    migration = commands.add_parser(
+        "migrate", help="import a data directory of the previous storage into the lake, once")
+    migration.set_defaults(handler=cmd_migrate)
 
     demo = commands.add_parser(
         "demo", help="for every use case: land, build features, train and score its demo days")
@@ -428,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         prepare_instance(settings)
         args.handler(settings, args)
-    except (CliError, SettingsError, FileNotFoundError, ValueError) as err:
+    except (CliError, SettingsError, FileNotFoundError, ValueError, ConnectionError,
+            lakes.PreviousStorageError) as err:
         print(f"batch-platform: {err}", file=sys.stderr)
         return 1
     return 0

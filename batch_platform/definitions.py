@@ -6,12 +6,13 @@ import dagster as dg
 
 from batch_platform import catalog
 from batch_platform.orchestration.factory import platform_resources
+from batch_platform.orchestration.maintenance import maintenance_definitions
 from batch_platform.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     use_cases, _ = catalog.load()
-    return dg.Definitions.merge(use_cases,
+    return dg.Definitions.merge(use_cases, maintenance_definitions(),
                                 dg.Definitions(resources=platform_resources(settings)))
 
 

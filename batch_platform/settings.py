@@ -1,8 +1,8 @@
 """Process-wide paths and tunables, read from the environment once and validated.
 
 Every piece of state lives under one data directory (``BATCH_PLATFORM_DATA_DIR``, default
-``./data``): landing files, the pipeline's working database, the published warehouse,
-model files and the Dagster instance home. What belongs to one use case (its check
+``./data``): landing files, the warehouse (a DuckLake: catalog and Parquet files), model
+files and the Dagster instance home. What belongs to one use case (its check
 thresholds, how it explains and scores) is declared in its ``defs.yaml``; the variables of the
 same name below override the declaration for every use case when set (``resolved``).
 """
@@ -32,6 +32,7 @@ ENGINE_CHOICES = ("local", "ray")
 RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
 URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 USE_CASE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+LAKE_CATALOGS = ("sqlite:", "postgres:")
 
 
 class SettingsError(ValueError):
@@ -50,8 +51,15 @@ class Settings:
     chunk_rows: int = 100_000
     # LightGBM threads; 0 lets LightGBM use every core.
     scoring_threads: int = 0
-    # How long a step waits for the pipeline database before failing with the holder's name.
+    # How long a commit waits for the lake's writer lock before failing with the holder's name.
     lock_timeout_seconds: float = 300.0
+    # The lake's catalog: unset, a SQLite file under the data directory (processes of one
+    # machine); "postgres:dbname=… host=… user=…" (libpq) for runs on several machines.
+    lake_catalog: str | None = None
+    # A PostgreSQL catalog that does not answer within this fails the step, naming the address.
+    lake_connect_timeout_seconds: float = 10.0
+    # Maintenance keeps every snapshot younger than this (time travel) and the files they read.
+    lake_retention_days: float = 7.0
     # DuckDB's memory per pipeline connection; past it, joins and sorts spill to disk.
     duckdb_memory_limit: str = "512MB"
     # Score with this registry version instead of the champion.
@@ -91,14 +99,13 @@ class Settings:
         return self.data_dir / "landing"
 
     @property
-    def pipeline_db_path(self) -> Path:
-        """The pipeline's private working database: only pipeline steps open it."""
-        return self.data_dir / "pipeline.duckdb"
+    def lake_dir(self) -> Path:
+        """The warehouse: its SQLite catalog, Parquet files and the DuckDB extensions."""
+        return self.data_dir / "lake"
 
     @property
-    def warehouse_path(self) -> Path:
-        """The published read-only snapshot that analysts open."""
-        return self.data_dir / "warehouse.duckdb"
+    def lake_catalog_uri(self) -> str:
+        return self.lake_catalog or f"sqlite:{self.lake_dir / 'catalog.sqlite'}"
 
     @property
     def staging_dir(self) -> Path:
@@ -135,6 +142,13 @@ class Settings:
                  "must be 0 (all cores) or a positive number of threads")
         _require(self.lock_timeout_seconds > 0, "LOCK_TIMEOUT_SECONDS",
                  self.lock_timeout_seconds, "must be a positive number of seconds")
+        _require(self.lake_catalog is None or self.lake_catalog.startswith(LAKE_CATALOGS),
+                 "LAKE_CATALOG", self.lake_catalog,
+                 "must start with sqlite: (a file) or postgres: (a libpq connection string)")
+        _require(self.lake_connect_timeout_seconds > 0, "LAKE_CONNECT_TIMEOUT_SECONDS",
+                 self.lake_connect_timeout_seconds, "must be a positive number of seconds")
+        _require(self.lake_retention_days >= 0, "LAKE_RETENTION_DAYS",
+                 self.lake_retention_days, "must be zero or a positive number of days")
         _require(bool(MEMORY_SIZE.match(self.duckdb_memory_limit)), "DUCKDB_MEMORY_LIMIT",
                  self.duckdb_memory_limit, "must be a size like 512MB or 2GB")
         pinned_ok = self.model_version is None or bool(
@@ -231,6 +245,10 @@ class Settings:
             lock_timeout_seconds=read("LOCK_TIMEOUT_SECONDS", float,
                                       defaults.lock_timeout_seconds),
             duckdb_memory_limit=read("DUCKDB_MEMORY_LIMIT", str, defaults.duckdb_memory_limit),
+            lake_catalog=read("LAKE_CATALOG", str, None),
+            lake_connect_timeout_seconds=read("LAKE_CONNECT_TIMEOUT_SECONDS", float,
+                                              defaults.lake_connect_timeout_seconds),
+            lake_retention_days=read("LAKE_RETENTION_DAYS", float, defaults.lake_retention_days),
             model_version=read("MODEL_VERSION", str, None),
             explain=read("EXPLAIN", str, None),
             psi_warn=read("PSI_WARN", float, None),

@@ -12,15 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pytest
 
 from batch_platform.definitions import build_definitions
 from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
 from batch_platform.platform.dates import days_between
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
+
+# How any DuckDB 1.5.5 client attaches the lake, from the repository's root (the README's line).
+ATTACH_LAKE = ("SET extension_directory = 'data/lake/extensions'; "
+               "ATTACH 'ducklake:sqlite:data/lake/catalog.sqlite' AS lake (READ_ONLY); USE lake;")
+
+
+def attach_lake(data_dir: Path) -> str:
+    """The documented line, for the lake of ``data_dir``."""
+    return ATTACH_LAKE.replace("data/", f"{data_dir}/")
+
 
 FIRST = dt.date(2013, 1, 1)
 LAST = dt.date(2013, 1, 21)
@@ -57,12 +67,9 @@ class Platform:
             raise_on_error=raise_on_error)
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        """What an analyst sees: the published warehouse, read-only."""
-        con = duckdb.connect(str(self.settings.warehouse_path), read_only=True)
-        try:
+        """What an analyst sees: the lake, read-only."""
+        with lake_of(self.settings).read_only() as con:
             return con.execute(sql, params or []).pl()
-        finally:
-            con.close()
 
     def land(self, day: dt.date) -> None:
         flights_landing.land(self.settings.landing_dir, [day], with_reference=False)

@@ -89,6 +89,22 @@ def staged(context: dg.AssetExecutionContext, settings: Settings, step: str
         yield folder
 
 
+def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+           write: Callable[[duckdb.DuckDBPyConnection], None]) -> float:
+    """Write in one lake transaction whose snapshot names this step: what, which days, which
+    run (``lake.snapshots()`` shows it; time travel finds a run's snapshot by it)."""
+    asset = context.asset_key.to_user_string()
+    days = ""
+    if context.has_partition_key_range:
+        key_range = context.partition_key_range
+        days = (key_range.start if key_range.start == key_range.end
+                else f"{key_range.start}..{key_range.end}")
+    run_id = context.run.run_id
+    message = f"{asset} {days} by run {run_id}".replace("  ", " ")
+    return warehouse.commit(write, message, {"run_id": run_id, "asset": asset,
+                                             "partitions": days, "code_version": code_version()})
+
+
 def lineage(context: dg.AssetExecutionContext) -> ingest.Lineage:
     return ingest.Lineage(run_id=context.run.run_id, ingested_at=dt.datetime.now(dt.UTC))
 
@@ -170,11 +186,11 @@ class UseCaseAssets:
                     f"{ingest.describe(path, None)}: {validated.rejected.height} row(s) "
                     f"rejected; line {first[ingest.LINE_COLUMN]}: {first[ingest.REASON_COLUMN]}")
             frame = ingest.with_lineage(validated.good, validated, lineage(context))
-            publish_seconds = warehouse.write_and_publish(
+            commit_seconds = commit(context, warehouse,
                 lambda con: replace_table(con, use_case.raw_table(source.name), frame))
             return dg.MaterializeResult(metadata={
                 **table_metadata(frame), "source_file": str(path),
-                **timing_metadata(frame.height, started, publish_seconds),
+                **timing_metadata(frame.height, started, commit_seconds),
             })
 
         return _reference
@@ -229,7 +245,7 @@ class UseCaseAssets:
                                             landed.expected_rows_per_day),
                     audits.audit_required_nulls(source, tallies, settings.audit_thresholds()),
                 ], days)
-                publish_seconds = warehouse.write_and_publish(
+                commit_seconds = commit(context, warehouse,
                     lambda con: replace_partitions(con, [(raw_table, good),
                                                          (quarantine_table, rejected)], days,
                                                verdict.publish))
@@ -242,7 +258,7 @@ class UseCaseAssets:
                 "rejected_fraction": rows_rejected / rows_in if rows_in else 0.0,
                 "ignored_columns": ", ".join(ignored) or "none",
                 "chunk_rows": settings.chunk_rows,
-                **timing_metadata(rows_in, started, publish_seconds),
+                **timing_metadata(rows_in, started, commit_seconds),
             }, days, {d: t.rows_in - t.rejected for d, t in tallies.items()}))
 
         return _raw
@@ -308,7 +324,7 @@ class UseCaseAssets:
                 drift_audit = audits.audit_feature_drift(feature_drift, profile,
                                                          settings.audit_thresholds())
                 verdict = gate(context, [drift_audit], days)
-                publish_seconds = warehouse.write_and_publish(
+                commit_seconds = commit(context, warehouse,
                     lambda con: replace_partitions(con, [(use_case.features_table, frame)],
                                                    days, verdict.publish))
             return verdict.outcome(scoped_to_partitions({
@@ -317,7 +333,7 @@ class UseCaseAssets:
                 "lookback_days_complete": not missing_days,
                 "max_psi": drift_audit.metadata["max_psi"],
                 "chunk_rows": settings.chunk_rows,
-                **timing_metadata(frame.rows, started, publish_seconds),
+                **timing_metadata(frame.rows, started, commit_seconds),
             }, days, tally.rows_by_day))
 
         return _features
@@ -362,7 +378,7 @@ class UseCaseAssets:
                               else None),
                 rounds=config.rounds, num_threads=settings.scoring_threads,
                 run_id=context.run.run_id, code_version=code_version())
-            publish_seconds = warehouse.write_and_publish(
+            commit_seconds = commit(context, warehouse,
                 lambda con: registry.register_champion(con, built.record))
             metrics = {name: value for name, value in built.evaluation.metrics.items()
                        if value is not None}
@@ -382,7 +398,7 @@ class UseCaseAssets:
                 "top_features_by_gain": dg.MetadataValue.md(
                     "| feature | gain |\n|---|---|\n" + "\n".join(
                         f"| {name} | {gain:,.0f} |" for name, gain in built.top_features())),
-                **timing_metadata(record.valid_rows, started, publish_seconds),
+                **timing_metadata(record.valid_rows, started, commit_seconds),
             })
 
         return _model
@@ -441,7 +457,7 @@ class UseCaseAssets:
                     audits.audit_model_version(scored.scores, loaded.version),
                     output_drift,
                 ], days)
-                publish_seconds = warehouse.write_and_publish(
+                commit_seconds = commit(context, warehouse,
                     lambda con: replace_partitions(
                         con, [(use_case.predictions_table, scored.predictions)], days,
                         verdict.publish))
@@ -464,7 +480,7 @@ class UseCaseAssets:
                 **score_summary(scored.summary),
                 "score_max_psi": output_drift.metadata["max_psi"],
                 **prediction_summary(scored.summary),
-                **timing_metadata(stats.rows, started, publish_seconds),
+                **timing_metadata(stats.rows, started, commit_seconds),
             }, days, scored.rows_by_day))
 
         return _predictions
@@ -508,7 +524,7 @@ class UseCaseAssets:
                     spec, dt.datetime.now(dt.UTC))
                 verdict = gate(context, [audits.audit_report_reconciles(
                     report, pl.scan_parquet(truth_file), kind)], days)
-                publish_seconds = warehouse.write_and_publish(
+                commit_seconds = commit(context, warehouse,
                     lambda con: replace_partitions(con, [(use_case.report_table, report)],
                                                    days, verdict.publish))
             overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
@@ -522,7 +538,7 @@ class UseCaseAssets:
                 "rows": rows,
                 **quality,
                 **report_summary(report, spec.is_binary),
-                **timing_metadata(rows, started, publish_seconds),
+                **timing_metadata(rows, started, commit_seconds),
             }, days, report))
 
         return _report

@@ -13,7 +13,8 @@ import dagster as dg
 from batch_platform.orchestration.assets import UseCaseAssets
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import arrivals, landing
-from batch_platform.platform.storage.warehouse import partition_times, read_only
+from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.warehouse import partition_times
 from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
 
@@ -38,9 +39,10 @@ def ingested_at(settings: Settings, use_case: UseCase) -> dict[dt.date, dt.datet
     That source, not the others: any source of a day may hold no rows, and every loaded day
     has feature rows. A later file of another source makes the day's newest landing later.
     """
-    if not settings.warehouse_path.exists():
+    lake = lake_of(settings)
+    if not lake.exists():
         return {}
-    with read_only(settings.warehouse_path) as con:
+    with lake.read_only() as con:
         return partition_times(con, use_case.raw_table(use_case.features.rows_from),
                                "_ingested_at", newest=False)
 

@@ -16,7 +16,8 @@ from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import registry
 from batch_platform.platform.monitoring.audits import audit_partition_freshness
-from batch_platform.platform.storage.warehouse import MissingDataError, partition_times, read_only
+from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.warehouse import MissingDataError, partition_times
 from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
 
@@ -25,9 +26,10 @@ def produced_at(settings: Settings, use_case: UseCase, table: str, column: str
                 ) -> tuple[dict, dt.date | None]:
     """When each day of ``table`` was last written, as analysts see it; and the last day of
     the champion's validation window."""
-    if not settings.warehouse_path.exists():
+    lake = lake_of(settings)
+    if not lake.exists():
         return {}, None
-    with read_only(settings.warehouse_path) as con:
+    with lake.read_only() as con:
         try:
             valid_end = registry.resolve(con, use_case.name, settings.model_version
                                          )["valid_end"]

@@ -67,11 +67,11 @@ def table_metadata(rows: pl.DataFrame | StagedTable) -> dict[str, object]:
     }
 
 
-def timing_metadata(rows: int, started: float, publish_seconds: float) -> dict[str, object]:
+def timing_metadata(rows: int, started: float, commit_seconds: float) -> dict[str, object]:
     seconds = time.perf_counter() - started
     return {
         "wall_seconds": round(seconds, 3),
-        "publish_seconds": round(publish_seconds, 3),
+        "commit_seconds": round(commit_seconds, 3),  # on the writer lock
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
     }
 

@@ -1,4 +1,4 @@
-"""Resources: the warehouse (a DuckDBResource with a lock and publishing) and the settings."""
+"""Resources: the warehouse (the lake's sessions and commits) and the settings."""
 
 from __future__ import annotations
 
@@ -9,36 +9,36 @@ from pathlib import Path
 
 import duckdb
 from dagster import ConfigurableResource
-from dagster_duckdb import DuckDBResource
 
-from batch_platform.platform.storage.warehouse import Warehouse
+from batch_platform.platform.storage.lake import Lake, lake_of
 from batch_platform.settings import Settings
 
 
-class WarehouseResource(DuckDBResource):
-    """The pipeline database: steps share it one at a time, then publish the analysts' snapshot.
+class WarehouseResource(ConfigurableResource):
+    """The lake: reads need no lock; each write is one commit, named by the step's run."""
 
-    Unlike the stock resource, a connection holds a cross-process lock (waiting up to
-    ``lock_timeout_seconds``, then naming the holder) and is closed on every path.
-    """
-
-    published_database: str
+    catalog: str
+    data_path: str
     lock_timeout_seconds: float = 300.0
     memory_limit: str = "512MB"
+    connect_timeout_seconds: float = 10.0
+    previous_storage: str | None = None
 
     @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.database), Path(self.published_database),
-                         self.lock_timeout_seconds, self.memory_limit)
+    def lake(self) -> Lake:
+        return Lake(self.catalog, Path(self.data_path), self.lock_timeout_seconds,
+                    self.memory_limit, self.connect_timeout_seconds,
+                    Path(self.previous_storage) if self.previous_storage else None)
 
     @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
-        with self.warehouse.connect("run a pipeline step") as con:
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.lake.connect() as con:
             yield con
 
-    def write_and_publish(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> float:
-        """Write and publish the analysts' snapshot in one turn on the lock; seconds publishing."""
-        return self.warehouse.write_and_publish(write, "write and publish a pipeline step")
+    def commit(self, write: Callable[[duckdb.DuckDBPyConnection], None], message: str,
+               details: dict[str, str]) -> float:
+        """One transaction, one snapshot; the seconds its turn on the writer lock took."""
+        return self.lake.commit(write, message, details)
 
 
 class PlatformResource(ConfigurableResource):
@@ -50,6 +50,9 @@ class PlatformResource(ConfigurableResource):
     chunk_rows: int
     scoring_threads: int
     lock_timeout_seconds: float
+    lake_catalog: str | None = None
+    lake_connect_timeout_seconds: float
+    lake_retention_days: float
     duckdb_memory_limit: str
     model_version: str | None = None
     explain: str | None = None
@@ -83,9 +86,10 @@ class PlatformResource(ConfigurableResource):
 
 
 def warehouse_resource(settings: Settings) -> WarehouseResource:
+    lake = lake_of(settings)
     return WarehouseResource(
-        database=str(settings.pipeline_db_path),
-        published_database=str(settings.warehouse_path),
-        lock_timeout_seconds=settings.lock_timeout_seconds,
-        memory_limit=settings.duckdb_memory_limit,
+        catalog=lake.catalog, data_path=str(lake.data_path),
+        lock_timeout_seconds=lake.lock_timeout_seconds, memory_limit=lake.memory_limit,
+        connect_timeout_seconds=lake.connect_timeout_seconds,
+        previous_storage=str(lake.previous_storage) if lake.previous_storage else None,
     )

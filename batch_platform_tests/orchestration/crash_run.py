@@ -10,9 +10,9 @@ the process when the write to TABLE reaches POINT:
 - ``after_delete``: right after that DELETE, before the insert;
 - ``mid_insert``: while INSERT … BY NAME streams the frame (or the staged parts), after two
   of its batches;
-- ``before_commit``: at the COMMIT of the transaction that wrote TABLE;
-- ``before_publish``: the write committed, nothing checkpointed or copied yet;
-- ``mid_publish``: half of the snapshot copied to its temporary file;
+- ``before_commit``: the transaction that wrote TABLE done, its COMMIT not yet sent;
+- ``during_commit``: a few milliseconds into that COMMIT (the old or the new version may win);
+- ``after_commit``: the commit returned, before the step reports anything to Dagster;
 - ``mid_training``: LightGBM at its fifth boosting round;
 - ``model_file``: the model's temporary file written, not yet renamed into place.
 
@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import lightgbm as lgb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_platform.platform.storage.warehouse import Warehouse
+from batch_platform.platform.storage.lake import Lake
 
-POINTS = ("before_delete", "after_delete", "mid_insert", "before_commit", "before_publish",
-          "mid_publish", "mid_training", "model_file")
+POINTS = ("before_delete", "after_delete", "mid_insert", "before_commit", "during_commit",
+          "after_commit", "mid_training", "model_file")
 
 
 def die() -> None:
@@ -56,8 +56,6 @@ class Tripwire:
             self.touched = True
             if self._point == "before_delete":
                 die()
-        if statement == "COMMIT" and self.touched and self._point == "before_commit":
-            die()
         if (statement == "INSERT" and self.touched and self._point == "mid_insert"
                 and "read_parquet($files)" in sql):
             # Staged parts: stream them to DuckDB through a reader that dies half-way.
@@ -92,30 +90,27 @@ def _dying_stream(table: pa.Table) -> pa.RecordBatchReader:
 
 
 def arm(table: str, point: str, models_dir: Path) -> None:
-    original = Warehouse.write_and_publish
-    copy = shutil.copyfile
-    armed = {"publish": False}
+    original = Lake.commit
 
-    def write_and_publish(self, write, purpose):
+    def commit(self, write, message, details):
+        touched = []
+
         def tripped(con):
             wire = Tripwire(con, table, point)
             write(wire)
-            if wire.touched and point == "before_publish":
-                die()
-            armed["publish"] = wire.touched and point == "mid_publish"
+            if wire.touched:
+                touched.append(True)
+                if point == "before_commit":
+                    die()
+                if point == "during_commit":  # Lake.commit sends COMMIT right after this
+                    threading.Timer(0.003, die).start()
 
-        return original(self, tripped, purpose)
+        seconds = original(self, tripped, message, details)
+        if touched and point == "after_commit":
+            die()
+        return seconds
 
-    def half_a_copy(src, dst, *args, **kwargs):
-        if not armed["publish"]:
-            return copy(src, dst, *args, **kwargs)
-        with open(src, "rb") as source, open(dst, "wb") as target:
-            target.write(source.read(os.path.getsize(src) // 2))
-            target.flush()
-        die()
-
-    Warehouse.write_and_publish = write_and_publish
-    shutil.copyfile = half_a_copy
+    Lake.commit = commit
 
     if point == "mid_training":
         train = lgb.train

@@ -16,7 +16,7 @@ from batch_platform import code_version
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.booster import feature_matrix, levels_from_model
-from batch_platform_tests.conftest import FIRST, LAST, WEEK, Platform
+from batch_platform_tests.conftest import FIRST, LAST, WEEK, Platform, attach_lake
 from batch_platform_tests.flights import FLIGHTS
 
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")
@@ -111,12 +111,12 @@ def test_registry_records_an_honest_model(platform: Platform) -> None:
     assert model_file.read_text().startswith("tree\n")
 
 
-def test_the_duckdb_cli_reads_the_published_warehouse(platform: Platform) -> None:
+def test_the_duckdb_cli_attaches_the_lake_with_the_documented_line(platform: Platform) -> None:
     version = subprocess.run([str(DUCKDB_CLI), "--version"], capture_output=True, text=True,
                              check=True).stdout
-    assert version.startswith("v1.5"), version
+    assert version.startswith("v1.5.5"), version
     out = subprocess.run(
-        [str(DUCKDB_CLI), "-readonly", "-csv", str(platform.settings.warehouse_path), "-c",
+        [str(DUCKDB_CLI), "-csv", "-cmd", attach_lake(platform.settings.data_dir), "-c",
          "SELECT count(*) FROM predictions.flights"],
         capture_output=True, text=True, check=True).stdout
     expected = platform.query("SELECT count(*) FROM predictions.flights").item()
@@ -129,7 +129,8 @@ def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(platform: Pla
     reader = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import duckdb, sys, time
-            con = duckdb.connect({str(platform.settings.warehouse_path)!r}, read_only=True)
+            con = duckdb.connect()
+            con.execute({attach_lake(platform.settings.data_dir)!r})
             print("open", flush=True)
             deadline = time.monotonic() + 60
             queries = 0

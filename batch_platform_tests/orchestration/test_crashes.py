@@ -1,9 +1,10 @@
-"""SIGKILL at every point of a write: analysts keep the old partition, and a rerun is clean.
+"""SIGKILL at every point of a write: the partition is the old version or the new, never half,
+and a rerun is clean.
 
 Each crash runs the real job in a subprocess (``crash_run``) that kills itself at the chosen
-point. Afterwards the published warehouse must hold exactly what it held before, the pipeline
-database exactly the old or exactly the new version, and a rerun, given only a short lock wait,
-must produce exactly a clean run's rows and leave no temporary file behind.
+point. Afterwards the lake must hold exactly the old version (killed before the commit) or the
+new one (after it), every file its snapshot lists must be there, and a rerun, given only a short
+lock wait, must produce exactly a clean run's rows and leave no temporary file behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.monitoring import drift
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform_tests.conftest import Platform, model_config
 from batch_platform_tests.flights import FLIGHTS
 
@@ -43,13 +45,23 @@ def partition(con: duckdb.DuckDBPyConnection, table: str, exclude: tuple[str, ..
                        [DAY]).pl()
 
 
-def snapshot(path: Path, clean: bool = False) -> dict[str, pl.DataFrame]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
+def snapshot(platform: Platform, clean: bool = False) -> dict[str, pl.DataFrame]:
+    with lake_of(platform.settings).read_only() as con:
         return {table: partition(con, table, LINEAGE[table] if clean else ())
                 for table in LINEAGE}
-    finally:
-        con.close()
+
+
+def listed_files_exist(platform: Platform) -> int:
+    """Every data file the current snapshot lists is on disk; how many there are."""
+    with lake_of(platform.settings).read_only() as con:
+        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                             "WHERE database_name = 'lake'").fetchall()
+        files = [Path(row[0]) for schema, name in tables for row in con.execute(
+            "SELECT data_file FROM ducklake_list_files('lake', $t, schema => $s)",
+            {"t": name, "s": schema}).fetchall()]
+    missing = [f for f in files if not f.exists()]
+    assert not missing, f"the snapshot lists files that are gone: {missing[:3]}"
+    return len(files)
 
 
 def crash(platform: Platform, job: str, table: str, point: str, start: dt.date | None = DAY,
@@ -90,57 +102,72 @@ STEP = {"raw.flights": 0, "quarantine.flights": 0, "features.flights": 1,
         ("quarantine.flights", "after_delete"),
         ("predictions.flights", "mid_insert"),
         ("predictions.flights", "before_commit"),
-        ("predictions.flights", "before_publish"),
-        ("predictions.flights", "mid_publish"),
+        ("predictions.flights", "during_commit"),
+        ("predictions.flights", "after_commit"),
     ],
 )
 def test_a_run_killed_mid_write_leaves_the_partition_whole_and_the_rerun_is_clean(
     platform: Platform, table: str, point: str
 ) -> None:
-    settings = platform.settings
-    published_before = snapshot(settings.warehouse_path)
-    clean = snapshot(settings.warehouse_path, clean=True)
-    assert published_before["predictions.flights"].height > 0
+    before = snapshot(platform)
+    clean = snapshot(platform, clean=True)
+    assert before["predictions.flights"].height > 0
 
     # The job that starts with the step to crash: the steps before it are not under test.
     job = "flights_predict" if STEP[table] >= STEP["predictions.flights"] else "flights_daily"
     crash(platform, job, table, point)
 
-    published = snapshot(settings.warehouse_path)
-    pipeline = snapshot(settings.pipeline_db_path)  # it opens: the crash corrupted nothing
-    committed = point in ("before_publish", "mid_publish")
+    after = snapshot(platform)
+    listed_files_exist(platform)
     for name in LINEAGE:
-        # Every table holds one whole version in both databases: never half, never twice.
-        for where, frames in (("published", published), ("pipeline", pipeline)):
-            whole = frames[name].drop(*LINEAGE[name]) if LINEAGE[name] else frames[name]
-            assert whole.equals(clean[name]), f"{name} in the {where} database is not whole"
+        # Every table holds one whole version: never half, never twice.
+        whole = after[name].drop(*LINEAGE[name]) if LINEAGE[name] else after[name]
+        assert whole.equals(clean[name]), f"{name} is not whole after the crash"
         if STEP[name] < STEP[table]:
-            continue  # the steps before the crash finished and published their new version
-        # Analysts see the crashed write and what follows it exactly as before, to the run id.
-        assert published[name].equals(published_before[name]), f"{name} changed for analysts"
-        new_version = committed and STEP[name] == STEP[table]
-        assert pipeline[name].equals(published_before[name]) != new_version, name
+            continue  # the steps before the crash finished and committed their new version
+        old_version = after[name].equals(before[name])
+        if point == "during_commit" and STEP[name] == STEP[table]:
+            continue  # the old version or the new: whole either way (asserted above)
+        committed = point == "after_commit" and STEP[name] == STEP[table]
+        assert old_version != committed, f"{name}: expected the {'new' if committed else 'old'}"
 
     # Nothing blocks the rerun: it gets the lock within 2 s, and yields a clean run's rows.
     result = platform.run(job, DAY, settings=impatient(platform))
     assert result.success
-    rerun = snapshot(settings.warehouse_path, clean=True)
+    rerun = snapshot(platform, clean=True)
     for name, frame in clean.items():
         assert rerun[name].equals(frame), f"{name} differs from a clean run after the rerun"
     run_ids = platform.query("SELECT DISTINCT run_id FROM predictions.flights "
                              "WHERE partition_date = ?", [DAY])
     assert run_ids["run_id"].to_list() == [result.run_id]
-    assert temp_files(platform) == []  # a publisher's half copy is gone
+    assert temp_files(platform) == []
 
 
-def registry_is_consistent(platform: Platform, path: Path) -> list[tuple]:
+def test_files_of_a_killed_transaction_are_invisible_and_maintenance_removes_them(
+    platform: Platform
+) -> None:
+    lake = lake_of(platform.settings)
+    on_disk = set(lake.data_path.rglob("*.parquet"))
+    listed = listed_files_exist(platform)
+    crash(platform, "flights_predict", "predictions.flights", "before_commit")
+    orphans = set(lake.data_path.rglob("*.parquet")) - on_disk
+    assert orphans, "the killed transaction wrote its Parquet files before the commit"
+    assert listed_files_exist(platform) == listed  # not one of them is in a snapshot
+    # Maintenance deletes files that no snapshot reads once they are older than the retention.
+    lake.maintain(dt.timedelta(days=7))
+    assert all(path.exists() for path in orphans)
+    lake.maintain(dt.timedelta(0))
+    assert not any(path.exists() for path in orphans)
+    assert listed_files_exist(platform) > 0
+    assert platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
+                          [DAY]).item() > 0
+
+
+def registry_is_consistent(platform: Platform) -> list[tuple]:
     """No registry row without its intact file and profile, one champion, and it loads."""
-    con = duckdb.connect(str(path), read_only=True)
-    try:
+    with lake_of(platform.settings).read_only() as con:
         rows = con.execute("SELECT model_version, status, model_path, threshold "
                            "FROM models.registry ORDER BY model_version").fetchall()
-    finally:
-        con.close()
     settings = platform.settings
     for version, _, model_path, _ in rows:
         file = settings.data_dir / model_path
@@ -163,38 +190,36 @@ def registry_is_consistent(platform: Platform, path: Path) -> list[tuple]:
         ("model_file", 18),
         # inside the registry transaction: the old champion already retired, the new row not in
         ("before_delete", 19),
-        ("before_publish", 21),
+        ("after_commit", 21),
     ],
 )
 def test_a_crash_mid_training_leaves_registry_and_model_files_consistent(
     platform: Platform, point: str, rounds: int
 ) -> None:
-    settings = platform.settings
-    before = registry_is_consistent(platform, settings.warehouse_path)
+    before = registry_is_consistent(platform)
     versions_before = {version for version, _ in before}
     champion_before = champion(before)
     # A number of rounds of its own: a new version, whose file does not exist yet.
     config = model_config(rounds=rounds)
     crash(platform, "flights_train", "models.registry", point, start=None, run_config=config)
 
-    assert registry_is_consistent(platform, settings.warehouse_path) == before
-    in_pipeline = registry_is_consistent(platform, settings.pipeline_db_path)
-    if point == "before_publish":  # committed, not yet published: the new champion, whole
-        assert champion(in_pipeline) not in versions_before
+    after_crash = registry_is_consistent(platform)
+    if point == "after_commit":  # committed: the new champion, whole
+        assert champion(after_crash) not in versions_before
     else:
-        assert in_pipeline == before
+        assert after_crash == before
 
     try:
         result = platform.run("flights_train", run_config=config, settings=impatient(platform))
         assert result.success
-        after = registry_is_consistent(platform, settings.warehouse_path)
+        after = registry_is_consistent(platform)
         new = champion(after)
         assert new not in versions_before
         assert {version for version, _ in after} == versions_before | {new}
         assert temp_files(platform) == []
     finally:
         platform.run("flights_train", run_config=model_config())
-    assert champion(registry_is_consistent(platform, settings.warehouse_path)) == champion_before
+    assert champion(registry_is_consistent(platform)) == champion_before
 
 
 def champion(rows: list[tuple]) -> str:
@@ -202,12 +227,21 @@ def champion(rows: list[tuple]) -> str:
     return version
 
 
-def test_a_failed_step_leaks_no_connection(platform: Platform, landing_restored: Path) -> None:
-    """After a step fails in this process, another process can open the pipeline database."""
+TAKE_LOCK = """
+import sys
+from pathlib import Path
+from batch_platform.platform.files import exclusive_lock
+with exclusive_lock(Path(sys.argv[1]), 1.0, "commit after a failed step"):
+    pass
+"""
+
+
+def test_a_failed_step_leaks_no_lock(platform: Platform, landing_restored: Path) -> None:
+    """After a step fails in this process, another process gets the writer lock at once."""
     (landing_restored / "flights" / f"{DAY}.csv").write_text("not,a,flights,file\n1,2,3,4\n")
     result = platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
-    opened = subprocess.run(
-        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()",
-         str(platform.settings.pipeline_db_path)], capture_output=True, text=True, timeout=60)
-    assert opened.returncode == 0, opened.stderr
+    taken = subprocess.run([sys.executable, "-c", TAKE_LOCK,
+                            str(lake_of(platform.settings).lock_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 0, taken.stderr

@@ -14,7 +14,6 @@ from batch_platform.platform.storage.warehouse import (
     ensure_table,
     insert,
     table_exists,
-    transaction,
 )
 
 REGISTRY_TABLE = "models.registry"
@@ -75,17 +74,16 @@ def register_champion(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> No
     """Record ``record`` as its use case's champion and retire the previous one, atomically.
 
     Registering the same version again replaces its row, so retraining on the same data is
-    idempotent.
+    idempotent. Inside the commit's transaction.
     """
     frame = pl.DataFrame([asdict(record) | {"status": CHAMPION}], schema=_SCHEMA)
     ensure_table(con, REGISTRY_TABLE, frame)
-    with transaction(con):
-        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
-                    "WHERE use_case = $use_case AND status = $champion",
-                    {"retired": RETIRED, "use_case": record.use_case, "champion": CHAMPION})
-        con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
-                    {"version": record.model_version})
-        insert(con, REGISTRY_TABLE, frame)
+    con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
+                "WHERE use_case = $use_case AND status = $champion",
+                {"retired": RETIRED, "use_case": record.use_case, "champion": CHAMPION})
+    con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
+                {"version": record.model_version})
+    insert(con, REGISTRY_TABLE, frame)
 
 
 def resolve(con: duckdb.DuckDBPyConnection, use_case: str, pinned_version: str | None

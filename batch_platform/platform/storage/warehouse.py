@@ -1,32 +1,23 @@
-"""The DuckDB warehouse: transactional partition writes and a published read-only snapshot.
+"""Tables of the warehouse: partition writes by name, and the reads steps make.
 
-DuckDB lets one process open a file read-write, and then nobody else may open it at all. So
-the pipeline writes a private database (``pipeline.duckdb``), one step at a time under a file
-lock, and after each write publishes a copy as ``warehouse.duckdb`` with an atomic rename.
-Analysts open the published file: an open session keeps reading the version it opened, a new
-one sees the latest, and neither ever waits for, or blocks, a run.
+Writes run inside the transaction ``lake.Lake.commit`` opens, so what they change becomes
+visible at once, in one snapshot, or not at all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import duckdb
 import polars as pl
 
 from batch_platform.platform.dates import days_between
-from batch_platform.platform.files import exclusive_lock, remove_stale_temp_files
 from batch_platform.platform.storage.staging import StagedTable
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+PARTITION_COLUMN = "partition_date"
 
 
 class SchemaMismatchError(ValueError):
@@ -45,96 +36,23 @@ def table_name(qualified: str) -> str:
     return qualified
 
 
-@dataclass(frozen=True)
-class Warehouse:
-    """The pipeline database, its lock, and the snapshot analysts read."""
-
-    pipeline_path: Path
-    published_path: Path
-    lock_timeout_seconds: float = 300.0
-    memory_limit: str = "512MB"  # DuckDB's, per connection of a pipeline step
-
-    @property
-    def lock_path(self) -> Path:
-        return self.pipeline_path.with_name(self.pipeline_path.name + ".lock")
-
-    @contextmanager
-    def connect(self, purpose: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the pipeline database, held under the lock, always closed."""
-        with (exclusive_lock(self.lock_path, self.lock_timeout_seconds, purpose),
-              self._open() as con):
-            yield con
-
-    def write_and_publish(self, write: Callable[[duckdb.DuckDBPyConnection], None],
-                          purpose: str) -> float:
-        """Run ``write``, then publish, under one hold of the lock; return seconds publishing.
-
-        Analysts see a write only once it is published: doing both here means no step can
-        write and forget to publish, and no other step's write slips in between.
-        """
-        with exclusive_lock(self.lock_path, self.lock_timeout_seconds, purpose):
-            with self._open() as con:
-                write(con)
-                con.execute("CHECKPOINT")  # fold the WAL into the file about to be copied
-            return self._copy_to_published()
-
-    def publish(self) -> float:
-        """Publish the pipeline database as it is; return seconds spent (0 if there is none)."""
-        with exclusive_lock(self.lock_path, self.lock_timeout_seconds, "publish the warehouse"):
-            if not self.pipeline_path.exists():
-                return 0.0
-            with self._open() as con:
-                con.execute("CHECKPOINT")
-            return self._copy_to_published()
-
-    @contextmanager
-    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.pipeline_path.parent.mkdir(parents=True, exist_ok=True)
-        # A bounded buffer pool: joins, sorts and loads of any size spill to disk instead.
-        con = duckdb.connect(str(self.pipeline_path),
-                             config={"memory_limit": self.memory_limit})
-        try:
-            yield con
-        finally:
-            con.close()
-
-    def _copy_to_published(self) -> float:
-        """Copy the (closed, checkpointed) pipeline file and rename it over the published one."""
-        started = time.perf_counter()
-        # Callers hold the lock, so any copy in progress was left by a publisher that died.
-        remove_stale_temp_files(self.published_path, any_owner=True)
-        tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(self.pipeline_path, tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.published_path)
-            _fsync_directory(self.published_path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return time.perf_counter() - started
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (it lives in the directory, not the file)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def ensure_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Create ``table`` from the frame's schema if absent; refuse a silent schema change."""
     table = table_name(table)
     schema_name = table.split(".")[0]
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
-    con.register("__frame", frame.head(0).to_arrow())
-    try:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM __frame")
-    finally:
-        con.unregister("__frame")
-    existing = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+    if table_exists(con, table):
+        existing = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+    else:
+        con.register("__frame", frame.head(0).to_arrow())
+        try:
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM __frame")
+        finally:
+            con.unregister("__frame")
+        if PARTITION_COLUMN in frame.columns:
+            # One folder of files per day: replacing a day ends the life of that day's files.
+            con.execute(f"ALTER TABLE {table} SET PARTITIONED BY ({PARTITION_COLUMN})")
+        existing = frame.columns
     if sorted(existing) != sorted(frame.columns):
         missing = sorted(set(existing) - set(frame.columns))
         extra = sorted(set(frame.columns) - set(existing))
@@ -153,10 +71,9 @@ def replace_partitions(
     partition_dates: Sequence[dt.date],
     publish: Sequence[dt.date] | None = None,
 ) -> None:
-    """Replace ``partition_dates`` of every table in ``writes`` in one transaction; with
-    ``publish``, only those of them (the days the audits let through).
-
-    Either every table holds exactly the new rows of those dates, or nothing changed.
+    """Replace ``partition_dates`` of every table in ``writes``; with ``publish``, only those
+    of them (the days the audits let through). Inside the commit's transaction: either every
+    table holds exactly the new rows of those dates, or nothing changed.
     """
     for table, rows in writes:
         ensure_table(con, table, rows.empty() if isinstance(rows, StagedTable) else rows)
@@ -166,11 +83,9 @@ def replace_partitions(
                              f"being written ({partition_dates[0]}..{partition_dates[-1]})")
     dates = list(partition_dates if publish is None else publish)
     only = None if publish is None or set(publish) == set(partition_dates) else dates
-    with transaction(con):
-        for table, rows in writes:
-            con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
-                        {"dates": dates})
-            insert(con, table, rows, only)
+    for table, rows in writes:
+        con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)", {"dates": dates})
+        insert(con, table, rows, only)
 
 
 def _rows_outside(con: duckdb.DuckDBPyConnection, rows: Rows,
@@ -184,23 +99,10 @@ def _rows_outside(con: duckdb.DuckDBPyConnection, rows: Rows,
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Replace every row of an unpartitioned table in one transaction."""
+    """Replace every row of an unpartitioned table (inside the commit's transaction)."""
     ensure_table(con, table, frame)
-    with transaction(con):
-        con.execute(f"DELETE FROM {table}")
-        insert(con, table, frame)
-
-
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Commit what the block does, or roll all of it back if anything fails."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+    con.execute(f"DELETE FROM {table}")
+    insert(con, table, frame)
 
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows,
@@ -225,7 +127,8 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Rows,
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     schema_name, name = table_name(table).split(".")
     return con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = ? AND table_name = ?",
         [schema_name, name],
     ).fetchone()[0] > 0
 
@@ -299,18 +202,3 @@ def _quoted(column: str) -> str:
     if not IDENTIFIER.match(column):
         raise ValueError(f"invalid column name {column!r}")
     return f'"{column}"'
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only session on the published warehouse, as analysts open it."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no warehouse at {path}: run `make demo` or materialize a partition")
-    # read_only alone still allows ATTACH … (READ_WRITE) and COPY … TO: shut the file system off.
-    con = duckdb.connect(str(path), read_only=True,
-                         config={"enable_external_access": False, "lock_configuration": True})
-    try:
-        yield con
-    finally:
-        con.close()
