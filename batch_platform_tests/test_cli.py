@@ -10,6 +10,7 @@ from dagster import AssetKey, DagsterInstance
 
 from batch_platform import cli
 from batch_platform.orchestration.instance_storage import ReusedConnectionEventLogStorage
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform_tests.conftest import Platform
 
 
@@ -30,9 +31,9 @@ def test_sql_answers_read_only_queries(cli_env: Platform, capsys) -> None:
     ("statement", "refusal"),
     [
         ("DELETE FROM predictions.flights", "read-only"),
-        ("ATTACH '{pipeline}' AS p (READ_WRITE); DELETE FROM p.predictions.flights",
+        ("ATTACH '{elsewhere}' AS p (READ_WRITE); CREATE TABLE p.t AS SELECT 1",
          "disabled"),
-        ("COPY (SELECT 1 AS x) TO '{warehouse}' (FORMAT csv)", "disabled"),
+        ("COPY (SELECT 1 AS x) TO '{catalog}' (FORMAT csv)", "disabled"),
         ("SET enable_external_access = true", "configuration"),
     ],
 )
@@ -40,8 +41,8 @@ def test_sql_cannot_change_the_warehouse(cli_env: Platform, capsys, statement: s
                                          refusal: str) -> None:
     settings = cli_env.settings
     before = cli_env.query("SELECT count(*) FROM predictions.flights").item()
-    query = statement.format(pipeline=settings.pipeline_db_path,
-                             warehouse=settings.warehouse_path)
+    query = statement.format(elsewhere=settings.data_dir / "elsewhere.duckdb",
+                             catalog=lake_of(settings).sqlite_path)
     assert cli.main(["sql", query]) == 1
     assert refusal in capsys.readouterr().err
     assert cli_env.query("SELECT count(*) FROM predictions.flights").item() == before

@@ -56,8 +56,10 @@ def test_sensors_and_schedules_run_by_default(tmp_path: Path) -> None:
     automation = describe_graph(build_definitions(Settings(data_dir=tmp_path)))["automation"]
     assert set(automation) == {f"{use_case}_{what}" for use_case in ("flights", "temperature")
                                for what in ("landing_sensor", "reports_follow_predictions",
-                                            "nightly_schedule", "freshness_schedule")}
+                                            "nightly_schedule", "freshness_schedule")
+                               } | {"lake_maintenance_schedule"}
     assert {entry["status"] for entry in automation.values()} == {"RUNNING"}
+    assert automation["lake_maintenance_schedule"]["job"] == "lake_maintenance"
     assert automation["flights_nightly_schedule"]["timezone"] == "America/New_York"
     assert automation["temperature_nightly_schedule"]["job"] == "temperature_daily"
 
@@ -77,5 +79,5 @@ def test_definitions_load_from_the_workspace_module(tmp_path: Path, monkeypatch)
 
     reloaded = importlib.reload(module)
     warehouse = reloaded.defs.load_fn().resources["warehouse"]
-    assert warehouse.published_database == str(tmp_path / "warehouse.duckdb")
-    assert warehouse.database == str(tmp_path / "pipeline.duckdb")
+    assert warehouse.catalog == f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}"
+    assert warehouse.data_path == str(tmp_path / "lake" / "files")

@@ -25,7 +25,8 @@ from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
-from batch_platform.platform.storage.warehouse import MissingDataError, read_only
+from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.warehouse import MissingDataError
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import Platform, failure_messages
@@ -187,14 +188,14 @@ def test_a_registry_row_pointing_outside_the_model_directory_is_not_loaded(
             "UPDATE models.registry SET model_path = ? WHERE model_version = ?",
             [path, record["model_version"]])
 
-    warehouse.write_and_publish(point_at("outside.txt"))
+    warehouse.commit(point_at("outside.txt"), "point the registry outside", {})
     try:
         result = platform.run("flights_predict", DAY, raise_on_error=False)
         assert not result.success
         assert (f"registered model path {outside} is outside the model directory "
                 f"{settings.models_dir}") in failure_messages(result)
     finally:
-        warehouse.write_and_publish(point_at(record["model_path"]))
+        warehouse.commit(point_at(record["model_path"]), "point the registry back", {})
         outside.unlink()
 
 
@@ -222,7 +223,7 @@ def test_the_cli_refuses_a_date_that_is_not_a_date(capsys) -> None:
 
 
 def test_versions_and_use_cases_are_values_not_sql(platform: Platform) -> None:
-    with read_only(platform.settings.warehouse_path) as con:
+    with lake_of(platform.settings).read_only() as con:
         with pytest.raises(MissingDataError, match=r"is not in models\.registry"):
             registry.resolve(con, "flights", "0' OR '1'='1")
         with pytest.raises(MissingDataError, match="no champion model for use case"):
@@ -239,7 +240,7 @@ def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
         raw = [defs.resolve_assets_def(dg.AssetKey(["raw", s])) for s in ("flights", "weather")]
         result = dg.materialize(raw, partition_key=DAY.isoformat(), instance=instance)
     assert result.success
-    with read_only(settings.warehouse_path) as con:
+    with lake_of(settings).read_only() as con:
         files = con.execute("SELECT DISTINCT _source_file FROM raw.flights").fetchall()
         rows = con.execute("SELECT count(*) FROM raw.flights").fetchone()[0]
     assert files == [(str(landing.landing_file(settings.landing_dir, "flights", DAY)),)]
@@ -268,22 +269,26 @@ def test_a_column_name_full_of_sql_is_ignored_and_reported(platform: Platform,
 
 SHELL_ATTEMPTS = [
     ("DELETE FROM predictions.flights;", "read-only"),
-    ("ATTACH '{pipeline}' AS p (READ_WRITE);", "disabled by configuration"),
-    ("COPY (SELECT 1 AS x) TO '{warehouse}' (FORMAT csv);", "disabled by configuration"),
+    ("ATTACH '{elsewhere}' AS p (READ_WRITE);", "disabled by configuration"),
+    ("COPY (SELECT 1 AS x) TO '{catalog}' (FORMAT csv);", "disabled by configuration"),
     ("SET enable_external_access = true;", "the configuration has been locked"),
     ("SELECT * FROM read_csv('{landing}');", "disabled by configuration"),
     (".shell touch {landing}", "cannot be used in -safe mode"),
-    (".output {warehouse}", "cannot be used in -safe mode"),
-    (".open {pipeline}", "cannot be used in -safe mode"),
+    (".output {catalog}", "cannot be used in -safe mode"),
+    (".open {elsewhere}", "cannot be used in -safe mode"),
 ]
 
 
 def test_the_analysts_shell_cannot_change_or_lock_anything(platform: Platform) -> None:
     settings = platform.settings
-    paths = {"pipeline": settings.pipeline_db_path, "warehouse": settings.warehouse_path,
+    catalog = lake_of(settings).sqlite_path
+    assert catalog is not None
+    paths = {"catalog": catalog,
              "landing": landing.landing_file(settings.landing_dir, "flights", DAY)}
     before = {name: sha256(path) for name, path in paths.items()}
-    script = "\n".join(attempt.format(**paths) for attempt, _ in SHELL_ATTEMPTS)
+    elsewhere = settings.data_dir / "elsewhere.duckdb"
+    script = "\n".join(attempt.format(elsewhere=elsewhere, **paths)
+                       for attempt, _ in SHELL_ATTEMPTS)
     shell = subprocess.run([str(Path(sys.executable).with_name("batch-platform")), "shell"],
                            input=script + "\nSELECT count(*) AS scored FROM predictions.flights;\n",
                            env=os.environ | {"BATCH_PLATFORM_DATA_DIR": str(settings.data_dir)},
@@ -294,9 +299,21 @@ def test_the_analysts_shell_cannot_change_or_lock_anything(platform: Platform) -
     assert output.count("cannot be used in -safe mode") == 3
     assert str(table_counts(platform)["predictions.flights"]) in shell.stdout  # queries work
     assert {name: sha256(path) for name, path in paths.items()} == before
-    # The shell never held the pipeline database: a run goes straight through.
+    assert not elsewhere.exists()
+    # The shell holds no lock: a run goes straight through.
     impatient = dataclasses.replace(settings, lock_timeout_seconds=2.0)
     assert platform.run("flights_predict", DAY, settings=impatient).success
+
+
+def test_only_the_pipelines_user_may_write_the_lake(platform: Platform) -> None:
+    """What keeps an analyst (another OS user) from changing the lake outside DuckDB's
+    sandbox: its catalog and data files are writable by their owner alone."""
+    lake = lake_of(platform.settings)
+    assert lake.sqlite_path is not None
+    files = [lake.sqlite_path, *lake.data_path.rglob("*.parquet")]
+    assert len(files) > 10
+    writable = [f for f in files if f.stat().st_mode & 0o022]
+    assert not writable, f"writable by group or others: {writable[:3]}"
 
 
 @pytest.mark.parametrize(
@@ -310,10 +327,12 @@ def test_sql_can_neither_read_files_nor_write_anywhere(platform: Platform, capsy
     settings = platform.settings
     monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
-    before = sha256(settings.warehouse_path)
+    catalog = lake_of(settings).sqlite_path
+    assert catalog is not None
+    before = sha256(catalog)
     query = statement.format(landing=landing.landing_file(settings.landing_dir, "flights", DAY),
                              export=tmp_path / "export")
     assert cli.main(["sql", query]) == 1
     assert "query failed" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()
-    assert sha256(settings.warehouse_path) == before
+    assert sha256(catalog) == before

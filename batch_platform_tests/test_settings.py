@@ -49,8 +49,8 @@ def test_data_dir_override_moves_every_path(tmp_path: Path) -> None:
     root = (tmp_path / "elsewhere").resolve()
     assert settings.data_dir == root
     assert settings.landing_dir == root / "landing"
-    assert settings.pipeline_db_path == root / "pipeline.duckdb"
-    assert settings.warehouse_path == root / "warehouse.duckdb"
+    assert settings.lake_dir == root / "lake"
+    assert settings.lake_catalog_uri == f"sqlite:{root / 'lake' / 'catalog.sqlite'}"
     assert settings.models_dir == root / "models"
     assert settings.dagster_home == root / "dagster"
 

@@ -14,13 +14,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from batch_platform import catalog, cli
 from batch_platform.platform.dates import days_between
+from batch_platform.platform.storage.lake import lake_of
+from batch_platform.settings import Settings
 
 TUTORIAL = Path(__file__).parent.parent / "docs" / "add-a-use-case.md"
 FIRST, LAST = dt.date(2024, 3, 1), dt.date(2024, 3, 28)
@@ -87,11 +88,8 @@ def tutorial_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 def query(data_dir: Path, sql: str) -> pl.DataFrame:
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    try:
+    with lake_of(Settings(data_dir=data_dir)).read_only() as con:
         return con.execute(sql).pl()
-    finally:
-        con.close()
 
 
 def test_the_tutorial_page_declares_checks_and_runs_its_steps(

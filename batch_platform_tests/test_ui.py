@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from batch_platform.platform.ingest import landing
-from batch_platform.platform.storage.warehouse import read_only
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import FIRST, WEEK, Platform
 from batch_platform_tests.ui_support import (
@@ -195,10 +195,10 @@ def test_partition_launched_through_graphql_is_scored_by_the_daemon(
         })["assetNodeOrError"]["assetMaterializations"]
         assert {"runId": run_id, "partition": day} in materializations, (key, materializations)
 
-    # And analysts see the day, whole, in the published warehouse.
+    # And analysts see the day, whole, in the lake.
     landed = pl.read_csv(landing.landing_file(ui_settings.landing_dir, "flights", DAY),
                          infer_schema=False).height
-    with read_only(ui_settings.warehouse_path) as con:
+    with lake_of(ui_settings).read_only() as con:
         def one(sql: str) -> tuple:
             return con.execute(sql, [DAY]).fetchone()
 

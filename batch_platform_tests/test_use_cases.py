@@ -215,14 +215,12 @@ def test_a_feature_function_that_fails_fails_its_partition_and_writes_nothing(
     message = "\n".join(run_failure_messages(result))
     assert "order_rows failed: ValueError: no basket column today" in message
     assert "features.py" in message
-    import duckdb
+    from batch_platform.platform.storage.lake import lake_of
 
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
+    with lake_of(settings).read_only() as con:
         tables = {r[0] for r in con.execute("SELECT schema_name || '.' || table_name FROM "
-                                            "duckdb_tables()").fetchall()}
-    finally:
-        con.close()
+                                            "duckdb_tables() WHERE database_name = 'lake'"
+                                            ).fetchall()}
     assert "raw.orders" in tables and "features.orders" not in tables
 
 

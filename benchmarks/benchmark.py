@@ -62,6 +62,14 @@ class Child:
     stdout: str
 
 
+def lake(data_dir: Path):
+    """The lake of a benchmark's data directory."""
+    from batch_platform.platform.storage.lake import lake_of
+    from batch_platform.settings import Settings
+
+    return lake_of(Settings(data_dir=data_dir))
+
+
 def run_child(argv: list[str], env: dict[str, str] | None = None) -> Child:
     """Run ``argv`` to completion; its wall time and peak RSS as the kernel reports them."""
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"benchmark-child-{os.getpid()}.log"
@@ -111,13 +119,12 @@ def child_prepare(data_dir: Path, rows: int) -> None:
     """Land the scaled day and compile the champion once, outside the measured processes."""
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
-    from batch_platform.platform.storage.warehouse import read_only
     from batch_platform.use_cases.flights import scale
 
     started = time.perf_counter()
     scale.land_scaled(data_dir / "landing", DAY, rows)
     landed = time.perf_counter() - started
-    with read_only(data_dir / "warehouse.duckdb") as con:
+    with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
     warm = compiled.load_or_compile(data_dir / record["model_path"], record["model_version"])
     print(json.dumps({"landed_seconds": landed, "model_path": record["model_path"],
@@ -194,18 +201,12 @@ def measure_partition(data_dir: Path, rows: int, platform_max_rows: int) -> list
 
 def child_agreement(data_dir: Path, pandas_db: Path) -> None:
     """The largest difference between the pandas script's scores and the platform's."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.execute(f"ATTACH '{data_dir / 'warehouse.duckdb'}' AS w (READ_ONLY)")
+    with lake(data_dir).connect(read_only=True) as con:
         con.execute(f"ATTACH '{pandas_db}' AS p (READ_ONLY)")
         print(float(con.execute(
-            "SELECT max(abs(w.score - p.score)) FROM w.predictions.flights w "
+            "SELECT max(abs(w.score - p.score)) FROM lake.predictions.flights w "
             "JOIN p.predictions p USING (flight_id) WHERE w.partition_date = ?", [DAY]
         ).fetchone()[0]))
-    finally:
-        con.close()
 
 
 def child_floor(data_dir: Path, scorer: str) -> None:
@@ -213,10 +214,10 @@ def child_floor(data_dir: Path, scorer: str) -> None:
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
-    from batch_platform.platform.storage.warehouse import read_only, read_partitions
+    from batch_platform.platform.storage.warehouse import read_partitions
     from batch_platform_tests.flights import FLIGHTS
 
-    with read_only(data_dir / "warehouse.duckdb") as con:
+    with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
@@ -242,9 +243,11 @@ def child_features(data_dir: Path) -> None:
 
     from batch_platform.platform.ingest import landing
     from batch_platform.platform.ingest import validate as ingest
-    from batch_platform.platform.ingest.schema import FLIGHTS, PLANES, WEATHER, SourceSchema
-    from batch_platform.platform.storage.warehouse import Warehouse, replace_partitions
+    from batch_platform.platform.ingest.schema import SourceSchema
+    from batch_platform.platform.storage.warehouse import replace_partitions
     from batch_platform.use_cases.flights import features
+    from batch_platform_tests.flights import FLIGHTS_SOURCE as FLIGHTS
+    from batch_platform_tests.flights import PLANES, WEATHER
 
     lineage = ingest.Lineage("benchmark", dt.datetime.now(dt.UTC))
     folder = data_dir / "landing"
@@ -258,8 +261,9 @@ def child_features(data_dir: Path) -> None:
     planes = ingest.validate_file(landing.reference_file(folder, "planes"), PLANES, None).good
     frame = features.build_flight_features(flights, raw(WEATHER, DAY), planes, DAY, DAY)
     del flights
-    Warehouse(data_dir / "pipeline.duckdb", data_dir / "warehouse.duckdb", 600).write_and_publish(
-        lambda con: replace_partitions(con, [("features.flights", frame)], [DAY]), "benchmark")
+    lake(data_dir).commit(
+        lambda con: replace_partitions(con, [("features.flights", frame)], [DAY]),
+        "benchmark features.flights", {"run_id": "benchmark"})
 
 
 def child_layouts(data_dir: Path, limit: int) -> None:
@@ -270,10 +274,10 @@ def child_layouts(data_dir: Path, limit: int) -> None:
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
-    from batch_platform.platform.storage.warehouse import read_only, read_partitions
+    from batch_platform.platform.storage.warehouse import read_partitions
     from batch_platform_tests.flights import FLIGHTS
 
-    with read_only(data_dir / "warehouse.duckdb") as con:
+    with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY).head(limit)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
@@ -329,11 +333,11 @@ def child_ray(data_dir: Path, chunk_rows: int) -> None:
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import engines, ray_local
     from batch_platform.platform.scoring.score import ScoringLineage
-    from batch_platform.platform.storage.warehouse import read_only, read_partitions
+    from batch_platform.platform.storage.warehouse import read_partitions
     from batch_platform.settings import Settings
     from batch_platform_tests.flights import FLIGHTS
 
-    with read_only(data_dir / "warehouse.duckdb") as con:
+    with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY,
                                 order_by=("partition_date", FLIGHTS.id_column))

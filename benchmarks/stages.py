@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import duckdb
 import polars as pl
 
 from batch_platform.platform.ingest import landing
@@ -27,7 +26,9 @@ from batch_platform.platform.models import booster as model
 from batch_platform.platform.models import registry
 from batch_platform.platform.reports import daily as reports
 from batch_platform.platform.scoring import score as scoring
-from batch_platform.platform.storage.warehouse import read_only, replace_partitions
+from batch_platform.platform.storage.lake import Lake, lake_of
+from batch_platform.platform.storage.warehouse import replace_partitions
+from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import features
 from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHER
 
@@ -58,7 +59,7 @@ def main(data_dir: Path) -> None:
     planes = ingest.validate_file(landing.reference_file(folder, "planes"), PLANES, None).good
     frame = timed("build features", lambda: features.build_flight_features(
         pl.concat([previous, day]), weather, planes, DAY, DAY))
-    with read_only(data_dir / "warehouse.duckdb") as con:
+    with lake_of(Settings(data_dir=data_dir)).read_only() as con:
         record = registry.resolve(con, "flights", None)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
                                    record["model_version"], record["threshold"], FLIGHTS)
@@ -76,16 +77,14 @@ def main(data_dir: Path) -> None:
     timed("daily report", lambda: reports.daily_report(predictions, frame, FLIGHTS,
                                                        dt.datetime.now(dt.UTC)))
     with tempfile.TemporaryDirectory() as scratch:
-        con = duckdb.connect(f"{scratch}/stages.duckdb")
-        try:
-            for table, rows in (("raw.flights", day), ("features.flights", frame),
-                                ("predictions.flights", predictions)):
-                timed(f"DuckDB write {table}", lambda t=table, r=rows: replace_partitions(
-                    con, [(t, r)], [DAY]))
-            timed("DuckDB read features.flights back", lambda: con.execute(
+        scratch_lake = Lake(f"sqlite:{scratch}/lake/catalog.sqlite", Path(scratch) / "lake" / "f")
+        for table, rows in (("raw.flights", day), ("features.flights", frame),
+                            ("predictions.flights", predictions)):
+            timed(f"lake commit {table}", lambda t=table, r=rows: scratch_lake.commit(
+                lambda con: replace_partitions(con, [(t, r)], [DAY]), f"stages {t}", {}))
+        with scratch_lake.connect() as con:
+            timed("lake read features.flights back", lambda: con.execute(
                 "SELECT * FROM features.flights").pl())
-        finally:
-            con.close()
     print(f"\n{frame.height:,} rows; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 

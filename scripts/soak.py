@@ -8,7 +8,7 @@ What it does, on a fresh data directory (a temporary one unless --data-dir is gi
 1. lands the training window (2013-01-01..21) and N days from 2013-02-01, trains a first
    champion with `batch-platform train` and scores the first day (not killed: every table must
    exist before readers start);
-2. starts analyst readers (separate processes) that query the published warehouse every
+2. starts analyst readers (separate processes) that query the lake (read-only) every
    100 ms: one holds a session open and reconnects every few seconds, one opens a new session
    per query. Every answer is checked: a partition is either absent or holds exactly its
    expected rows, each once (a half-written or doubled partition counts as a torn read);
@@ -17,7 +17,7 @@ What it does, on a fresh data directory (a temporary one unless --data-dir is gi
    then, `batch-platform train` (features of the windows, then the model). Every few seconds
    it SIGKILLs a random running run (its whole process group) and queues it again;
 4. lets the last runs finish without kills, then counts every partition of every table in the
-   published warehouse against the rows the landing files should give, checks the model
+   lake against the rows the landing files should give, checks the model
    registry against the model files, and prints the figures. It exits 1 if anything was lost,
    duplicated, torn or failed.
 
@@ -101,10 +101,13 @@ def expected_rows(landing_dir: Path, trained_days: list[dt.date], scored_days: l
 
 # --- analyst readers (run as separate processes) -------------------------------------------
 
-def reader(warehouse: Path, expected_file: Path, stop_file: Path, out_file: Path,
+def reader(data_dir: Path, expected_file: Path, stop_file: Path, out_file: Path,
            fresh_sessions: bool) -> None:
-    """Query the published warehouse every 100 ms until ``stop_file`` exists."""
+    """Query the lake, attached as analysts attach it, every 100 ms until ``stop_file``."""
     import duckdb
+
+    attach = (f"SET extension_directory = '{data_dir}/lake/extensions'; ATTACH 'ducklake:sqlite:"
+              f"{data_dir}/lake/catalog.sqlite' AS lake (READ_ONLY); USE lake;")
 
     expected = json.loads(expected_file.read_text())
     queries = failed = torn = 0
@@ -121,7 +124,8 @@ def reader(warehouse: Path, expected_file: Path, stop_file: Path, out_file: Path
             if con is None or fresh_sessions or time.monotonic() - opened > SESSION_SECONDS:
                 if con is not None:
                     con.close()
-                con = duckdb.connect(str(warehouse), read_only=True)
+                con = duckdb.connect()
+                con.execute(attach)
                 opened = time.monotonic()
             rows = con.execute(
                 f"SELECT partition_date::VARCHAR, count(*), count(DISTINCT ({KEYS[table]})) "
@@ -258,7 +262,7 @@ def soak(args: argparse.Namespace) -> int:
     for i in range(args.readers):
         out = data_dir / f"soak-reader-{i}.json"
         readers.append((out, subprocess.Popen(
-            [sys.executable, __file__, "reader", str(data_dir / "warehouse.duckdb"),
+            [sys.executable, __file__, "reader", str(data_dir),
              str(expected_file), str(stop_file), str(out), "fresh" if i % 2 else "session"],
             cwd=ROOT)))
 
@@ -380,16 +384,16 @@ def run_until(deadline: float, args: argparse.Namespace, rng: random.Random,
 
 def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
     """Every partition against its expectation, in what analysts see; models; leftovers."""
-    import duckdb
-
     from batch_platform.platform.files import exclusive_lock
     from batch_platform.platform.models.booster import version_of
+    from batch_platform.platform.storage.lake import lake_of
+    from batch_platform.settings import Settings
 
     totals = collections.Counter()
     tables: dict[str, dict[str, int]] = {}
     problems: list[str] = []
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    try:
+    lake = lake_of(Settings(data_dir=data_dir))
+    with lake.read_only() as con:
         for table, per_day in expected.items():
             rows = con.execute(
                 f"SELECT partition_date::VARCHAR, count(*), count(DISTINCT ({KEYS[table]})) "
@@ -412,8 +416,6 @@ def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
                              "present": sum(count for _, count, _ in rows)}
         registry = con.execute("SELECT model_version, status, model_path "
                                "FROM models.registry").fetchall()
-    finally:
-        con.close()
     champions = [r for r in registry if r[1] == "champion"]
     for version, _, path in registry:
         file = data_dir / path
@@ -423,7 +425,7 @@ def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
         problems.append(f"{len(champions)} champion(s) in models.registry")
     model_files = sorted((data_dir / "models" / "flights").glob("*.txt"))
     temp_files = list(data_dir.rglob(".*.tmp"))
-    with exclusive_lock(data_dir / "pipeline.duckdb.lock", 1.0, "check the lock is free"):
+    with exclusive_lock(lake.lock_path, 1.0, "check the lock is free"):
         lock = "free"
     if temp_files:
         problems.append(f"temporary files left: {[str(p) for p in temp_files]}")
@@ -432,7 +434,7 @@ def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
         "registry": f"{len(registry)} version(s), {len(champions)} champion, "
                     f"{len(model_files)} model file(s), every registered file present and intact"
                     if not any("registry" in p for p in problems) else "inconsistent",
-        "leftovers": f"pipeline lock {lock}, {len(temp_files)} temporary file(s) left",
+        "leftovers": f"writer lock {lock}, {len(temp_files)} temporary file(s) left",
     }
 
 
@@ -442,8 +444,8 @@ def days(start: dt.date, end: dt.date) -> list[dt.date]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "reader":
-        warehouse, expected, stop, out, mode = sys.argv[2:7]
-        reader(Path(warehouse), Path(expected), Path(stop), Path(out), mode == "fresh")
+        data_dir, expected, stop, out, mode = sys.argv[2:7]
+        reader(Path(data_dir), Path(expected), Path(stop), Path(out), mode == "fresh")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--partitions", type=int, default=20, help="days scored (N)")

@@ -29,6 +29,7 @@ maintenance_job = dg.define_asset_job("lake_maintenance", selection=[lake_mainte
                                       description="The lake's daily upkeep.")
 maintenance_schedule = dg.ScheduleDefinition(
     name="lake_maintenance_schedule", job=maintenance_job, cron_schedule=MAINTENANCE_CRON,
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily at 04:30 UTC: lake_maintenance.")
 

@@ -22,6 +22,7 @@ from batch_platform.orchestration.checks import (
 from batch_platform.platform.files import exclusive_lock
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.objectives import objective
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import WEEK, Platform, failure_messages
 
@@ -134,7 +135,7 @@ def test_a_warning_publishes_and_flags(platform: Platform, day_rerun: Path) -> N
 
 def test_a_locked_warehouse_is_retried_with_backoff(platform: Platform) -> None:
     settings = platform.settings.with_overrides(lock_timeout_seconds=0.5)
-    lock = settings.pipeline_db_path.with_name(settings.pipeline_db_path.name + ".lock")
+    lock = lake_of(settings).lock_path
     held = threading.Event()
 
     def hold() -> None:

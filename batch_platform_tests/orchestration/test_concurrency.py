@@ -3,8 +3,8 @@
 Four partition runs start at once, each its own process against the persistent instance: two
 with Dagster's multiprocess executor (`dagster asset materialize`, every step a process of its
 own) and two with `batch-platform score` (in-process executor). Meanwhile two analyst processes
-query `data/warehouse.duckdb` read-only every 100 ms, one through a session held open the whole
-time, one through a new session per query.
+query the lake read-only every 100 ms, attached with the documented line, one through a session
+held open the whole time, one through a new session per query.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pytest
 
 from batch_platform import cli
 from batch_platform.orchestration import stages
-from batch_platform.platform.storage import warehouse as wh
-from batch_platform_tests.conftest import Platform, failure_messages
+from batch_platform.platform.storage.lake import Lake, lake_of
+from batch_platform_tests.conftest import Platform, attach_lake, failure_messages
 from batch_platform_tests.platform.test_warehouse import HOLD_LOCK
 
 DAYS = [dt.date(2013, 1, 18), dt.date(2013, 1, 19), dt.date(2013, 1, 20), dt.date(2013, 1, 21)]
@@ -40,8 +40,9 @@ TABLES = {"raw.flights": ("_ingested_at", "_run_id"), "features.flights": (),
 ANALYST = textwrap.dedent("""
     import json, os, sys, time
     import duckdb
-    path, stop, fresh = sys.argv[1], sys.argv[2], sys.argv[3] == "fresh"
-    con = duckdb.connect(path, read_only=True)
+    attach, stop, fresh = sys.argv[1], sys.argv[2], sys.argv[3] == "fresh"
+    con = duckdb.connect()
+    con.execute(attach)
     print("open", flush=True)
     latencies, errors = [], []
     while not os.path.exists(stop):
@@ -49,7 +50,8 @@ ANALYST = textwrap.dedent("""
         try:
             if fresh:
                 con.close()
-                con = duckdb.connect(path, read_only=True)
+                con = duckdb.connect()
+                con.execute(attach)
             con.execute("SELECT partition_date, count(*), count(DISTINCT flight_id) "
                         "FROM predictions.flights GROUP BY ALL").fetchall()
         except Exception as err:
@@ -101,7 +103,7 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
                         "DAGSTER_HOME": str(settings.dagster_home),
                         "BATCH_PLATFORM_SCORING_THREADS": "1"}
     stop = tmp_path / "stop"
-    analysts = [subprocess.Popen([sys.executable, "-c", ANALYST, str(settings.warehouse_path),
+    analysts = [subprocess.Popen([sys.executable, "-c", ANALYST, attach_lake(settings.data_dir),
                                   str(stop), mode], stdout=subprocess.PIPE, text=True)
                 for mode in ("session", "fresh")]
     try:
@@ -140,10 +142,10 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
         assert run_id[0] in output  # each day was written by the run launched for it
 
 
-def test_a_step_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
-    warehouse = wh.Warehouse(tmp_path / "pipeline.duckdb", tmp_path / "warehouse.duckdb",
-                             lock_timeout_seconds=30)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(warehouse.lock_path)],
+def test_a_commit_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
+    lake = Lake(f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}", tmp_path / "lake" / "files",
+                lock_timeout_seconds=30)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lake.lock_path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
@@ -151,19 +153,21 @@ def test_a_step_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
     release.start()
     started = time.monotonic()
     try:
-        with warehouse.connect("write after the other step") as con:
-            waited = time.monotonic() - started
-            con.execute("CREATE TABLE t AS SELECT 1 AS v")
+        lake.commit(lambda con: con.execute("CREATE TABLE t AS SELECT 1 AS v"),
+                    "write after the other step", {})
+        waited = time.monotonic() - started
     finally:
         release.join()
         holder.wait(timeout=30)
     assert 0.9 <= waited < 10
+    with lake.read_only() as con:
+        assert con.execute("SELECT v FROM t").fetchall() == [(1,)]
 
 
 @pytest.fixture
 def lock_held_elsewhere(platform: Platform):
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(platform.settings.pipeline_db_path) + ".lock"],
+        [sys.executable, "-c", HOLD_LOCK, str(lake_of(platform.settings).lock_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"

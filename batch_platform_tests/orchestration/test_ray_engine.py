@@ -24,7 +24,8 @@ from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
 from batch_platform.platform.scoring import engines, ray_engine, ray_local
 from batch_platform.platform.scoring.score import ScoringLineage
-from batch_platform.platform.storage.warehouse import read_only, read_partitions
+from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import WEEK, Platform, failure_messages
 from batch_platform_tests.flights import FLIGHTS
@@ -115,7 +116,7 @@ def test_a_week_scored_on_two_nodes_equals_the_local_engine(
 @pytest.fixture(scope="module")
 def week(platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
     settings = platform.settings
-    with read_only(settings.warehouse_path) as con:
+    with lake_of(settings).read_only() as con:
         record = registry.resolve(con, FLIGHTS.use_case, None)
         frame = read_partitions(con, "features.flights", *WEEK,
                                 order_by=("partition_date", FLIGHTS.id_column))

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pytest
 
@@ -20,6 +19,7 @@ from batch_platform import catalog
 from batch_platform.definitions import build_definitions
 from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
 from batch_platform.platform.dates import days_between
+from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
 
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 2, 14)
@@ -42,11 +42,8 @@ class Temperature:
             raise_on_error=False)
 
     def query(self, sql: str) -> pl.DataFrame:
-        con = duckdb.connect(str(self.settings.warehouse_path), read_only=True)
-        try:
+        with lake_of(self.settings).read_only() as con:
             return con.execute(sql).pl()
-        finally:
-            con.close()
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ class Lake:
 
     def shell_setup(self) -> str:
         """What the analysts' DuckDB CLI runs first: the attach, then files beyond the lake off."""
-        allowed = _literal(str(self.data_path.parent) + "/")
+        allowed = _literal(str(self.data_path) + "/")
         return (f"SET extension_directory = {_literal(str(self.extension_dir))}; "
                 f"{self.attach_sql(read_only=True)}; USE {ALIAS}; "
                 f"SET allowed_directories = [{allowed}];")
@@ -187,10 +187,17 @@ class Lake:
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A session as analysts get it: read-only, and no file outside the lake, ever."""
+        """A session as analysts get it: the lake read-only, and no file but its data files.
+
+        Two gaps remain in duckdb 1.5.5 for a session of the lake's own OS user: its SQLite
+        extension ignores ``enable_external_access`` (ATTACH of a SQLite file by path works),
+        and COPY may write inside the data directory. File permissions close both: analysts
+        run as another user, to whom the lake's files (0644) are read-only.
+        """
         with self.connect(read_only=True) as con:
-            # Only now: the attach itself reads the catalog and the extensions.
-            allowed = [str(self.data_path.parent) + "/"]
+            # Only now: the attach itself reads the catalog and the extensions. The data files
+            # only, not the catalog beside them: COPY there is refused.
+            allowed = [str(self.data_path) + "/"]
             con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
