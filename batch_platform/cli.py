@@ -42,7 +42,7 @@ storage:
       base_dir:
         env: DAGSTER_HOME
 # The landing sensor may request many days at once: at most this many run together (they take
-# turns on the warehouse lock; more would only compete for the cores).
+# turns on the lake's writer lock; more would only compete for the cores).
 concurrency:
   runs:
     max_concurrent_runs: 4
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_instance(settings)
         args.handler(settings, args)
     except (CliError, SettingsError, FileNotFoundError, ValueError, ConnectionError,
-            lakes.PreviousStorageError) as err:
+            lakes.PreviousStorageError, lakes.MissingExtensionError) as err:
         print(f"batch-platform: {err}", file=sys.stderr)
         return 1
     return 0

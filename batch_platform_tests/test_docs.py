@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from batch_platform import catalog, cli
 from batch_platform.components.use_case import UseCaseComponent
 from batch_platform.settings import ENV_PREFIX, Settings
+from batch_platform_tests.conftest import ATTACH_LAKE
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -348,11 +349,12 @@ def definition_names(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[
     }
 
 
-ASSET_KEY = re.compile(r"^(?:raw|features|models|predictions|reports)/[a-z_]+$")
+ASSET_KEY = re.compile(r"^(?:raw|features|models|predictions|reports|platform)/[a-z_]+$")
 # A job (<use case>_daily, ...), or a sensor or schedule, with or without its use case.
 AUTOMATION_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*_(?:daily|features|train|predict|freshness)|"
                              r"(?:[a-z][a-z0-9_]*_)?(?:landing_sensor|nightly_schedule|"
-                             r"freshness_schedule|reports_follow_predictions))$")
+                             r"freshness_schedule|reports_follow_predictions)|"
+                             r"lake_maintenance(?:_schedule)?)$")
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p != TUTORIAL], ids=page_id)
@@ -365,6 +367,12 @@ def test_every_asset_job_sensor_and_schedule_a_page_names_exists(
     assert not assets and not names, (
         f"{page_id(page)} names what the definitions do not hold: assets {sorted(assets)}, "
         f"jobs, sensors or schedules {sorted(names)}")
+
+
+def test_the_attach_line_the_tests_use_is_the_one_the_pages_give() -> None:
+    """The line other tests attach the lake with (the DuckDB CLI, analysts' processes)."""
+    for page in (README, ROOT / "docs" / "analysts.md"):
+        assert ATTACH_LAKE in page.read_text(), f"{page_id(page)} lacks the attach line"
 
 
 # --- (d) the README's budget --------------------------------------------------------------------

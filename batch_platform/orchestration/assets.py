@@ -95,7 +95,7 @@ def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     run (``lake.snapshots()`` shows it; time travel finds a run's snapshot by it)."""
     asset = context.asset_key.to_user_string()
     days = ""
-    if context.has_partition_key_range:
+    if context.assets_def.partitions_def is not None:
         key_range = context.partition_key_range
         days = (key_range.start if key_range.start == key_range.end
                 else f"{key_range.start}..{key_range.end}")

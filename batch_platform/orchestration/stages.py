@@ -14,13 +14,15 @@ import duckdb
 from batch_platform.orchestration.checks import AuditsBlockedPublishing
 from batch_platform.platform.files import LockTimeout
 from batch_platform.platform.scoring.ray_engine import RayClusterUnavailable
+from batch_platform.platform.storage.lake import LakeUnavailableError
 
-# Failures that go away by themselves: the warehouse held by someone else for too long, a file
-# locked by another program, a Ray cluster unreachable or losing a node (a head restarting, a
-# KubeRay pod rescheduled: the retry scores the whole partition again). Bad data, missing
+# Failures that go away by themselves: the lake's writer lock held by someone else for too long,
+# its PostgreSQL catalog unreachable, a file locked by another program, a Ray cluster
+# unreachable or losing a node (a head restarting, a KubeRay pod rescheduled: the retry scores
+# the whole partition again). Bad data, missing
 # upstream data and failed audits are not here: retrying cannot fix them.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    LockTimeout, BlockingIOError, InterruptedError, duckdb.IOException,
+    LockTimeout, LakeUnavailableError, BlockingIOError, InterruptedError, duckdb.IOException,
     RayClusterUnavailable)
 MAX_RETRIES = 3
 FIRST_RETRY_SECONDS = 5.0

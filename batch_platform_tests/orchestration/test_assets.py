@@ -178,3 +178,19 @@ def test_metadata_of_a_day_and_of_a_range(platform: Platform) -> None:
     assert range_metadata["rows_by_partition"].value == {
         d.isoformat(): n for d, n in sorted(scored.items())}
     assert events[0].asset_key == key
+
+
+def test_the_maintenance_job_keeps_every_row_and_reports_what_it_did(platform: Platform) -> None:
+    counts = {table: platform.query(f"SELECT count(*) FROM {table}").item()
+              for table in ("raw.flights", "features.flights", "predictions.flights",
+                            "reports.flights_daily", "models.registry")}
+    result = platform.run("lake_maintenance")
+    assert result.success
+    (event,) = result.asset_materializations_for_node("platform__lake_maintenance")
+    metadata = {key: value.value for key, value in event.metadata.items()}
+    assert metadata["retention_days"] == 7.0
+    # Within the default retention every snapshot the tests made is kept, and so its files.
+    assert metadata["snapshots_expired"] == 0 and metadata["files_deleted"] == 0
+    assert {"files_merged", "orphan_files_deleted"} <= metadata.keys()
+    assert {table: platform.query(f"SELECT count(*) FROM {table}").item()
+            for table in counts} == counts

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -126,8 +127,9 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
     for report in reports:
         assert report["errors"] == []
         # Queried every 100 ms all along: a query that waited on a run would wait for most of
-        # the runs' time (tens of seconds); a busy machine alone stretches one to about 2 s.
-        assert len(report["latencies"]) >= elapsed / 0.5
+        # the runs' time (tens of seconds). Two cores shared by four runs stretch a 15 ms query
+        # to about 0.7 s, and a new session verifies two extensions' signatures (0.3 s CPU).
+        assert len(report["latencies"]) >= elapsed / 2
         assert max(report["latencies"]) < min(10.0, elapsed / 3), max(report["latencies"])
 
     # Every partition holds exactly a clean run's rows, written by exactly one of the runs.
@@ -226,3 +228,23 @@ def test_runs_starting_together_on_a_new_instance_do_not_break_it(tmp_path: Path
             assert len(con.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
         finally:
             con.close()
+
+
+def test_a_catalog_that_is_down_fails_the_step_naming_it_and_is_retried(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
+    down = dataclasses.replace(
+        platform.settings, lake_connect_timeout_seconds=2.0,
+        lake_catalog=f"postgres:dbname=lake host=127.0.0.1 port={port} user=lake")
+    started = time.monotonic()
+    result = platform.run("flights_predict", DAYS[0], settings=down, raise_on_error=False)
+    assert not result.success
+    assert time.monotonic() - started < 60
+    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
+    message = failure_messages(result)
+    assert "cannot attach the lake's catalog dbname=lake host=127.0.0.1 " in message
+    assert f"port={port}" in message

@@ -57,7 +57,11 @@ _INSTANCES_LOCK = threading.Lock()
 
 
 class LakeUnavailableError(ConnectionError):
-    """The catalog cannot be reached, or the lake's extensions are missing."""
+    """The catalog cannot be reached (a PostgreSQL server down): worth retrying."""
+
+
+class MissingExtensionError(RuntimeError):
+    """A DuckDB extension the lake needs is not installed: retrying cannot help."""
 
 
 def extension_file(name: str) -> Path:
@@ -66,14 +70,14 @@ def extension_file(name: str) -> Path:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise LakeUnavailableError(
+        raise MissingExtensionError(
             f"the DuckDB extension {name} is not installed: pip install "
             f"duckdb-extension-{name.replace('_', '-')}=={duckdb.__version__} "
             "(`make demo` and `make test` install it)") from None
     folder = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}"
     found = sorted(folder.glob(f"{name}.duckdb_extension"))
     if not found:
-        raise LakeUnavailableError(
+        raise MissingExtensionError(
             f"{package} has no build for duckdb {duckdb.__version__} under {folder}: install "
             f"duckdb-extension-{name.replace('_', '-')}=={duckdb.__version__}")
     return found[0]
@@ -86,7 +90,7 @@ class Lake:
     catalog: str  # "sqlite:<path>" or "postgres:<libpq connection string>"
     data_path: Path  # the Parquet files
     lock_timeout_seconds: float = 300.0
-    memory_limit: str = "512MB"  # DuckDB's, per session of a pipeline step
+    memory_limit: str = "512MB"  # DuckDB's, per instance (a process's sessions share one)
     connect_timeout_seconds: float = 10.0  # a PostgreSQL catalog that does not answer
     # The previous storage's file: while it exists, sessions are refused (``migrate``).
     previous_storage: Path | None = None
@@ -135,8 +139,9 @@ class Lake:
         """A session with the lake attached and in use; always closed.
 
         Pipeline sessions are cursors of one DuckDB instance per process and lake, which loads
-        the extensions and attaches once (about 0.4 s each time otherwise); each cursor has
-        its own transactions. A read-only session is an instance of its own, as an analyst's.
+        the extensions and attaches once (verifying the two extensions' signatures costs about
+        0.3 s of CPU per instance); each cursor has its own transactions. A read-only session
+        is an instance of its own, as an analyst's.
         """
         if self.previous_storage is not None and self.previous_storage.exists():
             raise PreviousStorageError(
@@ -189,10 +194,12 @@ class Lake:
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A session as analysts get it: the lake read-only, and no file but its data files.
 
-        Two gaps remain in duckdb 1.5.5 for a session of the lake's own OS user: its SQLite
-        extension ignores ``enable_external_access`` (ATTACH of a SQLite file by path works),
-        and COPY may write inside the data directory. File permissions close both: analysts
-        run as another user, to whom the lake's files (0644) are read-only.
+        Two gaps remain in duckdb 1.5.5: its SQLite extension ignores
+        ``enable_external_access`` (ATTACH of a SQLite file by path works, read-write), and
+        COPY may write inside the data directory. The sandbox stops accidents, not intent: to
+        keep analysts from the lake by the operating system, give them a PostgreSQL catalog
+        with a read-only role (a SQLite catalog in WAL mode needs its readers to write the
+        directory, for the -shm index).
         """
         with self.connect(read_only=True) as con:
             # Only now: the attach itself reads the catalog and the extensions. The data files

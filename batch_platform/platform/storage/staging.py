@@ -1,10 +1,10 @@
 """Staged Parquet: how a stage streams a partition of any size through bounded memory.
 
-A stage exports what it reads from the warehouse to Parquet (DuckDB writes it in a stream,
-under the lock, in seconds), releases the lock, reads it back in chunks of a fixed row count,
-and writes each output chunk to Parquet files of its own. The warehouse then loads those files
-in one transaction (``warehouse.replace_partitions``): analysts see all of the partition or
-none of it, and no step holds a whole partition in memory.
+A stage exports what it reads from the warehouse to Parquet (DuckDB writes it in a stream, in
+seconds, no lock taken), reads it back in chunks of a fixed row count, and writes each output
+chunk to Parquet files of its own. The lake then loads those files in one commit
+(``warehouse.replace_partitions`` inside ``lake.Lake.commit``): analysts see all of the
+partition or none of it, and no step holds a whole partition in memory.
 """
 
 from __future__ import annotations
