@@ -201,12 +201,19 @@ def measure_partition(data_dir: Path, rows: int, platform_max_rows: int) -> list
 
 def child_agreement(data_dir: Path, pandas_db: Path) -> None:
     """The largest difference between the pandas script's scores and the platform's."""
-    with lake(data_dir).connect(read_only=True) as con:
-        con.execute(f"ATTACH '{pandas_db}' AS p (READ_ONLY)")
-        print(float(con.execute(
-            "SELECT max(abs(w.score - p.score)) FROM lake.predictions.flights w "
-            "JOIN p.predictions p USING (flight_id) WHERE w.partition_date = ?", [DAY]
-        ).fetchone()[0]))
+    import duckdb
+    import polars as pl
+
+    with lake(data_dir).read_only() as con:
+        platform_scores = con.execute("SELECT flight_id, score FROM predictions.flights "
+                                      "WHERE partition_date = ?", [DAY]).pl()
+    script = duckdb.connect(str(pandas_db), read_only=True)
+    try:
+        script_scores = script.execute("SELECT flight_id, score FROM predictions").pl()
+    finally:
+        script.close()
+    joined = platform_scores.join(script_scores, on="flight_id", suffix="_script")
+    print(float(joined.select((pl.col("score") - pl.col("score_script")).abs().max()).item()))
 
 
 def child_floor(data_dir: Path, scorer: str) -> None:

@@ -246,5 +246,5 @@ def test_a_catalog_that_is_down_fails_the_step_naming_it_and_is_retried(
     assert time.monotonic() - started < 60
     assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
     message = failure_messages(result)
-    assert "cannot attach the lake's catalog dbname=lake host=127.0.0.1 " in message
+    assert "cannot attach the lake's catalog postgres:dbname=lake host=127.0.0.1 " in message
     assert f"port={port}" in message

@@ -12,6 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from batch_platform.platform.storage import staging, warehouse
+from batch_platform.platform.storage.lake import Lake
 
 DAY = dt.date(2013, 1, 1)
 
@@ -51,20 +52,27 @@ def test_a_chunk_with_other_columns_is_refused(tmp_path: Path) -> None:
 
 
 def test_staged_rows_replace_a_partition_without_the_excluded_columns(tmp_path: Path) -> None:
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    warehouse.replace_partitions(con, [("s.t", frame(0, 5).drop("line"))], [DAY])
+    lake = Lake(f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}", tmp_path / "lake" / "files")
+
+    def replace(rows: warehouse.Rows) -> None:
+        lake.commit(lambda con: warehouse.replace_partitions(con, [("s.t", rows)], [DAY]),
+                    "test", {})
+
+    replace(frame(0, 5).drop("line"))
     table = staging.StagedTable(tmp_path / "t", part_rows=4, exclude=("line",))
     for start in (100, 104, 108):
         table.write(frame(start, 4))
-    warehouse.replace_partitions(con, [("s.t", table.close())], [DAY])
-    assert con.execute("SELECT n FROM s.t ORDER BY n").fetchall() == [
-        (n,) for n in range(100, 112)]
+    replace(table.close())
+    with lake.read_only() as con:
+        assert con.execute("SELECT n FROM s.t ORDER BY n").fetchall() == [
+            (n,) for n in range(100, 112)]
     other_day = staging.StagedTable(tmp_path / "u", part_rows=4)
     other_day.write(frame(0, 2).with_columns(pl.lit(dt.date(2013, 1, 2)).alias("partition_date"))
                     .drop("line"))
     with pytest.raises(ValueError, match=r"2 row\(s\) for s\.t fall outside the partitions"):
-        warehouse.replace_partitions(con, [("s.t", other_day.close())], [DAY])
-    assert con.execute("SELECT count(*) FROM s.t").fetchone() == (12,)
+        replace(other_day.close())
+    with lake.read_only() as con:
+        assert con.execute("SELECT count(*) FROM s.t").fetchone() == (12,)
 
 
 def test_export_streams_a_query_to_parquet(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s'\"]+)")
 
 
 # The pipeline's DuckDB instances of this process, by lake (see ``Lake.connect``).
-_INSTANCES: dict[tuple[str, str, str], duckdb.DuckDBPyConnection] = {}
+_INSTANCES: dict[tuple[str, str, str, bool], duckdb.DuckDBPyConnection] = {}
 _INSTANCES_PID = [os.getpid()]
 _INSTANCES_LOCK = threading.Lock()
 
@@ -135,14 +135,31 @@ class Lake:
         return str(self.sqlite_path) if self.sqlite_path else _without_password(self.catalog)
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A session with the lake attached and in use; always closed.
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A pipeline session: the lake attached read-write and in use; always closed."""
+        with self._session(read_only=False) as con:
+            yield con
 
-        Pipeline sessions are cursors of one DuckDB instance per process and lake, which loads
-        the extensions and attaches once (verifying the two extensions' signatures costs about
-        0.3 s of CPU per instance); each cursor has its own transactions. A read-only session
-        is an instance of its own, as an analyst's.
+    @contextmanager
+    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A session as analysts get it: the lake read-only, and no file but its data files.
+
+        Two gaps remain in duckdb 1.5.5: its SQLite extension ignores
+        ``enable_external_access`` (ATTACH of a SQLite file by path works, read-write), and
+        COPY may write inside the data directory. The sandbox stops accidents, not intent: to
+        keep analysts from the lake by the operating system, give them a PostgreSQL catalog
+        with a read-only role (a SQLite catalog in WAL mode needs its readers to write the
+        directory, for the -shm index).
         """
+        with self._session(read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _session(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of this process's DuckDB instance for the lake (one read-write, one
+        read-only), which loads the extensions and attaches once: verifying the two
+        extensions' signatures costs about 0.3 s of CPU per instance. Each cursor has its own
+        transactions."""
         if self.previous_storage is not None and self.previous_storage.exists():
             raise PreviousStorageError(
                 f"{self.previous_storage} is the previous storage (one DuckDB file): import "
@@ -153,18 +170,15 @@ class Lake:
                     f"no warehouse at {self.sqlite_path}: run `make demo` or materialize a "
                     "partition")
             self._prepare_sqlite_catalog(self.sqlite_path)
-        if read_only:
-            con = self._open_instance(read_only=True)
-        else:
-            with _INSTANCES_LOCK:
-                if _INSTANCES_PID[0] != os.getpid():  # a forked child: the parent's are not ours
-                    _INSTANCES.clear()
-                    _INSTANCES_PID[0] = os.getpid()
-                key = (self.catalog, str(self.data_path), self.memory_limit)
-                instance = _INSTANCES.get(key)
-                if instance is None:
-                    instance = _INSTANCES[key] = self._open_instance(read_only=False)
-                con = instance.cursor()
+        with _INSTANCES_LOCK:
+            if _INSTANCES_PID[0] != os.getpid():  # a forked child: the parent's are not ours
+                _INSTANCES.clear()
+                _INSTANCES_PID[0] = os.getpid()
+            key = (self.catalog, str(self.data_path), self.memory_limit, read_only)
+            instance = _INSTANCES.get(key)
+            if instance is None:
+                instance = _INSTANCES[key] = self._open_instance(read_only)
+            con = instance.cursor()
         try:
             con.execute(f"USE {ALIAS}")
             yield con
@@ -179,6 +193,13 @@ class Lake:
         try:
             self._load_extensions(con)
             con.execute(self.attach_sql(read_only))
+            if read_only:
+                # Only now: the attach itself reads the catalog and the extensions. The data
+                # files only, not the catalog beside them: COPY there is refused.
+                con.execute("SET allowed_directories = $dirs",
+                            {"dirs": [str(self.data_path) + "/"]})
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
         except duckdb.Error as err:
             con.close()
             # DuckDB's message quotes the whole connection string, password included.
@@ -189,26 +210,6 @@ class Lake:
             con.close()
             raise
         return con
-
-    @contextmanager
-    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A session as analysts get it: the lake read-only, and no file but its data files.
-
-        Two gaps remain in duckdb 1.5.5: its SQLite extension ignores
-        ``enable_external_access`` (ATTACH of a SQLite file by path works, read-write), and
-        COPY may write inside the data directory. The sandbox stops accidents, not intent: to
-        keep analysts from the lake by the operating system, give them a PostgreSQL catalog
-        with a read-only role (a SQLite catalog in WAL mode needs its readers to write the
-        directory, for the -shm index).
-        """
-        with self.connect(read_only=True) as con:
-            # Only now: the attach itself reads the catalog and the extensions. The data files
-            # only, not the catalog beside them: COPY there is refused.
-            allowed = [str(self.data_path) + "/"]
-            con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-            yield con
 
     def commit(self, write: Callable[[duckdb.DuckDBPyConnection], None], message: str,
                details: dict[str, str]) -> float:
