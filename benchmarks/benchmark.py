@@ -218,17 +218,19 @@ def child_agreement(data_dir: Path, pandas_db: Path) -> None:
 
 def child_floor(data_dir: Path, scorer: str) -> None:
     """Time the scorer alone on the partition's features, read from the warehouse first."""
+    from batch_platform import catalog
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
     from batch_platform.platform.storage.warehouse import read_partitions
-    from batch_platform_tests.flights import FLIGHTS
+
+    FLIGHTS = catalog.use_case("flights").spec
 
     with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
-                                   record["model_version"], record["threshold"], FLIGHTS)
+                                   record["model_version"], registry.calibration(record), FLIGHTS)
     matrix, _ = model.feature_matrix(frame, FLIGHTS, loaded.categorical_levels)
     del frame
     if scorer == "compiled":
@@ -248,13 +250,17 @@ def child_features(data_dir: Path) -> None:
     warehouse's features table, for sizes the platform run is skipped at."""
     import polars as pl
 
+    from batch_platform import catalog
     from batch_platform.platform.ingest import landing
     from batch_platform.platform.ingest import validate as ingest
     from batch_platform.platform.ingest.schema import SourceSchema
     from batch_platform.platform.storage.warehouse import replace_partitions
     from batch_platform.use_cases.flights import features
-    from batch_platform_tests.flights import FLIGHTS_SOURCE as FLIGHTS
-    from batch_platform_tests.flights import PLANES, WEATHER
+
+    use_case = catalog.use_case("flights")
+    FLIGHTS = use_case.sources["flights"].schema
+    WEATHER = use_case.sources["weather"].schema
+    PLANES = use_case.references["planes"].schema
 
     lineage = ingest.Lineage("benchmark", dt.datetime.now(dt.UTC))
     folder = data_dir / "landing"
@@ -278,17 +284,19 @@ def child_layouts(data_dir: Path, limit: int) -> None:
     import numpy as np
     import polars as pl
 
+    from batch_platform import catalog
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import compiled
     from batch_platform.platform.storage.warehouse import read_partitions
-    from batch_platform_tests.flights import FLIGHTS
+
+    FLIGHTS = catalog.use_case("flights").spec
 
     with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY).head(limit)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
-                                   record["model_version"], record["threshold"], FLIGHTS)
+                                   record["model_version"], registry.calibration(record), FLIGHTS)
     booster = loaded.booster
     matrix, _ = model.feature_matrix(frame, FLIGHTS, loaded.categorical_levels)
     encoded = pl.DataFrame(matrix, schema=list(FLIGHTS.feature_columns), orient="row")
@@ -336,20 +344,22 @@ def child_ray(data_dir: Path, chunk_rows: int) -> None:
     import shutil
     import tempfile
 
+    from batch_platform import catalog
     from batch_platform.platform.models import booster as model
     from batch_platform.platform.models import registry
     from batch_platform.platform.scoring import engines, ray_local
     from batch_platform.platform.scoring.score import ScoringLineage
     from batch_platform.platform.storage.warehouse import read_partitions
     from batch_platform.settings import Settings
-    from batch_platform_tests.flights import FLIGHTS
+
+    FLIGHTS = catalog.use_case("flights").spec
 
     with lake(data_dir).read_only() as con:
         record = registry.resolve(con, "flights", None)
         frame = read_partitions(con, "features.flights", DAY, DAY,
                                 order_by=("partition_date", FLIGHTS.id_column))
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
-                                   record["model_version"], record["threshold"], FLIGHTS)
+                                   record["model_version"], registry.calibration(record), FLIGHTS)
     lineage = ScoringLineage(loaded.version, "benchmark", "benchmark", dt.datetime.now(dt.UTC))
     base = Settings(data_dir=data_dir, explain="none", chunk_rows=chunk_rows).validated()
     scope = ("predictions/flights", DAY, DAY)

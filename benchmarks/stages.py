@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import polars as pl
 
+from batch_platform import catalog
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.ingest.schema import SourceSchema
@@ -30,10 +31,14 @@ from batch_platform.platform.storage.lake import Lake, lake_of
 from batch_platform.platform.storage.warehouse import replace_partitions
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import features
-from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHER
 
 DAY = dt.date(2013, 7, 1)
 T = TypeVar("T")
+USE_CASE = catalog.use_case("flights")
+FLIGHTS = USE_CASE.spec
+FLIGHTS_SOURCE = USE_CASE.sources["flights"].schema
+WEATHER = USE_CASE.sources["weather"].schema
+PLANES = USE_CASE.references["planes"].schema
 
 
 def timed(label: str, call: Callable[[], T]) -> T:
@@ -62,7 +67,7 @@ def main(data_dir: Path) -> None:
     with lake_of(Settings(data_dir=data_dir)).read_only() as con:
         record = registry.resolve(con, "flights", None)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
-                                   record["model_version"], record["threshold"], FLIGHTS)
+                                   record["model_version"], registry.calibration(record), FLIGHTS)
     lineage_of_scores = scoring.ScoringLineage(loaded.version, "stages", "stages",
                                                dt.datetime.now(dt.UTC))
     matrix, _ = timed("encode the feature matrix", lambda: model.feature_matrix(

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from batch_platform.platform.storage.lake import PREVIOUS_STORAGE, Lake
-from batch_platform.platform.storage.warehouse import PARTITION_COLUMN, table_exists
+from batch_platform.platform.storage.warehouse import table_exists
 
 PUBLISHED_COPY = "warehouse.duckdb"  # the previous storage's analysts' copy
 MIGRATED_SUFFIX = ".migrated"
@@ -38,9 +38,6 @@ def migrate(data_dir: Path, lake: Lake) -> str:
                                  f"written since; move {previous} aside to keep the lake")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM previous.{table} LIMIT 0")
-            columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
-            if PARTITION_COLUMN in columns:
-                con.execute(f"ALTER TABLE {table} SET PARTITIONED BY ({PARTITION_COLUMN})")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM previous.{table}")
             copied[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
