@@ -367,6 +367,15 @@ def test_a_data_file_deleted_by_hand_fails_the_read_naming_it(lake: lakes.Lake) 
         ro.execute("SELECT sum(v) FROM raw.t").fetchall()
 
 
+def test_a_data_file_corrupted_by_hand_fails_the_read_naming_it(lake: lakes.Lake) -> None:
+    _replace(lake, [("raw.t", _frame([(D1, 1)] * 20))], [D1])
+    (victim,) = _data_files(lake)
+    content = victim.read_bytes()
+    victim.write_bytes(content[: len(content) // 2])  # a torn copy: no footer
+    with lake.read_only() as ro, pytest.raises(duckdb.Error, match=victim.name):
+        ro.execute("SELECT sum(v) FROM raw.t").fetchall()
+
+
 def test_writes_cost_the_partition_not_the_lake(lake: lakes.Lake) -> None:
     days = [D1 + dt.timedelta(days=n) for n in range(30)]
     _replace(lake, [("raw.t", pl.DataFrame({"partition_date": days * 1000,
