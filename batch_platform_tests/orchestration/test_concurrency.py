@@ -28,6 +28,7 @@ import pytest
 from batch_platform import cli
 from batch_platform.orchestration import stages
 from batch_platform.platform.storage.lake import Lake, lake_of
+from batch_platform.settings import Settings
 from batch_platform_tests.conftest import Platform, attach_lake, failure_messages
 from batch_platform_tests.platform.test_warehouse import HOLD_LOCK
 
@@ -178,19 +179,25 @@ def lock_held_elsewhere(platform: Platform):
     holder.wait(timeout=30)
 
 
+def failed_after_every_retry(platform: Platform, settings: Settings,
+                             monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a day's predictions that must fail transiently: the step retries MAX_RETRIES times
+    (their backoff is not under test), then the run fails; its failure messages."""
+    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
+    started = time.monotonic()
+    result = platform.run("flights_predict", DAYS[0], settings=settings, raise_on_error=False)
+    assert not result.success
+    assert time.monotonic() - started < 60
+    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
+    return failure_messages(result)
+
+
 def test_a_lock_held_too_long_fails_the_run_naming_the_holder(
     platform: Platform, lock_held_elsewhere: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = partitions(platform, with_lineage=True)
-    # The step retries a lock timeout three times; their backoff is not under test here.
-    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
     impatient = dataclasses.replace(platform.settings, lock_timeout_seconds=1.0)
-    started = time.monotonic()
-    result = platform.run("flights_predict", DAYS[0], settings=impatient, raise_on_error=False)
-    assert not result.success
-    assert time.monotonic() - started < 60
-    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
-    message = failure_messages(result)
+    message = failed_after_every_retry(platform, impatient, monkeypatch)
     assert "LockTimeout: waited 1s for " in message
     assert f"held by process {lock_held_elsewhere.pid} on " in message
     assert "(hold the lock for a test, since " in message
@@ -236,15 +243,9 @@ def test_a_catalog_that_is_down_fails_the_step_naming_it_and_is_retried(
     with socket.socket() as probe:  # a loopback port where nothing listens
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(stages, "FIRST_RETRY_SECONDS", 0.05)
     down = dataclasses.replace(
         platform.settings, lake_connect_timeout_seconds=2.0,
         lake_catalog=f"postgres:dbname=lake host=127.0.0.1 port={port} user=lake")
-    started = time.monotonic()
-    result = platform.run("flights_predict", DAYS[0], settings=down, raise_on_error=False)
-    assert not result.success
-    assert time.monotonic() - started < 60
-    assert len(result.filter_events(lambda e: e.is_step_up_for_retry)) == stages.MAX_RETRIES
-    message = failure_messages(result)
+    message = failed_after_every_retry(platform, down, monkeypatch)
     assert "cannot attach the lake's catalog postgres:dbname=lake host=127.0.0.1 " in message
     assert f"port={port}" in message

@@ -136,8 +136,9 @@ def postgres() -> Iterator[Server]:
     bin_dir = _server_bin_dir()
     owner = _server_user()
     if owner is None:
-        pytest.skip(f"running as root and none of the users {SERVER_USERS} exists to run initdb "
-                    "unprivileged (initdb refuses root)")
+        # A failure, not a skip: CI runs as root and must run these tests.
+        pytest.fail(f"running as root and none of the users {SERVER_USERS} exists to run initdb "
+                    "unprivileged (initdb refuses root): create one, e.g. `useradd postgres`")
     # Not under pytest's tmp dir: that is private to root and the server user cannot enter it.
     root = Path(tempfile.mkdtemp(prefix="lake-pg-"))
     data, sockets, log = root / "data", root / "sockets", root / "server.log"

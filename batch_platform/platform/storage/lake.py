@@ -112,13 +112,13 @@ class Lake:
 
     def attach_sql(self, read_only: bool) -> str:
         """The ATTACH statement a session runs; a copied data directory attaches where it is."""
-        options = [f"DATA_PATH {_literal(str(self.data_path) + '/')}", "OVERRIDE_DATA_PATH true"]
+        options = [f"DATA_PATH {sql_literal(str(self.data_path) + '/')}", "OVERRIDE_DATA_PATH true"]
         if read_only:
             options.append("READ_ONLY")
         target = self.catalog
         if self.catalog.startswith(POSTGRES_PREFIX):
             target = f"{self.catalog} connect_timeout={max(1, round(self.connect_timeout_seconds))}"
-        return f"ATTACH {_literal('ducklake:' + target)} AS {ALIAS} ({', '.join(options)})"
+        return f"ATTACH {sql_literal('ducklake:' + target)} AS {ALIAS} ({', '.join(options)})"
 
     def exists(self) -> bool:
         """Whether anything was ever committed (a PostgreSQL catalog is assumed to exist)."""
@@ -126,8 +126,8 @@ class Lake:
 
     def shell_setup(self) -> str:
         """What the analysts' DuckDB CLI runs first: the attach, then files beyond the lake off."""
-        allowed = _literal(str(self.data_path) + "/")
-        return (f"SET extension_directory = {_literal(str(self.extension_dir))}; "
+        allowed = sql_literal(str(self.data_path) + "/")
+        return (f"SET extension_directory = {sql_literal(str(self.extension_dir))}; "
                 f"{self.attach_sql(read_only=True)}; USE {ALIAS}; "
                 f"SET allowed_directories = [{allowed}];")
 
@@ -279,7 +279,7 @@ class Lake:
         for name in wanted:
             installed = self.extension_dir / f"v{duckdb.__version__}"
             if not any(installed.glob(f"*/{name}.duckdb_extension")):
-                con.execute(f"INSTALL {_literal(str(extension_file(name)))}")
+                con.execute(f"INSTALL {sql_literal(str(extension_file(name)))}")
             con.execute(f"LOAD {name}")
 
     @staticmethod
@@ -314,7 +314,8 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """A string as a SQL literal, for statements that take no parameters (ATTACH, INSTALL)."""
     return "'" + text.replace("'", "''") + "'"
 
 

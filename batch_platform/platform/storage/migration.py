@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from batch_platform.platform.storage.lake import PREVIOUS_STORAGE, Lake
+from batch_platform.platform.storage.lake import PREVIOUS_STORAGE, Lake, sql_literal
 from batch_platform.platform.storage.warehouse import table_exists
 
 PUBLISHED_COPY = "warehouse.duckdb"  # the previous storage's analysts' copy
@@ -25,8 +25,7 @@ def migrate(data_dir: Path, lake: Lake) -> str:
 
     def copy_tables(con: duckdb.DuckDBPyConnection) -> None:
         copied.clear()  # a commit that conflicts runs this again
-        literal = str(previous).replace("'", "''")
-        con.execute(f"ATTACH IF NOT EXISTS '{literal}' AS previous (READ_ONLY)")
+        con.execute(f"ATTACH IF NOT EXISTS {sql_literal(str(previous))} AS previous (READ_ONLY)")
         tables = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_catalog = 'previous' AND table_type = 'BASE TABLE' ORDER BY ALL"
