@@ -100,7 +100,7 @@ def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         days = (key_range.start if key_range.start == key_range.end
                 else f"{key_range.start}..{key_range.end}")
     run_id = context.run.run_id
-    message = f"{asset} {days} by run {run_id}".replace("  ", " ")
+    message = " ".join(part for part in (asset, days, "by run", run_id) if part)
     return warehouse.commit(write, message, {"run_id": run_id, "asset": asset,
                                              "partitions": days, "code_version": code_version()})
 
