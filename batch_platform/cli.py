@@ -15,8 +15,10 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -27,6 +29,9 @@ from batch_platform.platform.storage import lake as lakes
 from batch_platform.platform.storage.migration import migrate
 from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from batch_platform.orchestration.jobs import StepFailure
 
 INSTANCE_YAML = """\
 # Dagster instance of batch_platform: run history and event logs live beside this file.
@@ -122,13 +127,34 @@ def date_range(args: argparse.Namespace, default_all: bool, use_case: UseCase
     return start, end
 
 
+class RunFailed(CliError):
+    """A run of a job failed: one line naming the first cause; every step's traceback kept for
+    ``--verbose``."""
+
+    def __init__(self, run_id: str, what: str, failures: list[StepFailure]) -> None:
+        self.failures = failures
+        first = failures[0].message if failures else "a step failed"
+        more = f"and {len(failures) - 1} more failed step(s) in " if len(failures) > 1 else ""
+        super().__init__(f"{first} ({more}run {run_id[:8]} of {what}: --verbose or the UI "
+                         "shows the details)")
+
+    def details(self) -> str:
+        return "\n".join(f"{failure.step}:\n{failure.traceback}" for failure in self.failures)
+
+
 def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
-            end: dt.date | None = None, run_config: dict | None = None) -> str:
-    """Execute a job of the project's definitions in this process against the instance."""
-    from dagster import DagsterInstance
+            end: dt.date | None = None, run_config: dict | None = None,
+            verbose: bool = False) -> str:
+    """Execute a job of the project's definitions in this process against the instance.
+
+    Shows the run's progress (``orchestration/progress.py``); with ``verbose``, Dagster's whole
+    console log instead.
+    """
+    import dagster as dg
 
     from batch_platform.definitions import build_definitions
-    from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
+    from batch_platform.orchestration.jobs import partition_range_tags, step_failures
+    from batch_platform.orchestration.progress import RunProgress, progress_logger
 
     tags = {}
     if start is not None and end is not None:
@@ -136,16 +162,20 @@ def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
     what = f"{job_name} {start}..{end}" if start else job_name
     print(f"→ {what}", flush=True)
     started = time.perf_counter()
-    with DagsterInstance.get() as instance:
-        job = build_definitions(settings).resolve_job_def(job_name)
+    job = build_definitions(settings).resolve_job_def(job_name)
+    partitions = len(days_between(start, end)) if start is not None and end is not None else 0
+    progress = RunProgress(sys.stdout, sys.stdout.isatty(), len(job.graph.nodes), partitions)
+    job = job.with_logger_defs({"console": dg.colored_console_logger,
+                                "progress": progress_logger(progress)})
+    loggers = ({"console": {"config": {"log_level": "INFO"}}} if verbose
+               else {"progress": {}})
+    with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance, tags=tags, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-            | (run_config or {}))
+            run_config={"loggers": loggers} | (run_config or {}))
+    progress.clear()
     if not result.success:
-        detail = "\n".join(f"  {message}" for message in run_failure_messages(result))
-        detail = detail or "  see the run in the UI"
-        raise CliError(f"run {result.run_id} of {what} failed:\n{detail}")
+        raise RunFailed(result.run_id, what, step_failures(result))
     print(f"  done in {time.perf_counter() - started:.1f}s (run {result.run_id})", flush=True)
     return result.run_id
 
@@ -193,20 +223,28 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         "valid_start": args.valid_from, "valid_end": args.valid_to,
         "model_file": str(Path(args.model_file).resolve()) if args.model_file else None,
     }.items() if v is not None}
+    if args.model_file:  # answer at once, before any run: the same checks the model asset runs
+        from batch_platform.platform.models.booster import ModelError, read_brought_model
+
+        try:
+            read_brought_model(Path(config["model_file"]), use_case.spec)
+        except ModelError as err:
+            raise CliError(str(err)) from None
     windows = ModelConfig(**config)
     valid = windows.window("valid", use_case.model.validation)
     # The features of both windows, built (or rebuilt, idempotently) from the landing files.
     first = valid[0] if args.model_file else windows.window("train", use_case.model.train)[0]
-    run_job(settings, use_case.job_name("features"), first, valid[1])
+    run_job(settings, use_case.job_name("features"), first, valid[1], verbose=args.verbose)
     run_job(settings, use_case.job_name("train"),
-            run_config={"ops": {f"models__{use_case.name}": {"config": config}}})
+            run_config={"ops": {f"models__{use_case.name}": {"config": config}}},
+            verbose=args.verbose)
     print_model(settings, use_case)
 
 
 def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
     use_case = chosen_use_case(settings, args)
     start, end = date_range(args, False, use_case)
-    run_job(settings, use_case.job_name("daily"), start, end)
+    run_job(settings, use_case.job_name("daily"), start, end, verbose=args.verbose)
     print(scored_summary(settings, use_case, start, end))
 
 
@@ -312,9 +350,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
         first, last = use_case.partitions.start, use_case.partitions.last_day()
         print(f"{use_case.name}: landed {first}..{last}: "
               f"{land_days(settings, use_case, first, last)}")
-        run_job(settings, use_case.job_name("features"), first, last)
-        run_job(settings, use_case.job_name("train"))
-        run_job(settings, use_case.job_name("predict"), *use_case.demo_score)
+        run_job(settings, use_case.job_name("features"), first, last, verbose=args.verbose)
+        run_job(settings, use_case.job_name("train"), verbose=args.verbose)
+        run_job(settings, use_case.job_name("predict"), *use_case.demo_score,
+                verbose=args.verbose)
     elapsed = time.perf_counter() - started
     print()
     print(f"batch_platform demo: done in {elapsed:.0f}s")
@@ -386,8 +425,18 @@ def _day(value: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --verbose before or after the command: every subcommand has it too, without a default
+    # that would undo the one given before the command.
+    verbose_help = "Dagster's whole log while a run goes, and tracebacks on errors"
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=verbose_help)
     parser = argparse.ArgumentParser(prog="batch-platform", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, help=help, parents=[common])
 
     def use_case(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--use-case", help="a declared use case (batch-platform use-cases); "
@@ -398,16 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--from", dest="start", type=_day, help="first day of a range")
         sub.add_argument("--to", dest="end", type=_day, help="last day of a range")
 
-    listing = commands.add_parser("use-cases", help="the declared use cases and where they are")
+    listing = command("use-cases", help="the declared use cases and where they are")
     listing.set_defaults(handler=cmd_use_cases)
 
-    land = commands.add_parser(
+    land = command(
         "land", help="lay a use case's demo landing files for a day or range (default: all)")
     use_case(land)
     days(land)
     land.set_defaults(handler=cmd_land)
 
-    train = commands.add_parser(
+    train = command(
         "train", help="build the features of the windows, train and register the champion")
     use_case(train)
     train.add_argument("--train-from", type=_day, help="default: the declaration's")
@@ -417,43 +466,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-file", help="a LightGBM text model to register instead")
     train.set_defaults(handler=cmd_train)
 
-    score = commands.add_parser("score", help="raw to reports for days, as one run")
+    score = command("score", help="raw to reports for days, as one run")
     use_case(score)
     days(score)
     score.set_defaults(handler=cmd_score)
 
-    sql = commands.add_parser("sql", help="a read-only query on the warehouse (the lake)")
+    sql = command("sql", help="a read-only query on the warehouse (the lake)")
     sql.add_argument("query")
     sql.add_argument("--max-rows", type=int, default=40)
     sql.set_defaults(handler=cmd_sql)
 
-    shell = commands.add_parser(
+    shell = command(
         "shell", help="an interactive DuckDB session on the warehouse (the lake), read-only")
     shell.set_defaults(handler=cmd_shell)
 
-    history = commands.add_parser(
+    history = command(
         "snapshots", help="the lake's latest snapshots and the run that committed each")
     history.add_argument("--last", type=int, default=20)
     history.set_defaults(handler=cmd_snapshots)
 
-    maintain = commands.add_parser(
+    maintain = command(
         "maintain", help="merge small files, expire old snapshots, delete unused files")
     maintain.set_defaults(handler=cmd_maintain)
 
-    migration = commands.add_parser(
+    migration = command(
         "migrate", help="import a data directory of the previous storage into the lake, once")
     migration.set_defaults(handler=cmd_migrate)
 
-    demo = commands.add_parser(
+    demo = command(
         "demo", help="for every use case: land, build features, train and score its demo days")
     use_case(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    ui = commands.add_parser("ui", help="start the Dagster UI on the persistent instance")
+    ui = command("ui", help="start the Dagster UI on the persistent instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=cmd_ui)
     return parser
+
+
+# Failures a person can act on: one line on standard error, the traceback only with --verbose.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    CliError, SettingsError, FileNotFoundError, ValueError, ConnectionError, PermissionError,
+    lakes.PreviousStorageError, lakes.MissingExtensionError, lakes.LakeUnavailableError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -462,11 +517,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         prepare_instance(settings)
         args.handler(settings, args)
-    except (CliError, SettingsError, FileNotFoundError, ValueError, ConnectionError,
-            lakes.PreviousStorageError, lakes.MissingExtensionError) as err:
-        print(f"batch-platform: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("batch-platform: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the one place every error becomes one line
+        if args.verbose:
+            if isinstance(err, RunFailed):
+                print(err.details(), file=sys.stderr)
+            else:
+                traceback.print_exc(file=sys.stderr)
+        print(f"batch-platform: {one_line(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, EXPECTED_ERRORS):
+        return text
+    return f"unexpected {type(err).__name__}: {text} (--verbose shows the traceback)"
 
 
 if __name__ == "__main__":

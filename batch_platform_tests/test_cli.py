@@ -113,3 +113,95 @@ def test_land_train_score_on_a_fresh_data_directory(tmp_path: Path, monkeypatch,
         assert isinstance(instance.event_log_storage, ReusedConnectionEventLogStorage)
         assert instance.get_materialized_partitions(AssetKey(["predictions", "flights"])) == {
             "2013-02-10"}
+    # Progress: each step's end, and the stages' own counts with rows/s (not a terminal here).
+    assert "  raw__flights: done in" in out and "1/1 files validated" in out
+    assert "rows/s" in out
+
+    # A run that fails: one line on standard error naming the file and the partition.
+    weather = tmp_path / "data/landing/weather/2013-02-10.csv"
+    kept = weather.read_bytes()
+    weather.unlink()
+    assert cli.main(["score", "--date", "2013-02-10"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"batch-platform: weather landing file {weather} "
+                          "(partition 2013-02-10) is missing (run ")
+    assert "Traceback" not in err
+    # --verbose: every failed step's traceback first, the same line last.
+    assert cli.main(["score", "--date", "2013-02-10", "--verbose"]) == 1
+    verbose = capsys.readouterr().err
+    assert "Stack Trace:" in verbose and "raw__weather:" in verbose
+    assert verbose.splitlines()[-1].startswith(err.split(" (run ")[0])
+    weather.write_bytes(kept)
+
+
+def test_a_refused_model_file_is_one_line_before_any_run(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    model = tmp_path / "model.txt"
+    model.write_text("tree\nversion=v4\nobjective=multiclass num_class:3\nend of trees\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--model-file", "model.txt"]) == 1  # relative to where it is typed
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no run started
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"batch-platform: model {model}") or \
+        captured.err.startswith(f"batch-platform: model file {model}")
+    with DagsterInstance.from_config(str(tmp_path / "data/dagster")) as instance:
+        assert instance.get_runs() == []
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_needs_verbose(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the disk said\nno")
+
+    monkeypatch.setattr(cli, "cmd_use_cases", broken)
+    assert cli.main(["use-cases"]) == 1
+    assert capsys.readouterr().err == ("batch-platform: unexpected RuntimeError: the disk said "
+                                       "no (--verbose shows the traceback)\n")
+    assert cli.main(["--verbose", "use-cases"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_rewrites_one_status_line_on_a_terminal_and_prints_lines_otherwise(
+        terminal: bool) -> None:
+    import io
+
+    import dagster as dg
+
+    from batch_platform.orchestration.progress import RunProgress, progress_logger
+
+    @dg.asset
+    def first(context: dg.AssetExecutionContext) -> None:
+        context.log.info("first: 3/3 files validated, 30 rows, 10 rows/s")
+
+    @dg.asset(deps=[first])
+    def second(context: dg.AssetExecutionContext) -> None:
+        context.log.warning("something to know")
+
+    stream = io.StringIO()
+    progress = RunProgress(stream, terminal, steps=2, partitions=0)
+    job = dg.Definitions(assets=[first, second], jobs=[dg.define_asset_job("both")]
+                         ).resolve_job_def("both").with_logger_defs(
+        {"progress": progress_logger(progress)})
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance,
+                                      run_config={"loggers": {"progress": {}}}).success
+    progress.clear()
+    out = stream.getvalue()
+    lines = [line for line in out.replace("\r\x1b[K", "\n").split("\n") if line]
+    assert "  first: done in" in out and "  second: done in" in out
+    assert "  warning: second: something to know" in lines
+    assert "  [0/2] first: first: 3/3 files validated, 30 rows, 10 rows/s" in lines
+    if terminal:
+        assert "  [0/2] first: started" in lines and "  [1/2] second: started" in lines
+        assert out.endswith("\r\x1b[K") or out.endswith("\n")
+    else:
+        assert "\r" not in out and "started" not in out

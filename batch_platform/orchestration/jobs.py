@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -48,22 +49,51 @@ def partition_range_tags(start: str, end: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
 
 
-def run_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+@dataclass(frozen=True)
+class StepFailure:
+    """Why a step failed: the error under Dagster's wrappers, and its whole traceback chain."""
+
+    step: str
+    error: str  # the error's class name
+    message: str  # its message, on one line, without the module path Dagster prefixes
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.error}: {self.message}"
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> list[StepFailure]:
     """The errors that failed a run's steps, unwrapped from Dagster's step-error wrapper."""
-    messages = []
+    failures = []
     for event in result.all_events:
         if not (event.is_step_failure and event.step_failure_data
                 and event.step_failure_data.error):
             continue
-        error = event.step_failure_data.error
+        outer = error = event.step_failure_data.error
         retries = ""
         while error.cause is not None and error.cls_name in _WRAPPERS | {_RETRIES_EXHAUSTED}:
             if error.cls_name == _RETRIES_EXHAUSTED:
                 # "Exceeded max_retries of 3" alone hides what kept failing: show its cause.
-                retries = f" ({error.message.strip().split(': ', 1)[-1]})"
+                retries = f" ({_without_class(error.message, error.cls_name)})"
             error = error.cause
-        messages.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()}{retries}")
-    return messages
+        message = " ".join(_without_class(error.message, error.cls_name or "").split())
+        failures.append(StepFailure(event.step_key or "", error.cls_name or "Error",
+                                    message + retries, outer.to_string()))
+    return failures
+
+
+def run_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """``step: Error: message`` for every failed step of a run."""
+    return [str(failure) for failure in step_failures(result)]
+
+
+def _without_class(message: str, cls_name: str) -> str:
+    """``pkg.module.BadInputError: the file ...`` is how Python prints an exception; keep the
+    part after the class."""
+    head, separator, rest = message.strip().partition(": ")
+    if separator and " " not in head and head.rsplit(".", 1)[-1] == cls_name:
+        return rest
+    return message.strip()
 
 
 _WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}

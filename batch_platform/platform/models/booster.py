@@ -163,6 +163,16 @@ def parse(text: str, source: str) -> lgb.Booster:
         raise ModelError(f"model {source} cannot be loaded by LightGBM: {err}") from None
 
 
+def read_brought_model(path: Path, spec: FeatureSpec
+                       ) -> tuple[str, lgb.Booster, dict[str, list[str]]]:
+    """A model file a user brings, checked against the use case's features before anything is
+    built from it: its text, the booster and its category levels."""
+    text = read_model_text(path)
+    origin = f"file {path}"
+    booster = parse(text, origin)
+    return text, booster, levels_from_model(booster, spec, origin)
+
+
 def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
     """Load a LightGBM text model; with ``expected_version``, prove the file is that version."""
     text = read_model_text(path)

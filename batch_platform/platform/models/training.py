@@ -54,18 +54,18 @@ def build_model(use_case: UseCase, train: pl.DataFrame | None, valid: pl.DataFra
     ``train`` is None exactly when a model file is brought.
     """
     spec = use_case.spec
+    # The text that will be saved is parsed and validated before anything is saved or registered.
     if brought_file is not None:
-        source, origin = "user_file", f"file {brought_file}"
-        text = model_core.read_model_text(brought_file)
+        source = "user_file"
+        text, booster, levels = model_core.read_brought_model(brought_file, spec)
     else:
         assert train is not None
         source, origin = "trained", f"trained on {use_case.features_table}"
         text = model_core.model_text(model_core.train(
             train, spec, rounds=rounds or use_case.model.rounds, params=dict(
                 use_case.model.params), num_threads=num_threads))
-    # Parse the text that will be saved, and validate it before anything is saved or registered.
-    booster = model_core.parse(text, origin)
-    levels = model_core.levels_from_model(booster, spec, origin)
+        booster = model_core.parse(text, origin)
+        levels = model_core.levels_from_model(booster, spec, origin)
     policy = use_case.model.threshold
     evaluation = model_core.evaluate_on(booster, valid, spec, levels, num_threads, policy.policy,
                                         policy.value, use_case.scoring.band_quantiles)
