@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from batch_platform.platform.dates import days_between
-from batch_platform.platform.files import exclusive_lock, write_bytes_atomic
+from batch_platform.platform.files import (
+    UnwritableDirectoryError,
+    exclusive_lock,
+    write_bytes_atomic,
+)
 from batch_platform.platform.models.objectives import auc_expr
 from batch_platform.platform.storage import lake as lakes
 from batch_platform.platform.storage.migration import migrate
@@ -65,6 +69,7 @@ def prepare_instance(settings: Settings) -> Path:
     stamp its schema version: two stamps make every later run fail ("alembic_version has more
     than one head"). So the first caller creates the storage under a lock, and marks it done.
     """
+    settings.require_writable_data_dir()
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)  # the instance's dagster.yaml reads it
@@ -508,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Failures a person can act on: one line on standard error, the traceback only with --verbose.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     CliError, SettingsError, FileNotFoundError, ValueError, ConnectionError, PermissionError,
+    UnwritableDirectoryError,
     lakes.PreviousStorageError, lakes.MissingExtensionError, lakes.LakeUnavailableError)
 
 

@@ -1,5 +1,6 @@
 """The batch-platform command against the session's data directory."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -205,3 +206,32 @@ def test_progress_rewrites_one_status_line_on_a_terminal_and_prints_lines_otherw
         assert out.endswith("\r\x1b[K") or out.endswith("\n")
     else:
         assert "\r" not in out and "started" not in out
+
+
+def test_a_data_directory_without_room_is_refused_before_any_work(tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    in_a_file = tmp_path / "a-file"
+    in_a_file.write_text("")
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(in_a_file / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["score", "--date", "2013-01-20"]) == 1
+    assert capsys.readouterr().err == (
+        f"batch-platform: data directory {in_a_file}/data cannot be written (Not a directory): "
+        "point BATCH_PLATFORM_DATA_DIR at a writable directory with room (or lower "
+        "BATCH_PLATFORM_MIN_FREE_DISK_MB)\n")
+
+
+def test_a_run_whose_data_directory_fills_up_fails_its_steps_before_they_write(
+        cli_env: Platform) -> None:
+    """A run started elsewhere (the UI, a sensor): every step checks the directory first."""
+    from batch_platform_tests.conftest import failure_messages
+
+    before = cli_env.query("SELECT count(*), max(scored_at) FROM predictions.flights").row(0)
+    full = cli_env.settings.with_overrides(min_free_disk_mb=1e12)
+    result = cli_env.run("flights_daily", dt.date(2013, 1, 20), settings=full,
+                         raise_on_error=False)
+    assert not result.success
+    assert "MB free, below the 1,000,000,000,000 MB a run needs to start" in \
+        failure_messages(result)
+    assert cli_env.query("SELECT count(*), max(scored_at) FROM predictions.flights").row(0) == \
+        before

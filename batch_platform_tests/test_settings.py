@@ -58,7 +58,7 @@ def test_data_dir_override_moves_every_path(tmp_path: Path) -> None:
 def test_valid_overrides_are_parsed() -> None:
     settings = Settings.from_env({
         "BATCH_PLATFORM_MAX_REJECT_FRACTION": "0.2",
-        "BATCH_PLATFORM_CHUNK_ROWS": " 7 ",
+        "BATCH_PLATFORM_CHUNK_ROWS": " 70 ",
         "BATCH_PLATFORM_SCORING_THREADS": "2",
         "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS": "1.5",
         "BATCH_PLATFORM_MODEL_VERSION": "0123456789abcdef",
@@ -69,7 +69,7 @@ def test_valid_overrides_are_parsed() -> None:
     })
     assert settings.duckdb_memory_limit == "2GB"
     assert settings.max_reject_fraction == 0.2
-    assert settings.chunk_rows == 7
+    assert settings.chunk_rows == 70
     assert settings.scoring_threads == 2
     assert settings.lock_timeout_seconds == 1.5
     assert settings.model_version == "0123456789abcdef"
@@ -90,7 +90,9 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("MAX_REJECT_FRACTION", "1.5", "must be between 0 and 1"),
         ("MAX_REJECT_FRACTION", "-0.1", "must be between 0 and 1"),
         ("MAX_REJECT_FRACTION", "abc", "is not a valid float"),
-        ("CHUNK_ROWS", "0", "must be a positive number of rows"),
+        ("CHUNK_ROWS", "0", "must be at least 50 rows"),
+        ("CHUNK_ROWS", "1", "smaller chunks spend their time on per-chunk work"),
+        ("MIN_FREE_DISK_MB", "-1", "must be 0 or more megabytes"),
         ("CHUNK_ROWS", "1e3", "is not a valid int"),
         ("SCORING_THREADS", "-1", "must be 0 (all cores) or a positive number of threads"),
         ("LOCK_TIMEOUT_SECONDS", "0", "must be a positive number of seconds"),
@@ -119,8 +121,8 @@ def test_settings_error_is_a_value_error() -> None:
 
 def test_with_overrides_validates(tmp_path: Path) -> None:
     settings = Settings.from_env({"BATCH_PLATFORM_DATA_DIR": str(tmp_path)})
-    changed = settings.with_overrides(chunk_rows=5)
-    assert changed.chunk_rows == 5
+    changed = settings.with_overrides(chunk_rows=50)
+    assert changed.chunk_rows == 50
     assert changed.data_dir == settings.data_dir
     assert settings.chunk_rows == 100_000  # the original is untouched
     with pytest.raises(SettingsError, match="BATCH_PLATFORM_CHUNK_ROWS=0"):
@@ -184,3 +186,18 @@ def test_invalid_ray_settings_name_the_variable(env: dict[str, str], name: str,
 def test_a_relative_staging_path_given_in_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="BATCH_PLATFORM_STAGING_URI='staging' must be a URI"):
         Settings(data_dir=tmp_path, staging_uri="staging").validated()
+
+
+def test_a_data_directory_that_cannot_take_the_work_is_refused_before_any(tmp_path: Path
+                                                                         ) -> None:
+    in_a_file = tmp_path / "a-file"
+    in_a_file.write_text("")
+    with pytest.raises(OSError, match=(
+            rf"^data directory {in_a_file}/data cannot be written \(Not a directory\): point "
+            "BATCH_PLATFORM_DATA_DIR at a writable directory")):
+        Settings(data_dir=in_a_file / "data").validated().require_writable_data_dir()
+    huge = Settings(data_dir=tmp_path / "data", min_free_disk_mb=1e12).validated()
+    with pytest.raises(OSError, match=r"MB free, below the 1,000,000,000,000 MB a run needs"):
+        huge.require_writable_data_dir()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []  # the probe is gone
+    Settings(data_dir=tmp_path / "data").validated().require_writable_data_dir()

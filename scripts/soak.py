@@ -222,7 +222,7 @@ def soak(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="batch-platform-soak-")).resolve()
     if args.data_dir and data_dir.exists():
         shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # mkdtemp made it already
     logs = data_dir / "soak-logs"
     logs.mkdir()
     env = os.environ | {

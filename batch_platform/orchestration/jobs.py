@@ -63,22 +63,25 @@ class StepFailure:
 
 
 def step_failures(result: dg.ExecuteInProcessResult) -> list[StepFailure]:
-    """The errors that failed a run's steps, unwrapped from Dagster's step-error wrapper."""
+    """The errors that failed a run's steps, unwrapped from Dagster's wrappers; when no step
+    failed (a resource that could not start), the run's own error."""
+    step_errors = [(event.step_key or "", event.step_failure_data.error)
+                   for event in result.all_events
+                   if event.is_step_failure and event.step_failure_data
+                   and event.step_failure_data.error]
+    run_errors = [("run", error) for event in result.all_events
+                  if (error := getattr(event.event_specific_data, "error", None)) is not None]
     failures = []
-    for event in result.all_events:
-        if not (event.is_step_failure and event.step_failure_data
-                and event.step_failure_data.error):
-            continue
-        outer = error = event.step_failure_data.error
-        retries = ""
+    for step, outer in step_errors or run_errors[:1]:
+        error, retries = outer, ""
         while error.cause is not None and error.cls_name in _WRAPPERS | {_RETRIES_EXHAUSTED}:
             if error.cls_name == _RETRIES_EXHAUSTED:
                 # "Exceeded max_retries of 3" alone hides what kept failing: show its cause.
                 retries = f" ({_without_class(error.message, error.cls_name)})"
             error = error.cause
         message = " ".join(_without_class(error.message, error.cls_name or "").split())
-        failures.append(StepFailure(event.step_key or "", error.cls_name or "Error",
-                                    message + retries, outer.to_string()))
+        failures.append(StepFailure(step, error.cls_name or "Error", message + retries,
+                                    outer.to_string()))
     return failures
 
 
@@ -96,5 +99,6 @@ def _without_class(message: str, cls_name: str) -> str:
     return message.strip()
 
 
-_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError",
+             "DagsterResourceFunctionError"}
 _RETRIES_EXHAUSTED = "RetryRequested"

@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import duckdb
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from batch_platform.platform.storage.lake import Lake, lake_of
 from batch_platform.settings import Settings
@@ -48,6 +48,7 @@ class PlatformResource(ConfigurableResource):
     use_case: str | None = None
     max_reject_fraction: float | None = None
     chunk_rows: int
+    min_free_disk_mb: float
     scoring_threads: int
     lock_timeout_seconds: float
     lake_catalog: str | None = None
@@ -76,6 +77,10 @@ class PlatformResource(ConfigurableResource):
         values = asdict(settings) | {"data_dir": str(settings.data_dir)}
         return cls(**{name: list(value) if isinstance(value, tuple) else value
                       for name, value in values.items()})
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # A read-only or full data directory fails the step before it does any work.
+        self.settings.require_writable_data_dir()
 
     @property
     def settings(self) -> Settings:

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -22,6 +23,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_FILE_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+class UnwritableDirectoryError(OSError):
+    """The data directory cannot take the work: read-only, not a directory, or nearly full."""
+
+
+def require_writable(directory: Path, min_free_bytes: int, what: str, remedy: str) -> None:
+    """Refuse before any work a ``directory`` that cannot be created, written or that has
+    less than ``min_free_bytes`` free, rather than failing half-way through a run."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe.{os.getpid()}"
+        with open(probe, "wb") as handle:
+            handle.write(b"probe")
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UnwritableDirectoryError(
+            f"{what} {directory} cannot be written ({reason}): {remedy}") from None
+    free = shutil.disk_usage(directory).free
+    if free < min_free_bytes:
+        raise UnwritableDirectoryError(
+            f"{what} {directory} has {free / 1e6:,.0f} MB free, below the "
+            f"{min_free_bytes / 1e6:,.0f} MB a run needs to start: free some space, or {remedy}")
 
 
 class LockTimeout(TimeoutError):
