@@ -27,7 +27,7 @@ from pydantic import Field, PrivateAttr
 from batch_platform.platform.features.spec import BINARY, FeatureSpec
 from batch_platform.platform.ingest import schema
 from batch_platform.platform.ingest.validate import LINEAGE_COLUMNS
-from batch_platform.platform.monitoring.audits import AuditThresholds
+from batch_platform.platform.monitoring.audits import AuditThresholds, RowHistory
 from batch_platform.platform.use_case import (
     Automation,
     Checks,
@@ -86,6 +86,14 @@ class PlacedByDecl(dg.Resolvable, dg.Model):
     hour_column: str | None = None
 
 
+class RowHistoryDecl(dg.Resolvable, dg.Model):
+    """A day's rows within ``tolerance`` of the same weekday's median over ``weeks`` weeks."""
+
+    weeks: int = 4
+    tolerance: float = 0.5
+    min_weeks: int = 3
+
+
 class SourceDecl(dg.Resolvable, dg.Model):
     path: str | None = None  # "<folder>/{date}.csv"; the default folder is the source's name
     columns: dict[str, ColumnDecl]
@@ -94,6 +102,10 @@ class SourceDecl(dg.Resolvable, dg.Model):
     placed_by: PlacedByDecl | None = None
     expected_rows_per_day: list[int] | None = None
     min_rows: int = 0
+    # renamed: whole once under its name; manifest: <file>.manifest.json names rows, bytes and
+    # SHA-256; settled: unchanged for BATCH_PLATFORM_LANDING_SETTLE_SECONDS.
+    complete_when: Literal["renamed", "manifest", "settled"] = "renamed"
+    rows_vs_history: RowHistoryDecl | None = None
 
 
 class ReferenceDecl(dg.Resolvable, dg.Model):
@@ -338,7 +350,14 @@ def _source(name: str, decl: SourceDecl, timezone: str, fail) -> LandingSource:
     if not 0 <= low <= high:
         raise fail(f"{prefix}.expected_rows_per_day", f"[{low}, {high}] must be [low, high] "
                                                       "with 0 <= low <= high")
-    return LandingSource(source, path, (low, high))
+    history = None
+    if decl.rows_vs_history is not None:
+        h = decl.rows_vs_history
+        if not (h.weeks >= 1 and 1 <= h.min_weeks <= h.weeks and h.tolerance > 0):
+            raise fail(f"{prefix}.rows_vs_history", "needs weeks >= 1, 1 <= min_weeks <= weeks "
+                                                    "and a tolerance > 0 (a fraction, 0.5 = ±50%)")
+        history = RowHistory(h.weeks, h.tolerance, h.min_weeks)
+    return LandingSource(source, path, (low, high), decl.complete_when, history)
 
 
 def _reference(name: str, decl: ReferenceDecl, timezone: str, fail) -> ReferenceSource:

@@ -38,7 +38,7 @@ from batch_platform.orchestration.resources import PlatformResource, WarehouseRe
 from batch_platform.orchestration.stages import Progress, stage
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.features.rows import FeatureTally, feature_chunks
-from batch_platform.platform.ingest import landing
+from batch_platform.platform.ingest import completeness, landing
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
@@ -216,11 +216,18 @@ class UseCaseAssets:
             run_lineage = lineage(context)
             tallies: dict[dt.date, ingest.FileTally] = {}
             progress = Progress(context.log, raw_table, len(days), "files validated")
+            # Every file of the range is whole before any row is read (a feed still writing).
+            now = dt.datetime.now(dt.UTC)
+            paths = {day: landing.landing_file(settings.landing_dir, landed.folder, day)
+                     for day in days}
+            for day, path in paths.items():
+                completeness.require_complete(
+                    path, landed.complete_when, f"{source.name} landing file "
+                    f"{ingest.describe(path, day)}", now, settings.landing_settle_seconds)
             with staged(context, settings, f"raw_{source.name}") as staging:
                 good = staging.table("good", exclude=(ingest.LINE_COLUMN,))
                 rejected = staging.table("rejected")
-                for day in days:
-                    path = landing.landing_file(settings.landing_dir, landed.folder, day)
+                for day, path in paths.items():
                     tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
                                               settings.chunk_rows, staging.root,
                                               settings.duckdb_memory_limit)
@@ -238,11 +245,18 @@ class UseCaseAssets:
                         "good_without_repeated_keys", exclude=(ingest.LINE_COLUMN,)))
                 good, rejected = good.close(), rejected.close()
                 ignored = sorted({c for tally in tallies.values() for c in tally.ignored_columns})
+                history = landed.rows_vs_history
+                known = {}
+                if history is not None:
+                    with warehouse.get_connection() as con:
+                        known = partition_counts(con, raw_table, history.first_day(start),
+                                                 start - dt.timedelta(days=1))
                 verdict = gate(context, [
                     audits.audit_raw_schema(source, good.empty(), ignored),
                     audits.audit_row_counts(source.name,
-                                            {d: t.rows_in for d, t in tallies.items()},
-                                            landed.expected_rows_per_day),
+                                            {d: t.rows_in - t.rejected
+                                             for d, t in tallies.items()},
+                                            landed.expected_rows_per_day, history, known),
                     audits.audit_required_nulls(source, tallies, settings.audit_thresholds()),
                 ], days)
                 commit_seconds = commit(context, warehouse,

@@ -66,7 +66,9 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
         first_tick = context.cursor is None
         scan = arrivals.scan(settings.landing_dir, arrivals.decode_cursor(context.cursor),
                              first_day, last_day, dt.datetime.now(dt.UTC),
-                             settings.landing_settle_seconds, folders)
+                             settings.landing_settle_seconds, folders,
+                             {source.folder: source.complete_when
+                              for source in use_case.sources.values()})
         for message in scan.ignored:
             context.log.warning(f"ignored {message}")
         for message in scan.waiting:

@@ -22,8 +22,9 @@ SEVERITY = {ERROR: dg.AssetCheckSeverity.ERROR}
 RAW_CHECKS = {
     "schema": "Every declared column with its declared type; input columns the schema does "
               "not know warn.",
-    "row_count": "Rows per day within the declared range (sources.<name>.expected_rows_per_day); "
-                 "warns.",
+    "row_count": "Rows per day within the declared range (sources.<name>.expected_rows_per_day), "
+                 "which warns; and, where declared (rows_vs_history), within a tolerance of the "
+                 "same weekday's recent median, which blocks publishing.",
     "required_values": "Share of a day's rows missing a required value at most "
                        "BATCH_PLATFORM_MAX_NULL_FRACTION; blocks publishing.",
 }

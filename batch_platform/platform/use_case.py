@@ -18,7 +18,7 @@ import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.ingest.schema import SourceSchema
-from batch_platform.platform.monitoring.audits import AuditThresholds
+from batch_platform.platform.monitoring.audits import AuditThresholds, RowHistory
 
 # feature_context(sources, references, start, end) -> whatever feature_rows needs
 FeatureContext = Callable[[Mapping[str, pl.LazyFrame], Mapping[str, pl.DataFrame], dt.date,
@@ -47,6 +47,10 @@ class LandingSource:
     schema: SourceSchema
     path: str  # relative to the landing directory; "{date}" is the partition's day
     expected_rows_per_day: tuple[int, int] = (0, 2**31 - 1)
+    # How the feed says a file is whole (ingest/completeness.py): renamed, manifest or settled.
+    complete_when: str = "renamed"
+    # A day's rows against the same weekday's recent history; None: no such check.
+    rows_vs_history: RowHistory | None = None
 
     @property
     def folder(self) -> str:

@@ -15,6 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch_platform.platform.ingest.completeness import (
+    MANIFEST_SUFFIX,
+    RENAMED,
+    IncompleteLandingError,
+    incomplete,
+)
 from batch_platform.platform.ingest.landing import DATE_FILE_PATTERN
 
 # Temporary files of an atomic write (``.name.pid.tmp``) and common partial-download suffixes.
@@ -46,8 +52,12 @@ class Scan:
 
 def scan(landing_dir: Path, seen: Mapping[str, Seen], first_day: dt.date, last_day: dt.date,
          now: dt.datetime, settle_seconds: float,
-         sources: Sequence[str]) -> Scan:
-    """Compare the landing directory with ``seen``; ``seen`` itself is not changed."""
+         sources: Sequence[str], complete_when: Mapping[str, str] | None = None) -> Scan:
+    """Compare the landing directory with ``seen``; ``seen`` itself is not changed.
+
+    ``complete_when`` (by source folder) says how a file is known to be whole
+    (``completeness.py``); a day with a file that is not waits, and is looked at again.
+    """
     result = Scan(seen=dict(seen))
     root = landing_dir.resolve()
     files: dict[dt.date, dict[str, Path]] = {}
@@ -70,6 +80,12 @@ def scan(landing_dir: Path, seen: Mapping[str, Seen], first_day: dt.date, last_d
         previous = seen.get(day.isoformat())
         if previous is not None and previous.signature == signature:
             continue
+        unfinished = [f"{by_source[source]}: {reason}" for source in sources
+                      if (reason := _incomplete(by_source[source], (complete_when or {}).get(
+                          source, RENAMED), now, settle_seconds))]
+        if unfinished:
+            result.waiting.extend(unfinished)
+            continue
         digest = _digest(by_source[source] for source in sources)
         result.seen[day.isoformat()] = Seen(signature, digest)
         if previous is None or previous.digest != digest:
@@ -84,6 +100,8 @@ def _settled_partition_file(entry: Path, root: Path, first_day: dt.date, last_da
     name = entry.name
     if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES):
         return None  # an atomic write or a download in progress: its final name comes later
+    if name.endswith(MANIFEST_SUFFIX):
+        return None  # a file's manifest, read with the file
     if not entry.resolve().is_relative_to(root):
         result.ignored.append(f"{entry}: points outside the landing directory {root}; refused")
         return None
@@ -104,6 +122,14 @@ def _settled_partition_file(entry: Path, root: Path, first_day: dt.date, last_da
                               f"(waiting {settle_seconds:g}s)")
         return None
     return day
+
+
+def _incomplete(path: Path, complete_when: str, now: dt.datetime, settle_seconds: float
+                ) -> str | None:
+    try:
+        return incomplete(path, complete_when, now, settle_seconds)
+    except IncompleteLandingError as err:  # an unreadable manifest: wait for a good one
+        return str(err)
 
 
 def _date(text: str) -> dt.date | None:

@@ -93,8 +93,35 @@ def audit_raw_schema(source: SourceSchema, good: pl.DataFrame,
     return Audit("schema", True, ERROR, f"{len(expected)} columns as declared", metadata)
 
 
+@dataclass(frozen=True)
+class RowHistory:
+    """A day's rows must be within ``tolerance`` (a fraction) of the median of the same weekday
+    over the previous ``weeks`` weeks, of which at least ``min_weeks`` are known."""
+
+    weeks: int = 4
+    tolerance: float = 0.5
+    min_weeks: int = 3
+
+    def first_day(self, day: dt.date) -> dt.date:
+        return day - dt.timedelta(weeks=self.weeks)
+
+    def expected(self, day: dt.date, known: Mapping[dt.date, int]) -> float | None:
+        """The same weekday's median rows before ``day``; None without enough history."""
+        earlier = sorted(known[d] for week in range(1, self.weeks + 1)
+                         if (d := day - dt.timedelta(weeks=week)) in known)
+        if len(earlier) < self.min_weeks:
+            return None
+        middle = len(earlier) // 2
+        return float(earlier[middle] if len(earlier) % 2 else
+                     (earlier[middle - 1] + earlier[middle]) / 2)
+
+
 def audit_row_counts(source: str, rows_by_day: Mapping[dt.date, int],
-                     expected: tuple[int, int]) -> Audit:
+                     expected: tuple[int, int], history: RowHistory | None = None,
+                     known: Mapping[dt.date, int] | None = None) -> Audit:
+    """Rows per day: outside the declared range warns; far from the day's own history (the
+    same weekday in the previous weeks, ``known`` before the run and this run's earlier days)
+    is an error: a feed that delivered part of a day."""
     low, high = expected
     outside = sorted(day for day, rows in rows_by_day.items() if not low <= rows <= high)
     counts = list(rows_by_day.values())
@@ -102,11 +129,32 @@ def audit_row_counts(source: str, rows_by_day: Mapping[dt.date, int],
                                    "rows_max": max(counts, default=0),
                                    "expected_min": low, "expected_max": high,
                                    "days_outside": len(outside)}
+    failed: dict[dt.date, str] = dict.fromkeys(outside, WARN)
+    problems = []
+    if history is not None:
+        seen = dict(known or {}) | dict(rows_by_day)
+        far = {}
+        for day, rows in sorted(rows_by_day.items()):
+            median = history.expected(day, seen)
+            if median is not None and abs(rows - median) > history.tolerance * median:
+                far[day] = median
+        metadata |= {"history_weeks": history.weeks, "history_tolerance": history.tolerance,
+                     "days_far_from_history": len(far)}
+        failed |= dict.fromkeys(far, ERROR)
+        problems += [f"{day} has {rows_by_day[day]:,} rows, expected about {median:,.0f} (the "
+                     f"median of the same weekday over the previous {history.weeks} weeks, "
+                     f"±{history.tolerance:.0%}): a partial or duplicated delivery?"
+                     for day, median in far.items()]
     if outside:
-        detail = ", ".join(f"{day} has {rows_by_day[day]}" for day in outside[:5])
-        return Audit("row_count", False, WARN, f"{source}: rows per day outside the expected "
-                     f"{low}..{high}: {detail}", metadata, dict.fromkeys(outside, WARN))
-    return Audit("row_count", True, WARN, f"rows per day within {low}..{high}", metadata)
+        problems.append("rows per day outside the expected " f"{low}..{high}: " + ", ".join(
+            f"{day} has {rows_by_day[day]}" for day in outside[:5]))
+    if problems:
+        severity = ERROR if ERROR in failed.values() else WARN
+        return Audit("row_count", False, severity, f"{source}: " + "; ".join(problems[:5]),
+                     metadata, failed)
+    return Audit("row_count", True, ERROR if history else WARN,
+                 f"rows per day within {low}..{high}"
+                 + (" and their history" if history else ""), metadata)
 
 
 def audit_required_nulls(source: SourceSchema,

