@@ -7,6 +7,7 @@ policy, so one day and a year of days are the same code path and a range is one 
 
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ from batch_platform.platform.scoring.partition import score_staged
 from batch_platform.platform.storage.staging import Staging, chunks, row_count, staging
 from batch_platform.platform.storage.warehouse import (
     MissingDataError,
+    delete_partitions,
     partition_counts,
     partitions_query,
     read_partitions,
@@ -200,6 +202,7 @@ class UseCaseAssets:
         use_case = self.use_case
         raw_table, quarantine_table = use_case.raw_table(source.name), \
             use_case.quarantine_table(source.name)
+        refused_table = use_case.refused_table(source.name)
 
         @self.daily_asset(
             self.key("raw", source.name), checks=RAW_CHECKS, kinds={"duckdb", "polars"},
@@ -231,9 +234,19 @@ class UseCaseAssets:
                     tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
                                               settings.chunk_rows, staging.root,
                                               settings.duckdb_memory_limit)
-                    ingest.enforce_reject_threshold(tally, settings.max_reject_fraction,
-                                                    ingest.describe(path, day))
                     tallies[day] = tally
+                    try:
+                        ingest.enforce_reject_threshold(tally, settings.max_reject_fraction,
+                                                        ingest.describe(path, day))
+                    except ingest.BadInputError as refused:
+                        # The day keeps its published version; its rejected rows, every reason,
+                        # stay readable apart until a delivery of the day is published.
+                        commit(context, warehouse, functools.partial(
+                            replace_partitions, writes=[(refused_table, rejected.close())],
+                            partition_dates=list(tallies), publish=[day]))
+                        raise ingest.BadInputError(
+                            f"{refused} Its {tally.rejected} rejected rows and their reasons: "
+                            f"{refused_table} WHERE partition_date = '{day}'") from None
                     if tally.rejected:
                         context.log.warning(f"{path}: {tally.rejected} row(s) quarantined: "
                                             f"{tally.top_reasons()}")
@@ -259,10 +272,10 @@ class UseCaseAssets:
                                             landed.expected_rows_per_day, history, known),
                     audits.audit_required_nulls(source, tallies, settings.audit_thresholds()),
                 ], days)
-                commit_seconds = commit(context, warehouse,
-                    lambda con: replace_partitions(con, [(raw_table, good),
-                                                         (quarantine_table, rejected)], days,
-                                               verdict.publish))
+                commit_seconds = commit(context, warehouse, lambda con: (
+                    replace_partitions(con, [(raw_table, good), (quarantine_table, rejected)],
+                                       days, verdict.publish),
+                    delete_partitions(con, refused_table, verdict.publish)))
             rows_in = sum(t.rows_in for t in tallies.values())
             rows_rejected = sum(t.rejected for t in tallies.values())
             return verdict.outcome(scoped_to_partitions({

@@ -168,6 +168,11 @@ class UseCase:
     def quarantine_table(source: str) -> str:
         return f"quarantine.{source}"
 
+    @staticmethod
+    def refused_table(source: str) -> str:
+        """Every rejected row of a day refused for rejecting too many (until it is published)."""
+        return f"quarantine.{source}_refused"
+
     def job_name(self, what: str) -> str:
         """``daily``, ``features``, ``train``, ``predict``, ``freshness``: ``<name>_<what>``."""
         return f"{self.name}_{what}"
@@ -177,6 +182,7 @@ class UseCase:
         return [
             *(self.raw_table(s) for s in self.sources),
             *(self.quarantine_table(s) for s in self.sources),
+            *(self.refused_table(s) for s in self.sources),
             *(self.raw_table(r) for r in self.references),
             self.features_table, self.predictions_table, self.report_table,
         ]

@@ -91,6 +91,14 @@ def replace_partitions(
         insert(con, table, rows, only)
 
 
+def delete_partitions(con: duckdb.DuckDBPyConnection, table: str,
+                      partition_dates: Sequence[dt.date]) -> None:
+    """Remove ``partition_dates`` from ``table``, if it exists; inside the commit."""
+    if table_exists(con, table):
+        con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)",
+                    {"dates": list(partition_dates)})
+
+
 def _rows_outside(con: duckdb.DuckDBPyConnection, rows: Rows,
                   partition_dates: Sequence[dt.date]) -> int:
     if isinstance(rows, pl.DataFrame):
