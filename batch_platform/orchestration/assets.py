@@ -49,6 +49,7 @@ from batch_platform.platform.monitoring import audits, drift
 from batch_platform.platform.reports import daily as reports
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.scoring.partition import score_staged
+from batch_platform.platform.storage import rollback
 from batch_platform.platform.storage.staging import Staging, chunks, row_count, staging
 from batch_platform.platform.storage.warehouse import (
     MissingDataError,
@@ -92,9 +93,13 @@ def staged(context: dg.AssetExecutionContext, settings: Settings, step: str
 
 
 def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-           write: Callable[[duckdb.DuckDBPyConnection], None]) -> float:
+           write: Callable[[duckdb.DuckDBPyConnection], None],
+           kept_if_the_run_fails: bool = False) -> float:
     """Write in one lake transaction whose snapshot names this step: what, which days, which
-    run (``lake.snapshots()`` shows it; time travel finds a run's snapshot by it)."""
+    run (``lake.snapshots()`` shows it; time travel finds a run's snapshot by it).
+
+    If the run fails later, the commit is undone (``stages.undo_run``) unless
+    ``kept_if_the_run_fails``; a run already undone commits nothing more."""
     asset = context.asset_key.to_user_string()
     days = ""
     if context.assets_def.partitions_def is not None:
@@ -103,8 +108,16 @@ def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 else f"{key_range.start}..{key_range.end}")
     run_id = context.run.run_id
     message = " ".join(part for part in (asset, days, "by run", run_id) if part)
-    return warehouse.commit(write, message, {"run_id": run_id, "asset": asset,
-                                             "partitions": days, "code_version": code_version()})
+    details = {"run_id": run_id, "asset": asset, "partitions": days,
+               "code_version": code_version()}
+    if kept_if_the_run_fails:
+        details[rollback.KEPT] = "true"
+
+    def write_unless_rolled_back(con: duckdb.DuckDBPyConnection) -> None:
+        rollback.refuse_rolled_back(con, run_id)
+        write(con)
+
+    return warehouse.commit(write_unless_rolled_back, message, details)
 
 
 def lineage(context: dg.AssetExecutionContext) -> ingest.Lineage:
@@ -243,7 +256,8 @@ class UseCaseAssets:
                         # stay readable apart until a delivery of the day is published.
                         commit(context, warehouse, functools.partial(
                             replace_partitions, writes=[(refused_table, rejected.close())],
-                            partition_dates=list(tallies), publish=[day]))
+                            partition_dates=list(tallies), publish=[day]),
+                            kept_if_the_run_fails=True)
                         raise ingest.BadInputError(
                             f"{refused} Its {tally.rejected} rejected rows and their reasons: "
                             f"{refused_table} WHERE partition_date = '{day}'") from None

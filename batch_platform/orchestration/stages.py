@@ -12,8 +12,10 @@ import dagster as dg
 import duckdb
 
 from batch_platform.orchestration.checks import AuditsBlockedPublishing
+from batch_platform.orchestration.resources import WarehouseResource
 from batch_platform.platform.files import LockTimeout
 from batch_platform.platform.scoring.ray_engine import RayClusterUnavailable
+from batch_platform.platform.storage import rollback
 from batch_platform.platform.storage.lake import LakeUnavailableError
 
 # Failures that go away by themselves: the lake's writer lock held by someone else for too long,
@@ -40,6 +42,7 @@ def stage(compute: Callable[..., object]) -> Callable[..., Iterator[object]]:
     @functools.wraps(compute)
     def wrapper(context: dg.AssetExecutionContext, *args: object,
                 **kwargs: object) -> Iterator[object]:
+        warehouse = kwargs.get("warehouse")
         try:
             outcome = compute(context, *args, **kwargs)
             if inspect.isgenerator(outcome):
@@ -48,14 +51,43 @@ def stage(compute: Callable[..., object]) -> Callable[..., Iterator[object]]:
                 yield outcome
         except AuditsBlockedPublishing as blocked:
             yield from blocked.results
+            undo_run(context, warehouse, blocked)
             raise
         except TRANSIENT_ERRORS as err:
+            if context.retry_number >= MAX_RETRIES:
+                undo_run(context, warehouse, err)
+                raise
             seconds = retry_delay(context.retry_number)
             context.log.warning(f"transient failure, retry {context.retry_number + 1} of "
                                 f"{MAX_RETRIES} in {seconds:.0f}s: {err}")
             raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=seconds) from err
+        except Exception as err:
+            undo_run(context, warehouse, err)
+            raise
 
     return wrapper
+
+
+def undo_run(context: dg.AssetExecutionContext, warehouse: object, error: BaseException
+             ) -> None:
+    """The step failed for good, so its run fails: undo what the run's earlier steps
+    committed (``platform/storage/rollback.py``), so every table of its days is as before."""
+    if not isinstance(warehouse, WarehouseResource):
+        return
+    run_id = context.run.run_id
+    step = context.asset_key.to_user_string()
+    reason = f"{step} failed: {' '.join(str(error).split())[:300]}"
+    restored: list[rollback.Restored] = []
+    try:
+        warehouse.commit(lambda con: restored.extend(rollback.undo_run(con, run_id, reason)),
+                         f"undo run {run_id} ({step} failed)",
+                         {"run_id": run_id, rollback.UNDO: run_id, "asset": step})
+    except Exception as err:  # the step's own error is what the operator must see first
+        context.log.error(f"run {run_id} could not be rolled back ({err}); rerun its days")
+        return
+    if restored:
+        context.log.warning(f"run rolled back after {step} failed: "
+                            + "; ".join(str(r) for r in restored))
 
 
 class Progress:
