@@ -295,7 +295,7 @@ def _check_champion_unchanged(con: duckdb.DuckDBPyConnection, use_case: str,
         if latest.height and latest["model_version"][0] == current:
             change = latest.row(0, named=True)
             by = (f" ({change['action']} by {change['actor']} at "
-                  f"{change['promoted_at']:%Y-%m-%d %H:%M:%S} UTC)")
+                  f"{change['promoted_at'].astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC)")
         raise LifecycleError(f"{what} refused: the champion is now {current}{by}, not "
                              f"{expected} as read; another change won: judge against {current} "
                              "and try again")
