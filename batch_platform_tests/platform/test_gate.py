@@ -23,16 +23,19 @@ from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.models import booster as model
-from batch_platform.platform.models import gate
+from batch_platform.platform.models import gate, registry
 from batch_platform.platform.models.objectives import objective
+from batch_platform.platform.models.training import build_model
+from batch_platform.platform.storage.lake import Lake
 from batch_platform.use_cases.flights import features
 from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHER
+from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, USE_CASE, WEATHER
 from batch_platform_tests.platform.support import LINEAGE, validate_file
 
 TRAIN = (dt.date(2013, 1, 1), dt.date(2013, 1, 31))
 JUDGED = (dt.date(2013, 2, 1), dt.date(2013, 2, 28))
 FEBRUARY_DAYS = 28
+LAST_WEEK = (dt.date(2013, 1, 25), dt.date(2013, 1, 31))
 PROPER_ROUNDS = 100
 # The weak champion: the carrier and the airport only, five rounds.
 WEAK_FEATURES = ("carrier", "origin")
@@ -52,6 +55,7 @@ def days_of(window: tuple[dt.date, dt.date]) -> list[dt.date]:
 class Scored:
     version: str
     predictions: pl.DataFrame  # partition_date, flight_id, score, model_version
+    text: str  # the model file
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class February:
     weak: Scored
     reseeded: Scored  # the proper model's recipe with another random seed
     route_and_hour: Scored
+    few_rounds: Scored  # every feature, five rounds: a champion the registry accepts
+    last_week_of_january: pl.DataFrame  # features, to validate a registered model on
 
 
 def good_rows(folder: Path, schema, days: list[dt.date]) -> pl.DataFrame:
@@ -83,7 +89,7 @@ def train_and_score(train: pl.DataFrame, judged: pl.DataFrame, spec: FeatureSpec
     predictions = judged.select("partition_date", spec.id_column).with_columns(
         pl.Series("score", reloaded.predict(matrix, num_threads=2)),
         pl.lit(version).alias("model_version"))
-    return Scored(version, predictions)
+    return Scored(version, predictions, text)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,9 @@ def february(tmp_path_factory: pytest.TempPathFactory) -> February:
         weak=train_and_score(train, judged, with_features(WEAK_FEATURES), WEAK_ROUNDS),
         reseeded=train_and_score(train, judged, FLIGHTS, PROPER_ROUNDS, {"seed": 14}),
         route_and_hour=train_and_score(train, judged, with_features(ROUTE_AND_HOUR),
-                                       ROUTE_AND_HOUR_ROUNDS))
+                                       ROUTE_AND_HOUR_ROUNDS),
+        few_rounds=train_and_score(train, judged, FLIGHTS, WEAK_ROUNDS),
+        last_week_of_january=train.filter(pl.col("partition_date") >= LAST_WEEK[0]))
 
 
 def with_features(columns: tuple[str, ...]) -> FeatureSpec:
@@ -330,3 +338,45 @@ def test_no_day_known_is_refused_in_words() -> None:
     assert not verdict.allowed
     assert verdict.summary == ("refused: challenger chall vs champion champ: no day with "
                                "outcomes known for both; need >= 14 days of realised outcomes")
+
+
+# --- the gate decides a promotion -------------------------------------------------------------
+
+def register(february: February, scored: Scored, data_dir: Path) -> registry.ModelRecord:
+    """Register ``scored``'s file the way the model asset does for a brought file."""
+    brought = data_dir.parent / f"{scored.version}.txt"
+    brought.write_text(scored.text)
+    return build_model(USE_CASE, None, february.last_week_of_january, None, LAST_WEEK,
+                       data_dir / "models", data_dir, brought_file=brought, num_threads=2,
+                       run_id="test", code_version="test").record
+
+
+def test_the_gate_lets_a_better_challenger_through_and_the_promotion_keeps_its_figures(
+        february: February, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    lake = Lake(f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}", tmp_path / "lake" / "files")
+    champion = register(february, february.few_rounds, data_dir)
+    challenger = register(february, february.proper, data_dir)
+    lake.commit(lambda con: registry.register_champion(con, champion), "champion", {})
+    lake.commit(lambda con: registry.register_challenger(con, challenger), "challenger", {})
+
+    verdict = judge(february, february.few_rounds, february.proper)
+    assert verdict.allowed
+    assert verdict.days == FEBRUARY_DAYS and verdict.lower_bound > 0
+    with lake.read_only() as con:
+        read = registry.champion_version(con, "flights")
+    assert read == february.few_rounds.version
+    lake.commit(lambda con: registry.promote(
+        con, "flights", challenger.model_version, "won February", "alice", verdict,
+        expected_champion=read, data_dir=data_dir, models_dir=data_dir / "models"),
+        "promote", {})
+
+    with lake.read_only() as con:
+        assert registry.resolve(con, "flights", None)["model_version"] == february.proper.version
+        row = registry.history(con, "flights").row(-1, named=True)
+    assert (row["action"], row["model_version"], row["previous_champion"], row["forced"]) == (
+        "promote", february.proper.version, february.few_rounds.version, False)
+    evidence = json.loads(row["evidence"])
+    assert evidence == json.loads(json.dumps(verdict.evidence()))
+    assert evidence["mean_improvement"] == verdict.mean_improvement
+    assert evidence["summary"].startswith("allowed: ")
