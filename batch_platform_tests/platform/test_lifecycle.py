@@ -28,6 +28,7 @@ from batch_platform.platform.models.training import BuiltModel, build_model
 from batch_platform.platform.storage import lake as lakes
 from batch_platform_tests.flights import FLIGHTS, USE_CASE
 from batch_platform_tests.platform.support import DAY_1, DAY_2, DAY_3
+from batch_platform_tests.platform.test_lake_postgres import Server, postgres  # noqa: F401
 
 TRAIN_WINDOW = (DAY_1, DAY_2)
 VALID_WINDOW = (DAY_3, DAY_3)
@@ -394,3 +395,50 @@ def test_two_promotions_at_once_one_wins(lake: lakes.Lake, a_champion_b_challeng
     assert history(lake).select("action", "actor").rows() == [
         ("register", "run run-a"), ("promote", winners[0])]
     assert statuses(lake, models) == {"a": "retired", "b": "champion", "other": "champion"}
+
+
+def test_two_promotions_at_once_on_a_postgresql_catalog(
+        postgres: Server, tmp_path: Path, models: Models) -> None:  # noqa: F811 (the fixture)
+    """``postgres`` is the lake tests' throwaway server. No lock on PostgreSQL: both
+    transactions are open, both have promoted, before either commits. The second commit
+    conflicts, runs again on the newer snapshot, and the re-read champion refuses it, naming
+    the winner."""
+    lake = lakes.Lake(postgres.new_catalog(), tmp_path / "pg-lake" / "files",
+                      connect_timeout_seconds=5)
+    commit(lake, lambda con: registry.register_champion(con, models.record("a")))
+    commit(lake, lambda con: registry.register_challenger(con, models.record("b")))
+    a, b = models.version("a"), models.version("b")
+    both_written = threading.Barrier(2, timeout=60)
+    attempts = {"alice": 0, "bob": 0}
+    outcomes: dict[str, object] = {}
+
+    def operator(actor: str) -> None:
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            attempts[actor] += 1
+            registry.promote(con, "flights", b, "better", actor, None, True,
+                             expected_champion=a, data_dir=models.data_dir,
+                             models_dir=models.data_dir / "models")
+            if attempts[actor] == 1:
+                both_written.wait()
+        try:
+            lake.commit(write, f"promote by {actor}", {"run_id": actor})
+            outcomes[actor] = "promoted"
+        except registry.LifecycleError as err:
+            outcomes[actor] = err
+
+    threads = [threading.Thread(target=operator, args=(actor,)) for actor in attempts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    winners = [actor for actor, out in outcomes.items() if out == "promoted"]
+    assert len(winners) == 1, outcomes
+    loser = next(actor for actor in attempts if actor not in winners)
+    assert attempts[loser] == 2  # the conflict made its write run again
+    assert str(outcomes[loser]).startswith(
+        f"promotion of {b} to champion of flights refused: the champion is now {b} (promote by "
+        f"{winners[0]} at ")
+    with lake.read_only() as con:
+        assert registry.history(con, "flights").select("action", "actor").rows() == [
+            ("register", "run run-a"), ("promote", winners[0])]
+        assert registry.champion_version(con, "flights") == b
