@@ -4,6 +4,7 @@ Two months of real landing files are landed, validated and turned into features 
 case's own functions; real LightGBM models are trained on January and score every February
 day; each day's outcomes are the flights' own arrivals. A proper model against a much weaker
 one must be allowed; the same model, or one that differs only by its random seed, refused.
+The temperature use case's hourly observations judge a regression the same way, on MAE.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from batch_platform import catalog
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
@@ -29,8 +31,13 @@ from batch_platform.platform.models.training import build_model
 from batch_platform.platform.storage.lake import Lake
 from batch_platform.use_cases.flights import features
 from batch_platform.use_cases.flights import landing as flights_landing
+from batch_platform.use_cases.temperature import landing as temperature_landing
 from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, USE_CASE, WEATHER
 from batch_platform_tests.platform.support import LINEAGE, validate_file
+from batch_platform_tests.use_cases.test_temperature_features import build as build_temperature
+from batch_platform_tests.use_cases.test_temperature_features import (
+    read_raw as read_temperature,
+)
 
 TRAIN = (dt.date(2013, 1, 1), dt.date(2013, 1, 31))
 JUDGED = (dt.date(2013, 2, 1), dt.date(2013, 2, 28))
@@ -380,3 +387,67 @@ def test_the_gate_lets_a_better_challenger_through_and_the_promotion_keeps_its_f
     assert evidence == json.loads(json.dumps(verdict.evidence()))
     assert evidence["mean_improvement"] == verdict.mean_improvement
     assert evidence["summary"].startswith("allowed: ")
+
+
+# --- regression: the temperature use case, judged on MAE --------------------------------------
+
+TEMPERATURE = catalog.use_case("temperature").spec
+NAIVE_FEATURES = ("station", "hour_of_day")
+
+
+@pytest.fixture(scope="module")
+def temperature_february(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, ...]:
+    """January trains, February is judged: a proper model's and a naive one's predictions, and
+    February's observed temperatures."""
+    folder = tmp_path_factory.mktemp("gate_temperature")
+    days = days_of((TRAIN[0], JUDGED[1]))
+    temperature_landing.land(folder, days)
+    rows = build_temperature(read_temperature(folder, days), TRAIN[0], JUDGED[1])
+    train = rows.filter(pl.col("partition_date") <= TRAIN[1])
+    judged = rows.filter(pl.col("partition_date") >= JUDGED[0])
+    naive = dataclasses.replace(TEMPERATURE, feature_columns=NAIVE_FEATURES,
+                                categorical_columns=("station",))
+    proper = train_and_score(train, judged, TEMPERATURE, 200)
+    weak = train_and_score(train, judged, naive, 20)
+    outcomes = judged.select("partition_date", TEMPERATURE.id_column, TEMPERATURE.label_column)
+    return (*(s.predictions.rename({"score": "prediction"}) for s in (weak, proper)), outcomes)
+
+
+def test_a_regression_challenger_is_judged_on_mae(temperature_february: tuple[pl.DataFrame, ...]
+                                                  ) -> None:
+    weak, proper, outcomes = temperature_february
+    label, kind = TEMPERATURE.label_column, objective("regression")
+    versions = (weak["model_version"][0], proper["model_version"][0])
+
+    def verdict(champion: pl.DataFrame, challenger: pl.DataFrame) -> gate.Verdict:
+        paired = gate.paired_outcomes(
+            champion, challenger, outcomes, id_column=TEMPERATURE.id_column, output="prediction",
+            outcome=label, champion_version=champion["model_version"][0],
+            challenger_version=challenger["model_version"][0])
+        return gate.judge(gate.daily_metrics(paired, kind, label), kind,
+                          champion["model_version"][0], challenger["model_version"][0],
+                          gate.GateThresholds())
+
+    better = verdict(weak, proper)
+    errors = {}
+    for name, frame in (("champion", weak), ("challenger", proper)):
+        joined = frame.join(outcomes, on=["partition_date", TEMPERATURE.id_column]).filter(
+            pl.col(label).is_not_null())
+        errors[name] = (joined["prediction"] - joined[label]).to_numpy()
+    assert better.allowed and better.primary_metric == "mae"
+    assert (better.champion, better.challenger) == versions
+    assert better.days == FEBRUARY_DAYS and better.rows == len(errors["champion"])
+    # MAE and RMSE over all of February's rows, exactly.
+    for name, error in errors.items():
+        assert better.cumulated["mae"][name] == pytest.approx(np.abs(error).mean(), rel=1e-9)
+        assert better.cumulated["rmse"][name] == pytest.approx(
+            np.sqrt((error ** 2).mean()), rel=1e-9)
+    # Lower MAE is better: the improvement is the champion's MAE minus the challenger's.
+    assert better.cumulated["mae"]["challenger"] < better.cumulated["mae"]["champion"]
+    assert 0 < better.lower_bound < better.mean_improvement
+    assert "mean MAE improvement +" in better.summary
+
+    worse = verdict(proper, weak)
+    assert not worse.allowed
+    assert worse.mean_improvement == pytest.approx(-better.mean_improvement, abs=1e-12)
+    assert worse.upper_bound < 0
