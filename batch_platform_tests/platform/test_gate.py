@@ -25,10 +25,11 @@ from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.models import booster as model
-from batch_platform.platform.models import gate, registry
+from batch_platform.platform.models import evidence, gate, registry
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.models.training import build_model
 from batch_platform.platform.storage.lake import Lake
+from batch_platform.platform.storage.warehouse import MissingDataError, replace_partitions
 from batch_platform.use_cases.flights import features
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform.use_cases.temperature import landing as temperature_landing
@@ -451,3 +452,39 @@ def test_a_regression_challenger_is_judged_on_mae(temperature_february: tuple[pl
     assert not worse.allowed
     assert worse.mean_improvement == pytest.approx(-better.mean_improvement, abs=1e-12)
     assert worse.upper_bound < 0
+
+
+# --- the evidence read from the lake ------------------------------------------------------------
+
+def test_the_evidence_read_from_the_lake_is_the_days_after_both_validation_windows(
+        february: February, tmp_path: Path) -> None:
+    lake = Lake(f"sqlite:{tmp_path / 'lake' / 'catalog.sqlite'}", tmp_path / "lake" / "files")
+    tables = {"predictions.flights": february.weak.predictions,
+              "predictions.flights_shadow": february.proper.predictions,
+              "features.flights": february.outcomes}
+    lake.commit(lambda con: replace_partitions(con, list(tables.items()), days_of(JUDGED)),
+                "February", {})
+    # The champion was validated until 2013-02-10, the challenger earlier: judged from the 11th.
+    champion = {"model_version": february.weak.version, "valid_end": dt.date(2013, 2, 10)}
+    challenger = {"model_version": february.proper.version, "valid_end": dt.date(2013, 1, 31)}
+    with lake.read_only() as con:
+        read = evidence.daily_comparison(
+            con, FLIGHTS, predictions_table="predictions.flights",
+            shadow_table="predictions.flights_shadow", features_table="features.flights",
+            champion=champion, challenger=challenger)
+        until = evidence.daily_comparison(
+            con, FLIGHTS, predictions_table="predictions.flights",
+            shadow_table="predictions.flights_shadow", features_table="features.flights",
+            champion=champion, challenger=challenger, end=dt.date(2013, 2, 20))
+    expected = daily(february, february.weak, february.proper).filter(
+        pl.col("partition_date") >= dt.date(2013, 2, 11))
+    assert read.height == 18
+    assert read.equals(expected)
+    assert until["partition_date"].max() == dt.date(2013, 2, 20) and until.height == 10
+    # A table the gate needs that does not exist yet: said in one line.
+    with lake.read_only() as con, pytest.raises(MissingDataError, match=(
+            r"^predictions\.flights_challenger does not exist yet: the gate needs")):
+        evidence.daily_comparison(
+            con, FLIGHTS, predictions_table="predictions.flights",
+            shadow_table="predictions.flights_challenger", features_table="features.flights",
+            champion=champion, challenger=challenger)
