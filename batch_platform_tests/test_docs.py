@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from batch_platform import catalog, cli
 from batch_platform.components.use_case import UseCaseComponent
+from batch_platform.platform.models import registry
 from batch_platform.settings import ENV_PREFIX, Settings
 from batch_platform_tests.conftest import ATTACH_LAKE
 
@@ -325,8 +326,8 @@ FILE_SUFFIX_WORDS = {"py", "md", "yaml", "yml"}
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p != TUTORIAL], ids=page_id)
 def test_every_warehouse_table_a_page_names_exists(page: Path) -> None:
-    tables = {"models.registry"} | {table for use_case in cli.declared_use_cases()
-                                    for table in use_case.tables()}
+    tables = {registry.REGISTRY_TABLE, registry.PROMOTIONS_TABLE} | {
+        table for use_case in cli.declared_use_cases() for table in use_case.tables()}
     # Declaration attributes (features.columns, ...) and file names (features.py) look alike.
     attributes = {".".join(path.split(".")[:2]) for path, _ in declaration_attributes()}
     named = {t for t in TABLE.findall(page.read_text())

@@ -176,21 +176,39 @@ def read_brought_model(path: Path, spec: FeatureSpec
 def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
     """Load a LightGBM text model; with ``expected_version``, prove the file is that version."""
     text = read_model_text(path)
-    if expected_version is not None and version_of(text) != expected_version:
+    if expected_version is not None:
+        check_version(path, text, expected_version)
+    return parse(text, f"file {path}")
+
+
+def registered_path(data_dir: Path, models_dir: Path, model_path: str) -> Path:
+    """Where a registry row's model file is; refused unless under the model directory."""
+    path = (data_dir / model_path).resolve()
+    if not path.is_relative_to(models_dir.resolve()):
+        raise ModelError(f"registered model path {path} is outside the model directory "
+                         f"{models_dir}")
+    return path
+
+
+def check_registered(data_dir: Path, models_dir: Path, model_path: str, version: str) -> Path:
+    """Prove a registry row's file is there, under the model directory, and is ``version``."""
+    path = registered_path(data_dir, models_dir, model_path)
+    check_version(path, read_model_text(path), version)
+    return path
+
+
+def check_version(path: Path, text: str, expected_version: str) -> None:
+    if version_of(text) != expected_version:
         raise ModelError(
             f"model file {path} does not match its registered version {expected_version} "
             f"(content hash {version_of(text)}): it was changed or corrupted after registration"
         )
-    return parse(text, f"file {path}")
 
 
 def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: str,
                     calibration: Calibration, spec: FeatureSpec) -> LoadedModel:
     """The registered model, loaded only from the model directory and proven to be ``version``."""
-    path = (data_dir / model_path).resolve()
-    if not path.is_relative_to(models_dir.resolve()):
-        raise ModelError(f"registered model path {path} is outside the model directory "
-                         f"{models_dir}")
+    path = registered_path(data_dir, models_dir, model_path)
     booster = load(path, version)
     return LoadedModel(version=version, booster=booster, calibration=calibration,
                        categorical_levels=levels_from_model(booster, spec, str(path)), path=path)

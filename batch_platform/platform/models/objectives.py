@@ -46,6 +46,23 @@ def auc_expr(score: str = "score", label: str = "label") -> pl.Expr:
     return pl.when((positives > 0) & (negatives > 0)).then(value)
 
 
+def brier_expr(score: str = "score", label: str = "label") -> pl.Expr:
+    """Mean squared error of a probability against a known label; null without one."""
+    known = pl.col(label).is_not_null() & pl.col(score).is_not_null()
+    return (pl.col(score).filter(known) - pl.col(label).filter(known).cast(pl.Float64)
+            ).pow(2).mean()
+
+
+def mae_expr(prediction: str = "prediction", outcome: str = "outcome") -> pl.Expr:
+    """Mean absolute error over rows with a known outcome."""
+    return (pl.col(prediction) - pl.col(outcome)).abs().mean()
+
+
+def rmse_expr(prediction: str = "prediction", outcome: str = "outcome") -> pl.Expr:
+    """Root mean squared error over rows with a known outcome."""
+    return (pl.col(prediction) - pl.col(outcome)).pow(2).mean().sqrt()
+
+
 def finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -88,6 +105,14 @@ class Objective:
     # Report columns that must add up to the predictions per day and segment type.
     reconciled: ClassVar[dict[str, pl.Expr]]
 
+    # --- realised quality, on which a challenger is judged against the champion ---------
+    # (metric, higher is better); the first is the promotion gate's primary metric.
+    realised_metrics: ClassVar[tuple[tuple[str, bool], ...]]
+
+    def realised_metric_exprs(self, output: str, outcome: str) -> dict[str, pl.Expr]:
+        """Each realised metric of ``output`` against ``outcome``, as an aggregation."""
+        raise NotImplementedError
+
 
 class Binary(Objective):
     name = "binary"
@@ -116,6 +141,11 @@ class Binary(Objective):
             "predicted_positive_rate": float((outputs >= threshold).mean()),
         }
         return Evaluation(metrics, Calibration(threshold=threshold), len(y), outputs)
+
+    realised_metrics = (("auc", True), ("brier", False))
+
+    def realised_metric_exprs(self, output, outcome):
+        return {"auc": auc_expr(output, outcome), "brier": brier_expr(output, outcome)}
 
     def postprocess(self, outputs, calibration):
         threshold = calibration.threshold
@@ -169,6 +199,11 @@ class Regression(Objective):
                    "outcome_mean": float(y.mean())}
         return Evaluation(metrics, Calibration(band=(low, high)), len(y), outputs)
 
+    realised_metrics = (("mae", False), ("rmse", False))
+
+    def realised_metric_exprs(self, output, outcome):
+        return {"mae": mae_expr(output, outcome), "rmse": rmse_expr(output, outcome)}
+
     def postprocess(self, outputs, calibration):
         low, high = calibration.band or (0.0, 0.0)
         value = pl.Series("prediction", outputs, dtype=pl.Float64)
@@ -187,8 +222,8 @@ class Regression(Objective):
             pl.col("prediction").quantile(0.9, interpolation="linear").alias("p90_prediction"),
             pl.col(outcome).is_not_null().sum().cast(pl.Int64).alias("outcomes_known"),
             pl.col(outcome).cast(pl.Float64).mean().alias("mean_outcome"),
-            error.abs().mean().alias("mae"),
-            error.pow(2).mean().sqrt().alias("rmse"),
+            mae_expr("prediction", outcome).alias("mae"),
+            rmse_expr("prediction", outcome).alias("rmse"),
             error.mean().alias("bias"),
         ]
 
