@@ -16,7 +16,13 @@ storage is Dagster's own, with these changes:
   (``asset_keys``: its latest materialization) is written once, for the batch's last event of
   each asset and kind, which is the row Dagster's event-by-event writes leave. Dagster hands
   the storage batches only when ``DAGSTER_EVENT_BATCH_SIZE`` is set: this storage sets it
-  (unless set already) when the instance loads it.
+  (unless set already) when the instance loads it;
+- a run's check records (one per check and day in a range run, which Dagster hands over one
+  by one) are held back and written as one batch just before this storage next opens a
+  connection, for any other event or any read, or when ``EVENT_BATCH_SIZE`` are waiting, or
+  when it is disposed. The step always records another event after its checks (its
+  materialization, output or failure), so they reach the database within the step; only a
+  process killed in between loses them, with the events that would have followed.
 
 Same files, same schema, same rows: an instance can switch back and forth with its
 ``dagster.yaml``.
@@ -32,6 +38,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -59,6 +66,8 @@ class ReusedConnectionEventLogStorage(SqliteEventLogStorage):
         # Per thread, while a batch is written: its open connection per database, and the
         # events whose asset_keys row a later event of the batch overwrites.
         self._batch = threading.local()
+        self._held: list[EventLogEntry] = []  # check records not written yet
+        self._held_lock = threading.Lock()
         super().__init__(base_dir, inst_data)
         # Dagster holds this lock while a connection is open; a batch holds two at once.
         self._db_lock = threading.RLock()  # type: ignore[assignment]
@@ -76,6 +85,7 @@ class ReusedConnectionEventLogStorage(SqliteEventLogStorage):
                 batch[shard] = self._batch.stack.enter_context(self._new_connection(shard))
             yield batch[shard]
             return
+        self.flush()  # whatever this connection reads or writes comes after the held records
         with self._new_connection(shard) as conn:
             yield conn
 
@@ -103,18 +113,47 @@ class ReusedConnectionEventLogStorage(SqliteEventLogStorage):
             self._tables.add(table_name)
         return table_name in self._tables
 
+    def store_event(self, event: EventLogEntry) -> None:
+        if (event.run_id and event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                and getattr(self._batch, "connections", None) is None):
+            with self._held_lock:
+                self._held.append(event)
+                full = len(self._held) >= EVENT_BATCH_SIZE
+            if full:
+                self.flush()
+            return
+        super().store_event(event)
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        self.flush()
+        self._write_batch(events)
+
+    def flush(self) -> None:
+        """Write the held check records, in one batch (one by one if the batch fails)."""
+        if getattr(self._batch, "connections", None) is not None:
+            return  # inside a batch: its connections are the ones in use
+        with self._held_lock:
+            held, self._held = self._held, []
+        if not held:
+            return
+        try:
+            self._write_batch(held)
+        except Exception:
+            for event in held:  # the batch rolled back: nothing of it was written
+                super().store_event(event)
+
+    def _write_batch(self, events: Sequence[EventLogEntry]) -> None:
         """Dagster's writes of each event, in one transaction per database: all or none."""
         if getattr(self._batch, "connections", None) is not None:  # already inside a batch
             for event in events:
-                self.store_event(event)
+                super().store_event(event)
             return
         with ExitStack() as stack:
             self._batch.stack, self._batch.connections = stack, {}
             self._batch.superseded = _superseded_asset_rows(events)
             try:
                 for event in events:
-                    self.store_event(event)
+                    super().store_event(event)
             finally:
                 # ExitStack commits each database's transaction (or rolls it back on error).
                 self._batch.connections = None
@@ -132,15 +171,18 @@ class ReusedConnectionEventLogStorage(SqliteEventLogStorage):
                 self._engines.popitem()[1].dispose()
 
     def delete_events(self, run_id: str) -> None:
+        self.flush()
         self._dispose_engines()  # never write through a connection to a deleted file
         super().delete_events(run_id)
 
     def wipe(self) -> None:
+        self.flush()
         self._dispose_engines()
         self._tables.clear()
         super().wipe()
 
     def dispose(self) -> None:
+        self.flush()
         self._dispose_engines()
         super().dispose()
 
