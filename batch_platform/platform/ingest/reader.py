@@ -18,12 +18,14 @@ import codecs
 import csv
 import datetime as dt
 import difflib
+import itertools
 import os
 import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -97,12 +99,13 @@ def text_chunks(path: Path, schema: SourceSchema, partition_date: dt.date | None
                                    **dict.fromkeys(layout.header, pl.String)})
 
 
-def _lines(handle, cr_only: bool) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _lines(handle: BinaryIO, cr_only: bool) -> Iterator[bytes]:
     """The file's lines, each ending in LF (but perhaps the last): CR alone ends a line in a
     CR-only file."""
-    if not cr_only:
-        yield from handle
-        return
+    return _cr_lines(handle) if cr_only else iter(handle)
+
+
+def _cr_lines(handle: BinaryIO) -> Iterator[bytes]:
     pending: list[bytes] = []
     for block in iter(lambda: handle.read(_READ_BYTES), b""):
         if block.endswith(b"\r"):  # keep a CRLF split between blocks whole
@@ -125,14 +128,7 @@ def _csv_blocks(path: Path, layout: _Layout, chunk_rows: int, schema: SourceSche
         lines = _lines(handle, layout.cr_only)
         header = next(lines).rstrip(b"\r\n") + b"\n"
         first_line = 2
-        while True:
-            block_lines = []
-            for line in lines:
-                block_lines.append(line)
-                if len(block_lines) == chunk_rows:
-                    break
-            if not block_lines:
-                return
+        while block_lines := list(itertools.islice(lines, chunk_rows)):
             block = b"".join(block_lines)
             physical = len(block_lines)
             extended = 0

@@ -117,42 +117,41 @@ def validate(
     text_names = {n: f"__text_{n}" for n in schema.column_names}
     work = text.select(pl.col(LINE_COLUMN).cast(pl.Int64),
                        *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
-    # A value too long or holding a control character is not read at all: one reason says so.
-    unreadable = {n: f"__unreadable_{n}" for n in schema.column_names}
+    # A text value too long or holding a control character is not read at all: one reason
+    # says so. Other types need no such check: spaces alone are stripped, so a control
+    # character anywhere makes the value fail its type.
+    unreadable = {c.name: f"__unreadable_{c.name}" for c in schema.columns
+                  if c.type.dtype == pl.String}
     work = work.with_columns(_unreadable(c, pl.col(text_names[c.name])).alias(unreadable[c.name])
-                             for c in schema.columns)
+                             for c in schema.columns if c.name in unreadable)
     work = work.with_columns(
-        pl.when(_is_missing(pl.col(text_names[c.name])) | pl.col(unreadable[c.name]))
+        pl.when(_is_missing(pl.col(text_names[c.name]))
+                | (pl.col(unreadable[c.name]) if c.name in unreadable else False))
         .then(None)
-        .otherwise(c.type.parse(pl.col(text_names[c.name]).str.strip_chars()))
+        .otherwise(c.type.parse(pl.col(text_names[c.name]).str.strip_chars(" ")))
         .cast(c.type.dtype)
         .alias(c.name)
         for c in schema.columns
     )
 
-    # Each reason is null on a row it does not concern. Its values are taken only where it
-    # does (``pl.when(bad).then(value)``): no text is built for the millions of good rows.
-    reasons: list[pl.Expr] = []
+    reasons: list[Reason] = []
     for c in schema.columns:
         raw, typed = pl.col(text_names[c.name]), pl.col(c.name)
-        bad_text = pl.col(unreadable[c.name])
+        bad_text = pl.col(unreadable[c.name]) if c.name in unreadable else pl.lit(False)
         missing = _is_missing(raw) & ~bad_text
-        reasons.extend(_unreadable_reasons(c, raw, bad_text))
+        if c.name in unreadable:
+            reasons.extend(_unreadable_reasons(c, raw, bad_text))
         if c.required:
-            reasons.append(pl.when(missing).then(
-                pl.lit(f"{c.name}: required value is missing")))
-        not_parsed = ~missing & ~bad_text & typed.is_null()
-        reasons.append(_say(f"{c.name}: '", _shown(pl.when(not_parsed).then(raw)),
-                            f"' is not {c.type.name}"))
+            reasons.append(Reason(missing, pl.lit(f"{c.name}: required value is missing")))
+        reasons.append(Reason(~missing & ~bad_text & typed.is_null(),
+                              _say(f"{c.name}: '", _shown(raw), f"' is not {c.type.name}")))
         for rule in c.value_rules:
-            broken = typed.is_not_null() & ~rule.condition(typed)
-            reasons.append(_say(f"{c.name}: '", _shown(pl.when(broken).then(raw)),
-                                f"' {rule.description}"))
+            reasons.append(Reason(typed.is_not_null() & ~rule.condition(typed),
+                                  _say(f"{c.name}: '", _shown(raw), f"' {rule.description}")))
 
     for rule in schema.row_rules:
         usable = pl.all_horizontal(pl.col(n).is_not_null() for n in rule.columns)
-        reasons.append(pl.when(usable & ~rule.condition(pl.col)).then(
-            pl.lit(f"row: {rule.reason}")))
+        reasons.append(Reason(usable & ~rule.condition(pl.col), pl.lit(f"row: {rule.reason}")))
 
     dated_elsewhere = pl.lit(False)
     if schema.date_columns and partition_date is not None:
@@ -161,37 +160,46 @@ def validate(
         other_day = ((y != partition_date.year) | (m != partition_date.month)
                      | (d != partition_date.day))
         dated_elsewhere = other_day.fill_null(False)
-        reasons.append(_say("date: row date ", *_where(dated_elsewhere, y, "-", m, "-", d),
-                            f" is not partition {partition_date}"))
+        reasons.append(Reason(dated_elsewhere, _say("date: row date ", y, "-", m, "-", d,
+                                                    f" is not partition {partition_date}")))
     if schema.timestamp_column is not None:
         work = work.with_columns(_wall_clock(schema).alias(WALL_CLOCK))
         reasons.extend(_placement_reasons(schema, partition_date, dated_elsewhere))
 
-    reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    work = work.with_columns(pl.when(reason != "").then(reason).alias(REASON_COLUMN))
+    # Which rows are rejected is decided on every row; the reasons' text is built only for
+    # those rows.
+    work = work.with_columns(pl.any_horizontal(r.when for r in reasons).fill_null(False)
+                             .alias("__rejected"))
+    flagged = work.filter(pl.col("__rejected"))
+    flagged = flagged.with_columns(pl.concat_str(
+        [pl.when(r.when).then(r.says) for r in reasons], separator="; ", ignore_nulls=True
+    ).alias(REASON_COLUMN))
+    passed = work.filter(~pl.col("__rejected"))
 
+    rejected = [flagged]
     if schema.key:
-        key = [pl.col(k) for k in schema.key]
-        first_line = pl.col(LINE_COLUMN).first().over(key)
         # Only rows that passed every other rule compete for a key.
-        clean = work.filter(pl.col(REASON_COLUMN).is_null()).with_columns(
-            first_line.alias("__first_line"))
-        duplicates = clean.filter(pl.col("__first_line") != pl.col(LINE_COLUMN)).select(
-            LINE_COLUMN,
-            duplicate_reason(schema, pl.col("__first_line")).alias("__dup"),
-        )
-        work = work.join(duplicates, on=LINE_COLUMN, how="left").with_columns(
-            pl.coalesce(REASON_COLUMN, "__dup").alias(REASON_COLUMN)
-        ).drop("__dup")
+        passed = passed.with_columns(
+            pl.col(LINE_COLUMN).first().over(schema.key).alias("__first_line"))
+        repeated = pl.col("__first_line") != pl.col(LINE_COLUMN)
+        rejected.append(passed.filter(repeated).with_columns(
+            duplicate_reason(schema, pl.col("__first_line")).alias(REASON_COLUMN)))
+        passed = passed.filter(~repeated)
 
-    passed = work.filter(pl.col(REASON_COLUMN).is_null())
     good = passed.select(schema.column_names)
-    rejected = work.filter(pl.col(REASON_COLUMN).is_not_null()).select(
-        LINE_COLUMN, *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names),
-        REASON_COLUMN,
-    )
-    return ValidatedFile(source_file, partition_date, good, rejected, ignored,
+    kept = [LINE_COLUMN, *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names),
+            REASON_COLUMN]
+    rejected_rows = pl.concat([part.select(kept) for part in rejected]).sort(LINE_COLUMN)
+    return ValidatedFile(source_file, partition_date, good, rejected_rows, ignored,
                          passed.get_column(LINE_COLUMN))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a row is rejected: ``when`` says which rows, ``says`` the text on those rows."""
+
+    when: pl.Expr
+    says: pl.Expr
 
 
 WALL_CLOCK = "__wall_clock"  # the timestamp as the local clock shows it, without a zone
@@ -204,26 +212,22 @@ def _wall_clock(schema: SourceSchema) -> pl.Expr:
 
 
 def _placement_reasons(schema: SourceSchema, partition_date: dt.date | None,
-                       dated_elsewhere: pl.Expr) -> list[pl.Expr]:
+                       dated_elsewhere: pl.Expr) -> list[Reason]:
     """A timestamp places its row: its local date must be the partition's (unless the date
     columns already say the row is of another day: one date reason a row), and its local
     hour the row's ``hour_column``."""
     stamp, zone, wall = schema.timestamp_column, schema.timezone, pl.col(WALL_CLOCK)
-
-    def shown(bad: pl.Expr) -> pl.Expr:
-        return pl.when(bad).then(wall).dt.strftime("%Y-%m-%d %H:%M")
-
+    shown = wall.dt.strftime("%Y-%m-%d %H:%M")
     reasons = []
     if partition_date is not None:
         other_day = (wall.dt.date() != partition_date) & ~dated_elsewhere
-        reasons.append(_say(f"date: {stamp} ", shown(other_day),
-                            f" ({zone}) is not partition {partition_date}"))
+        reasons.append(Reason(other_day, _say(f"date: {stamp} ", shown,
+                                              f" ({zone}) is not partition {partition_date}")))
     if schema.hour_column is not None:
         hour = pl.col(schema.hour_column)
-        other_hour = wall.dt.hour() != hour
-        reasons.append(_say(f"row: {stamp} ", shown(other_hour),
-                            f" ({zone}) is not in the row's hour ({schema.hour_column} ",
-                            pl.when(other_hour).then(hour), ")"))
+        reasons.append(Reason(wall.dt.hour() != hour, _say(
+            f"row: {stamp} ", shown, f" ({zone}) is not in the row's hour "
+            f"({schema.hour_column} ", hour, ")")))
     return reasons
 
 
@@ -247,28 +251,26 @@ def _unreadable(column: Column, raw: pl.Expr) -> pl.Expr:
     return control.fill_null(False)
 
 
-def _unreadable_reasons(column: Column, raw: pl.Expr, bad_text: pl.Expr) -> list[pl.Expr]:
+def _unreadable_reasons(column: Column, raw: pl.Expr, bad_text: pl.Expr) -> list[Reason]:
     """One reason for a value ``_unreadable`` found: its length, else its first control
     character (a line break, in a column that is not multiline, has its own words)."""
-    name, bad = column.name, pl.when(bad_text).then(raw)
-    length = bad.str.len_chars()
-    reasons = []
+    name = column.name
     too_long = pl.lit(False)
+    reasons = []
     if column.max_length is not None:
-        too_long = length > column.max_length
-        reasons.append(_say(f"{name}: ", pl.when(too_long).then(length).cast(pl.String),
-                            f" characters, more than the {column.max_length} allowed (starts '",
-                            _shown(pl.when(too_long).then(raw)), "')"))
-    control = pl.when(~too_long).then(bad).str.extract(
-        f"({_CONTROL_BUT_LINE_BREAKS if column.multiline else _CONTROL})")
+        too_long = raw.str.len_chars() > column.max_length
+        reasons.append(Reason(bad_text & too_long, _say(
+            f"{name}: ", raw.str.len_chars().cast(pl.String),
+            f" characters, more than the {column.max_length} allowed (starts '", _shown(raw),
+            "')")))
+    control = raw.str.extract(f"({_CONTROL_BUT_LINE_BREAKS if column.multiline else _CONTROL})")
     line_break = control.is_in(["\n", "\r"])
-    reasons.append(_say(f"{name}: '", _shown(pl.when(line_break).then(raw)),
-                        "' has a line break (a quoted value across lines); the column does not "
-                        "allow multi-line text"))
-    reasons.append(_say(f"{name}: '", _shown(pl.when(~line_break).then(bad)),
-                        "' holds control character ",
-                        pl.when(~line_break).then(control).replace_strict(
-                            _CODE_POINTS, default=None, return_dtype=pl.String)))
+    reasons.append(Reason(bad_text & ~too_long & line_break, _say(
+        f"{name}: '", _shown(raw), "' has a line break (a quoted value across lines); the "
+        "column does not allow multi-line text")))
+    reasons.append(Reason(bad_text & ~too_long & ~line_break, _say(
+        f"{name}: '", _shown(raw), "' holds control character ",
+        control.replace_strict(_CODE_POINTS, default=None, return_dtype=pl.String))))
     return reasons
 
 
@@ -294,17 +296,12 @@ def _say(*parts: str | pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
 
 
-def _where(condition: pl.Expr, *parts: str | pl.Expr) -> list[str | pl.Expr]:
-    """``parts`` with each value taken only where ``condition`` holds (null elsewhere)."""
-    return [p if isinstance(p, str) else pl.when(condition).then(p) for p in parts]
-
-
 def duplicate_reason(schema: SourceSchema, first_line: pl.Expr) -> pl.Expr:
     return _say("key: duplicate of line ", first_line, f" (same {', '.join(schema.key)})")
 
 
 def _is_missing(expr: pl.Expr) -> pl.Expr:
-    return expr.is_null() | expr.str.strip_chars().is_in(list(MISSING_TOKENS))
+    return expr.is_null() | expr.str.strip_chars(" ").is_in(list(MISSING_TOKENS))
 
 
 def validate_file(path: Path, schema: SourceSchema, partition_date: dt.date | None
