@@ -150,8 +150,8 @@ def test_a_latin1_file_names_the_line_column_and_the_encoding(tmp_path: Path, he
 def test_binary_file_is_not_read_as_csv(tmp_path: Path, payload: bytes, kind: str) -> None:
     path = tmp_path / "2013-01-01.csv"
     path.write_bytes(payload)
-    with pytest.raises(ingest.BadInputError,
-                       match=rf"is not UTF-8 text: line 1, column \d: .*looks like {re.escape(kind)}"):
+    expected = rf"is not UTF-8 text: line 1, column \d: .*looks like {re.escape(kind)}"
+    with pytest.raises(ingest.BadInputError, match=expected):
         ingest.read_text(path, FLIGHTS, DAY_1)
 
 
