@@ -126,6 +126,13 @@ def test_a_value_across_lines_is_quarantined_at_its_line_and_later_lines_keep_th
         assert lines_read.to_list() == [2, 3, *range(5, len(real_lines) + 2)]
 
 
+def test_a_lone_cr_inside_a_line_of_an_lf_file_rejects_its_value(
+        tmp_path: Path, real_lines: list[bytes], real: ingest.ValidatedFile) -> None:
+    path = _write(tmp_path, _with_field(real_lines, 6, TAILNUM, b"N14\r228"))
+    rejected = _only_rejected(ingest.validate_file(path, FLIGHTS, DAY_1), real, [6])
+    assert rejected.get_column("reason").item().startswith("tailnum: 'N14\\r228' has a line break")
+
+
 def test_a_ragged_row_after_a_value_across_lines_names_its_physical_line(
         tmp_path: Path, real_lines: list[bytes]) -> None:
     lines = _with_field(real_lines, 3, TAILNUM, b'"N14\n228"')

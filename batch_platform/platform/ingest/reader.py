@@ -245,11 +245,14 @@ def _undecodable(prefix: bytes, rest: bytes, line: int, header: list[str], start
     """The message for the byte at the start of ``rest``, after ``prefix`` on line ``line``."""
     text = prefix.decode("utf-8-sig", errors="replace")
     column = len(text) + 1
+    field = None
     if line > 1 and header:
-        fields = next(csv.reader([text]), None) or [""]
-        field = header[len(fields) - 1] if len(fields) <= len(header) else None
-    else:
-        field = None
+        try:
+            fields = next(csv.reader([text]), None) or [""]
+        except csv.Error:  # a lone CR before the byte: no field to name
+            fields = []
+        if 0 < len(fields) <= len(header):
+            field = header[len(fields) - 1]
     where = f"line {line}, column {column}" + (f" (field {field})" if field else "")
     byte = rest[:1]
     kind = next((name for magic, name in _MAGIC if start.startswith(magic)), None)
@@ -272,10 +275,10 @@ def _undecodable(prefix: bytes, rest: bytes, line: int, header: list[str], start
 
 def _ragged_line(path: Path, width: int) -> str | None:
     """Where a row has another number of fields than the header, for the error message."""
+    start = 1
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
-            start = 1
             for fields in reader:
                 if fields and len(fields) != width:
                     return f"line {start} has {len(fields)} fields, the header has {width}"
@@ -305,11 +308,13 @@ def check_header(columns: list[str], schema: SourceSchema, where: str) -> None:
             if close:
                 hints.append(f"'{close[0]}' looks like a misspelling of '{name}'")
     hint = f" ({'; '.join(hints)})" if hints else ""
-    shown = missing if not delimiter else missing[:3] + (["..."] if len(missing) > 3 else [])
+    # With another delimiter every column is missing: the first few say enough.
+    names = ", ".join(map(repr, missing[:3] if delimiter else missing))
+    if delimiter and len(missing) > 3:
+        names += ", ..."
     raise BadInputError(
-        f"{schema.name} landing file {where} is missing column(s) "
-        f"{', '.join(map(repr, shown)).replace(repr('...'), '...')}{hint}; expected columns: "
-        f"{', '.join(schema.column_names)}"
+        f"{schema.name} landing file {where} is missing column(s) {names}{hint}; expected "
+        f"columns: {', '.join(schema.column_names)}"
     )
 
 
