@@ -7,9 +7,10 @@ separated by another delimiter, a row with another number of fields. Line number
 file's physical lines, also after a quoted value that spans lines. Line endings may be LF,
 CRLF or CR alone (old Mac files).
 
-The reader is written here rather than taken from ``pyarrow.csv.open_csv``: measured on a
-1M-row flights file it is as fast with less memory, and pyarrow's streaming reader does not
-tell which line a row (or, with values across lines, a bad row) came from.
+The reader is written here rather than taken from ``pyarrow.csv.open_csv``: on a 1M-row file
+pyarrow read with about a fifth less CPU but about 130 MB more peak memory, and its streaming
+reader does not tell which line a row (or, with values across lines, a bad row) came from, nor
+where a byte is not UTF-8.
 """
 
 from __future__ import annotations
