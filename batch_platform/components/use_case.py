@@ -73,6 +73,8 @@ class ColumnDecl(dg.Resolvable, dg.Model):
     one_of: list[str] | None = None
     pattern: str | None = None
     describe: str | None = None
+    max_length: int | None = None
+    multiline: bool = False
 
 
 class RowRuleDecl(dg.Resolvable, dg.Model):
@@ -299,7 +301,8 @@ def _columns(prefix: str, columns: Mapping[str, ColumnDecl], timezone: str, fail
         try:
             built.append(schema.declared_column(
                 name, c.type, timezone, required=c.required, min=c.min, max=c.max,
-                one_of=c.one_of, pattern=c.pattern, describe=c.describe))
+                one_of=c.one_of, pattern=c.pattern, describe=c.describe,
+                max_length=c.max_length, multiline=c.multiline))
         except ValueError as err:
             raise fail(f"{prefix}.columns.{name}", str(err)) from None
     return tuple(built)

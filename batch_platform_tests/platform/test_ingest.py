@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import polars as pl
@@ -121,14 +122,36 @@ def test_non_utf8_file(tmp_path: Path, header: str) -> None:
         ingest.read_text(path, FLIGHTS, DAY_1)
     message = str(raised.value)
     _assert_names_file_and_partition(message, path)
-    offset = len(header) + 1 + len("2013,1,1,")
-    assert f"is not UTF-8 text (byte {offset}: b'\\xff')" in message
+    # The line and column of the byte, the field it is in, and what it would be in Latin-1.
+    assert message.endswith("is not UTF-8 text: line 2, column 10 (field dep_time): byte 0xFF; "
+                            "it looks like Windows-1252, where it is 'ÿ' (in 'ÿþ'): save the "
+                            "file as UTF-8")
 
 
-def test_binary_file_is_not_read_as_csv(tmp_path: Path) -> None:
+def test_a_latin1_file_names_the_line_column_and_the_encoding(tmp_path: Path, header: str,
+                                                              first_row: dict[str, str]) -> None:
     path = tmp_path / "2013-01-01.csv"
-    path.write_bytes(b"\xff\xfe\x00\x01PK\x03\x04")
-    with pytest.raises(ingest.BadInputError, match="byte 0"):
+    bad = _line(first_row, tailnum="NÉ4228")
+    path.write_bytes("\n".join([header, _line(first_row), _line(first_row), bad, ""]).encode(
+        "latin-1"))
+    column = bad.index("É") + 1
+    with pytest.raises(ingest.BadInputError) as raised:
+        ingest.read_text(path, FLIGHTS, DAY_1)
+    message = str(raised.value)
+    _assert_names_file_and_partition(message, path)
+    assert (f"is not UTF-8 text: line 4, column {column} (field tailnum): byte 0xC9; it looks "
+            "like Windows-1252, where it is 'É' (in 'NÉ4228')") in message
+
+
+@pytest.mark.parametrize(("payload", "kind"), [
+    (b"\xff\xfe\x00\x01PK\x03\x04", "UTF-16 text (little-endian byte order mark)"),
+    (b"\x1f\x8b\x08\x00\x00\x00", "a gzip-compressed file"),
+])
+def test_binary_file_is_not_read_as_csv(tmp_path: Path, payload: bytes, kind: str) -> None:
+    path = tmp_path / "2013-01-01.csv"
+    path.write_bytes(payload)
+    expected = rf"is not UTF-8 text: line 1, column \d: .*looks like {re.escape(kind)}"
+    with pytest.raises(ingest.BadInputError, match=expected):
         ingest.read_text(path, FLIGHTS, DAY_1)
 
 

@@ -10,6 +10,7 @@ import pytest
 from batch_platform.platform.ingest import validate as ingest
 from batch_platform.platform.ingest.schema import (
     COLUMN_TYPE_NAMES,
+    DEFAULT_TEXT_MAX_LENGTH,
     Column,
     SourceSchema,
     column_type,
@@ -240,6 +241,42 @@ def test_every_broken_rule_of_a_value_is_listed() -> None:
         "v: 'ZZZ' must be one of AA, BB; v: 'ZZZ' must match ^[A-Z]{2}$"]
 
 
+def test_max_length_counts_characters_and_defaults_for_text() -> None:
+    assert declared_column("v", "text", NY).max_length == DEFAULT_TEXT_MAX_LENGTH
+    assert declared_column("v", "integer", NY).max_length is None
+    assert _accepted("text", ["ÉÉÉ", "abc"], max_length=3) == ["ÉÉÉ", "abc"]
+    assert _reasons("text", ["abcd"], max_length=3) == [
+        "v: 4 characters, more than the 3 allowed (starts 'abcd')"]
+    long = "x" * (DEFAULT_TEXT_MAX_LENGTH + 1)
+    validated = _one("text", [long])
+    assert validated.rejected.get_column("reason").item() == (
+        f"v: {len(long)} characters, more than the {DEFAULT_TEXT_MAX_LENGTH} allowed "
+        f"(starts '{'x' * ingest.SHOWN_CHARACTERS}...')")
+    # Too long is the one reason: the pattern is not also tried on the value.
+    assert _reasons("text", ["ABCD"], max_length=3, pattern="^[a-z]+$") == [
+        "v: 4 characters, more than the 3 allowed (starts 'ABCD')"]
+
+
+def test_line_breaks_are_text_only_where_the_column_is_multiline() -> None:
+    values = ["two\nlines", "crlf\r\nends", "one line"]
+    assert _accepted("text", values, multiline=True) == values
+    assert _reasons("text", ["two\nlines"]) == [
+        "v: 'two\\nlines' has a line break (a quoted value across lines); the column does not "
+        "allow multi-line text"]
+    # Other control characters are refused in a multiline column too.
+    assert _reasons("text", ["a\x00\nb"], multiline=True) == [
+        "v: 'a\\x00\\nb' holds control character U+0000"]
+
+
+def test_a_long_value_is_shown_and_kept_in_part() -> None:
+    value = "9" * 5000
+    validated = _one("integer", [value])
+    assert validated.rejected.get_column("reason").item() == (
+        f"v: '{'9' * ingest.SHOWN_CHARACTERS}...' is not an integer")
+    assert validated.rejected.get_column("v").item() == (
+        "9" * ingest.KEPT_CHARACTERS + "... [5000 characters in all]")
+
+
 def test_required() -> None:
     column = declared_column("v", "integer", NY, required=True)
     validated = _validate(_schema(column), {"v": ["1", "", "NA", None]})
@@ -260,6 +297,10 @@ def test_required() -> None:
         ("text", {"one_of": []}, "one_of must be a non-empty list"),
         ("integer", {"one_of": ["1", "x"]}, "one_of value\\(s\\) 'x' are not an integer"),
         ("text", {"describe": "a code"}, "describe says what pattern or one_of allows"),
+        ("integer", {"max_length": 3}, "column 'v': max_length bounds text, not integer"),
+        ("text", {"max_length": 0}, "max_length must be a positive whole number"),
+        ("text", {"max_length": 2.5}, "max_length must be a positive whole number"),
+        ("number", {"multiline": True}, "multiline allows line breaks in text, not in number"),
     ],
 )
 def test_a_declaration_that_cannot_work_is_refused(type_name: str, rules: dict[str, object],

@@ -3,7 +3,8 @@
 A schema is data, not code paths: ``ingest.validate`` enforces any ``SourceSchema`` the same
 way, so a new source is a new schema, not new validation logic. A use case declares its
 sources in YAML; ``column_type``, ``declared_column`` and ``sql_rule`` turn the words of that
-declaration (``type: clock_time``, ``min``, ``one_of``, ``pattern``, a SQL row rule) into one.
+declaration (``type: clock_time``, ``min``, ``one_of``, ``pattern``, ``max_length``, a SQL row
+rule) into one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 MISSING_TOKENS = ("", "NA")
+# A text column's longest value unless it declares ``max_length``: far above any code or name,
+# far below a value that would bloat every table holding it.
+DEFAULT_TEXT_MAX_LENGTH = 1000
 # The raw and quarantine tables put these beside a source's columns (and lineage, "_..."); the
 # validator's own working columns start with "__". A source may not use them.
 RESERVED_COLUMN_NAMES = ("reason", "partition_date")
@@ -213,6 +217,15 @@ class Column:
     type: ColumnType
     required: bool = False
     rules: tuple[ValueRule, ...] = ()  # beside the type's own check
+    # Characters a text value may have (the validator rejects longer ones before any rule).
+    max_length: int | None = None
+    # Whether a value may hold a line break (a quoted field across lines); other control
+    # characters are rejected in every column.
+    multiline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_length is None and self.type.dtype == pl.String:
+            object.__setattr__(self, "max_length", DEFAULT_TEXT_MAX_LENGTH)
 
     @property
     def value_rules(self) -> tuple[ValueRule, ...]:
@@ -275,15 +288,26 @@ def matching(pattern: str, describe: str | None = None) -> ValueRule:
 def declared_column(name: str, type_name: str, timezone: str, required: bool = False,
                     min: float | None = None, max: float | None = None,
                     one_of: Sequence[object] | None = None, pattern: str | None = None,
-                    describe: str | None = None) -> Column:
+                    describe: str | None = None, max_length: int | None = None,
+                    multiline: bool = False) -> Column:
     """A column as a schema declares it. ``min``/``max`` bound a numeric value (integer, number,
     clock_time); ``one_of`` lists the allowed values; ``pattern`` is a regular expression the
     whole text must match. ``describe`` says in words what ``pattern`` (or, without one,
     ``one_of``) allows, for the reason: "a 2-letter code" gives "must be a
-    2-letter code"."""
+    2-letter code". ``max_length`` (text; default ``DEFAULT_TEXT_MAX_LENGTH``) is the most
+    characters a value may have; ``multiline`` (text) allows line breaks in a value."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a column needs a name, not {name!r}")
     type_ = column_type(type_name, timezone)
+    if max_length is not None:
+        if type_name != "text":
+            raise ValueError(f"column {name!r}: max_length bounds text, not {type_name}")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"column {name!r}: max_length must be a positive whole number of "
+                             f"characters, not {max_length!r}")
+    if multiline and type_name != "text":
+        raise ValueError(f"column {name!r}: multiline allows line breaks in text, not in "
+                         f"{type_name}")
     rules: list[ValueRule] = []
     if min is not None or max is not None:
         if type_name not in _NUMERIC_TYPES:
@@ -317,7 +341,7 @@ def declared_column(name: str, type_name: str, timezone: str, required: bool = F
             rules.append(matching(pattern, describe))
         except ValueError as err:
             raise ValueError(f"column {name!r}: {err}") from None
-    return Column(name, type_, bool(required), tuple(rules))
+    return Column(name, type_, bool(required), tuple(rules), max_length, bool(multiline))
 
 
 # --- rows ------------------------------------------------------------------------------------

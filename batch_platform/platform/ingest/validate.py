@@ -1,35 +1,35 @@
-"""Read landing files, enforce a source schema, and split rows into good and rejected.
+"""Enforce a source schema on landing files, and split rows into good and rejected.
 
-Whole-file problems (missing, empty, unreadable, wrong header) raise ``BadInputError`` naming
-the file, the partition and the column. Row problems never raise: the row goes to quarantine,
-as it came, with every reason it was rejected.
+Whole-file problems (missing, empty, unreadable, wrong header: see ``reader``) raise
+``BadInputError`` naming the file, the partition, the line and the column. Row problems never
+raise: the row goes to quarantine, as it came, with every reason it was rejected; a value too
+long to keep is kept truncated, with its length.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import datetime as dt
-import difflib
-import itertools
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from batch_platform.platform.ingest.schema import MISSING_TOKENS, SourceSchema
+from batch_platform.platform.ingest.reader import (  # noqa: F401 (the module's interface)
+    LINE_COLUMN,
+    WHOLE_FILE,
+    BadInputError,
+    check_header,
+    describe,
+    read_text,
+    text_chunks,
+)
+from batch_platform.platform.ingest.schema import MISSING_TOKENS, Column, SourceSchema
 from batch_platform.platform.storage.staging import StagedTable, chunks
 
-LINE_COLUMN = "_line_number"
 REASON_COLUMN = "reason"
 LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
-
-
-class BadInputError(ValueError):
-    """Input that cannot be loaded as it is; the message says where and what."""
 
 
 @dataclass(frozen=True)
@@ -102,150 +102,6 @@ class FileTally:
         return self.reasons.most_common(n)
 
 
-def describe(path: Path, partition_date: dt.date | None) -> str:
-    where = f"partition {partition_date.isoformat()}" if partition_date else "reference data"
-    return f"{path} ({where})"
-
-
-def read_text(path: Path, schema: SourceSchema, partition_date: dt.date | None) -> pl.DataFrame:
-    """The whole file as text columns (with line numbers); see ``text_chunks``."""
-    return pl.concat(text_chunks(path, schema, partition_date, chunk_rows=WHOLE_FILE))
-
-
-WHOLE_FILE = 2**31 - 1
-
-
-def text_chunks(path: Path, schema: SourceSchema, partition_date: dt.date | None,
-                chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """The file's rows as text columns with their line numbers, ``chunk_rows`` at a time,
-    after checking it exists, decodes and has the schema's header. A file of any size is read
-    in a stream; a file without rows yields one empty chunk (its columns)."""
-    where = describe(path, partition_date)
-    header = _read_header(path, schema, where)
-    rows, held, yielded = 0, None, False
-    for batch in _csv_blocks(path, chunk_rows, schema, where, len(header)):
-        batch = batch.with_row_index(LINE_COLUMN, offset=2 + rows + (
-            held.height if held is not None else 0)).with_columns(pl.col(LINE_COLUMN).cast(
-                pl.Int64))
-        if held is not None:
-            batch, held = pl.concat([held, batch]), None
-        # Blank lines at the end are an artefact of the writer, not rows: hold rows with
-        # every field empty back until a row with a value follows them.
-        filled = batch.select(pl.any_horizontal(pl.exclude(LINE_COLUMN).is_not_null())
-                              ).to_series()
-        keep = int(filled.arg_true().max()) + 1 if filled.any() else 0  # type: ignore[arg-type]
-        if keep < batch.height:
-            batch, held = batch.head(keep), batch.slice(keep)
-        if batch.height:
-            rows += batch.height
-            yielded = True
-            yield batch
-    if rows < schema.min_rows:
-        raise BadInputError(
-            f"{schema.name} landing file {where} has {rows} data row(s), fewer than the "
-            f"{schema.min_rows} a {schema.name} file must have (header only: truncated or "
-            "sent before it was written?); the partition keeps its previous version"
-        )
-    if not yielded:
-        yield pl.DataFrame(schema={LINE_COLUMN: pl.Int64, **dict.fromkeys(header, pl.String)})
-
-
-# A quoted field may span lines: a block is extended to an even number of quotes, up to this.
-MAX_QUOTED_BYTES = 64 << 20
-
-
-def _csv_blocks(path: Path, chunk_rows: int, schema: SourceSchema, where: str, width: int
-                ) -> Iterator[pl.DataFrame]:
-    """Blocks of ``chunk_rows`` lines parsed as text, read with a buffered file, not mapped:
-    the memory of a block, never of the file."""
-    with open(path, "rb") as handle:
-        header = handle.readline().rstrip(b"\r\n") + b"\n"
-        while lines := list(itertools.islice(handle, chunk_rows)):
-            block = b"".join(lines)
-            extended = 0
-            while block.count(b'"') % 2 and extended < MAX_QUOTED_BYTES:
-                more = handle.readline()
-                if not more:
-                    break
-                block += more
-                extended += len(more)
-            try:
-                yield pl.read_csv(header + block, infer_schema=False)
-            except pl.exceptions.PolarsError as err:
-                first_line = str(err).strip().splitlines()[0]
-                raise BadInputError(
-                    f"{schema.name} landing file {where} cannot be read as CSV: "
-                    f"{_not_utf8(path) or _ragged_line(path, width) or first_line}"
-                ) from None
-
-
-def _read_header(path: Path, schema: SourceSchema, where: str) -> list[str]:
-    if not path.is_file():
-        raise BadInputError(f"{schema.name} landing file {where} is missing")
-    with open(path, "rb") as handle:
-        first = handle.readline()
-        if not first.strip() and not any(block.strip() for block in
-                                         iter(lambda: handle.read(1 << 20), b"")):
-            raise BadInputError(f"{schema.name} landing file {where} is empty: no header line")
-    try:
-        line = first.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise BadInputError(
-            f"{schema.name} landing file {where} is not UTF-8 text "
-            f"(byte {err.start}: {first[err.start:err.start + 1]!r}); is it a CSV file?"
-        ) from None
-    # Polars renames a repeated column ("x_duplicated_0"): check the header as written.
-    header = next(csv.reader([line.rstrip("\r\n")]))
-    check_header(header, schema, where)
-    return header
-
-
-def _not_utf8(path: Path) -> str | None:
-    """Where the file stops being UTF-8, for the error message; read in blocks."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as err:
-                byte = block[err.start:err.start + 1]
-                return (f"it is not UTF-8 text (byte {offset + err.start}: {byte!r}); "
-                        "is it a CSV file?")
-            offset += len(block)
-    return None
-
-
-def _ragged_line(path: Path, width: int) -> str | None:
-    """Where a row has another number of fields than the header, for the error message."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for number, fields in enumerate(csv.reader(handle), start=1):
-            if fields and len(fields) != width:
-                return f"line {number} has {len(fields)} fields, the header has {width}"
-    return None
-
-
-def check_header(columns: list[str], schema: SourceSchema, where: str) -> None:
-    duplicated = sorted(c for c, n in Counter(columns).items() if n > 1)
-    if duplicated:
-        raise BadInputError(f"{schema.name} landing file {where} repeats column(s) "
-                            f"{', '.join(map(repr, duplicated))}")
-    missing = [c for c in schema.column_names if c not in columns]
-    if not missing:
-        return
-    unexpected = [c for c in columns if c not in schema.column_names]
-    hints = []
-    for name in missing:
-        close = difflib.get_close_matches(name, unexpected, n=1, cutoff=0.6)
-        if close:
-            hints.append(f"'{close[0]}' looks like a misspelling of '{name}'")
-    hint = f" ({'; '.join(hints)})" if hints else ""
-    raise BadInputError(
-        f"{schema.name} landing file {where} is missing column(s) "
-        f"{', '.join(map(repr, missing))}{hint}; expected columns: {', '.join(schema.column_names)}"
-    )
-
-
 def validate(
     text: pl.DataFrame,
     schema: SourceSchema,
@@ -261,35 +117,41 @@ def validate(
     text_names = {n: f"__text_{n}" for n in schema.column_names}
     work = text.select(pl.col(LINE_COLUMN).cast(pl.Int64),
                        *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
+    # A text value too long or holding a control character is not read at all: one reason
+    # says so. Other types need no such check: spaces alone are stripped, so a control
+    # character anywhere makes the value fail its type.
+    unreadable = {c.name: f"__unreadable_{c.name}" for c in schema.columns
+                  if c.type.dtype == pl.String}
+    work = work.with_columns(_unreadable(c, pl.col(text_names[c.name])).alias(unreadable[c.name])
+                             for c in schema.columns if c.name in unreadable)
     work = work.with_columns(
-        pl.when(_is_missing(pl.col(text_names[c.name])))
+        pl.when(_is_missing(pl.col(text_names[c.name]))
+                | (pl.col(unreadable[c.name]) if c.name in unreadable else False))
         .then(None)
-        .otherwise(c.type.parse(pl.col(text_names[c.name]).str.strip_chars()))
+        .otherwise(c.type.parse(pl.col(text_names[c.name]).str.strip_chars(" ")))
         .cast(c.type.dtype)
         .alias(c.name)
         for c in schema.columns
     )
 
-    # Each reason is null on a row it does not concern. Its values are taken only where it
-    # does (``pl.when(bad).then(value)``): no text is built for the millions of good rows.
-    reasons: list[pl.Expr] = []
+    reasons: list[Reason] = []
     for c in schema.columns:
         raw, typed = pl.col(text_names[c.name]), pl.col(c.name)
+        bad_text = pl.col(unreadable[c.name]) if c.name in unreadable else pl.lit(False)
+        missing = _is_missing(raw) & ~bad_text
+        if c.name in unreadable:
+            reasons.extend(_unreadable_reasons(c, raw, bad_text))
         if c.required:
-            reasons.append(pl.when(_is_missing(raw)).then(
-                pl.lit(f"{c.name}: required value is missing")))
-        not_parsed = ~_is_missing(raw) & typed.is_null()
-        reasons.append(_say(f"{c.name}: '", pl.when(not_parsed).then(raw),
-                            f"' is not {c.type.name}"))
+            reasons.append(Reason(missing, pl.lit(f"{c.name}: required value is missing")))
+        reasons.append(Reason(~missing & ~bad_text & typed.is_null(),
+                              _say(f"{c.name}: '", _shown(raw), f"' is not {c.type.name}")))
         for rule in c.value_rules:
-            broken = typed.is_not_null() & ~rule.condition(typed)
-            reasons.append(_say(f"{c.name}: '", pl.when(broken).then(raw),
-                                f"' {rule.description}"))
+            reasons.append(Reason(typed.is_not_null() & ~rule.condition(typed),
+                                  _say(f"{c.name}: '", _shown(raw), f"' {rule.description}")))
 
     for rule in schema.row_rules:
         usable = pl.all_horizontal(pl.col(n).is_not_null() for n in rule.columns)
-        reasons.append(pl.when(usable & ~rule.condition(pl.col)).then(
-            pl.lit(f"row: {rule.reason}")))
+        reasons.append(Reason(usable & ~rule.condition(pl.col), pl.lit(f"row: {rule.reason}")))
 
     dated_elsewhere = pl.lit(False)
     if schema.date_columns and partition_date is not None:
@@ -298,37 +160,46 @@ def validate(
         other_day = ((y != partition_date.year) | (m != partition_date.month)
                      | (d != partition_date.day))
         dated_elsewhere = other_day.fill_null(False)
-        reasons.append(_say("date: row date ", *_where(dated_elsewhere, y, "-", m, "-", d),
-                            f" is not partition {partition_date}"))
+        reasons.append(Reason(dated_elsewhere, _say("date: row date ", y, "-", m, "-", d,
+                                                    f" is not partition {partition_date}")))
     if schema.timestamp_column is not None:
         work = work.with_columns(_wall_clock(schema).alias(WALL_CLOCK))
         reasons.extend(_placement_reasons(schema, partition_date, dated_elsewhere))
 
-    reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    work = work.with_columns(pl.when(reason != "").then(reason).alias(REASON_COLUMN))
+    # Which rows are rejected is decided on every row; the reasons' text is built only for
+    # those rows.
+    work = work.with_columns(pl.any_horizontal(r.when for r in reasons).fill_null(False)
+                             .alias("__rejected"))
+    flagged = work.filter(pl.col("__rejected"))
+    flagged = flagged.with_columns(pl.concat_str(
+        [pl.when(r.when).then(r.says) for r in reasons], separator="; ", ignore_nulls=True
+    ).alias(REASON_COLUMN))
+    passed = work.filter(~pl.col("__rejected"))
 
+    rejected = [flagged]
     if schema.key:
-        key = [pl.col(k) for k in schema.key]
-        first_line = pl.col(LINE_COLUMN).first().over(key)
         # Only rows that passed every other rule compete for a key.
-        clean = work.filter(pl.col(REASON_COLUMN).is_null()).with_columns(
-            first_line.alias("__first_line"))
-        duplicates = clean.filter(pl.col("__first_line") != pl.col(LINE_COLUMN)).select(
-            LINE_COLUMN,
-            duplicate_reason(schema, pl.col("__first_line")).alias("__dup"),
-        )
-        work = work.join(duplicates, on=LINE_COLUMN, how="left").with_columns(
-            pl.coalesce(REASON_COLUMN, "__dup").alias(REASON_COLUMN)
-        ).drop("__dup")
+        passed = passed.with_columns(
+            pl.col(LINE_COLUMN).first().over(schema.key).alias("__first_line"))
+        repeated = pl.col("__first_line") != pl.col(LINE_COLUMN)
+        rejected.append(passed.filter(repeated).with_columns(
+            duplicate_reason(schema, pl.col("__first_line")).alias(REASON_COLUMN)))
+        passed = passed.filter(~repeated)
 
-    passed = work.filter(pl.col(REASON_COLUMN).is_null())
     good = passed.select(schema.column_names)
-    rejected = work.filter(pl.col(REASON_COLUMN).is_not_null()).select(
-        LINE_COLUMN, *(pl.col(text_names[n]).alias(n) for n in schema.column_names),
-        REASON_COLUMN,
-    )
-    return ValidatedFile(source_file, partition_date, good, rejected, ignored,
+    kept = [LINE_COLUMN, *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names),
+            REASON_COLUMN]
+    rejected_rows = pl.concat([part.select(kept) for part in rejected]).sort(LINE_COLUMN)
+    return ValidatedFile(source_file, partition_date, good, rejected_rows, ignored,
                          passed.get_column(LINE_COLUMN))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a row is rejected: ``when`` says which rows, ``says`` the text on those rows."""
+
+    when: pl.Expr
+    says: pl.Expr
 
 
 WALL_CLOCK = "__wall_clock"  # the timestamp as the local clock shows it, without a zone
@@ -341,27 +212,82 @@ def _wall_clock(schema: SourceSchema) -> pl.Expr:
 
 
 def _placement_reasons(schema: SourceSchema, partition_date: dt.date | None,
-                       dated_elsewhere: pl.Expr) -> list[pl.Expr]:
+                       dated_elsewhere: pl.Expr) -> list[Reason]:
     """A timestamp places its row: its local date must be the partition's (unless the date
     columns already say the row is of another day: one date reason a row), and its local
     hour the row's ``hour_column``."""
     stamp, zone, wall = schema.timestamp_column, schema.timezone, pl.col(WALL_CLOCK)
-
-    def shown(bad: pl.Expr) -> pl.Expr:
-        return pl.when(bad).then(wall).dt.strftime("%Y-%m-%d %H:%M")
-
+    shown = wall.dt.strftime("%Y-%m-%d %H:%M")
     reasons = []
     if partition_date is not None:
         other_day = (wall.dt.date() != partition_date) & ~dated_elsewhere
-        reasons.append(_say(f"date: {stamp} ", shown(other_day),
-                            f" ({zone}) is not partition {partition_date}"))
+        reasons.append(Reason(other_day, _say(f"date: {stamp} ", shown,
+                                              f" ({zone}) is not partition {partition_date}")))
     if schema.hour_column is not None:
         hour = pl.col(schema.hour_column)
-        other_hour = wall.dt.hour() != hour
-        reasons.append(_say(f"row: {stamp} ", shown(other_hour),
-                            f" ({zone}) is not in the row's hour ({schema.hour_column} ",
-                            pl.when(other_hour).then(hour), ")"))
+        reasons.append(Reason(wall.dt.hour() != hour, _say(
+            f"row: {stamp} ", shown, f" ({zone}) is not in the row's hour "
+            f"({schema.hour_column} ", hour, ")")))
     return reasons
+
+
+# Control characters (C0, DEL, C1) are never data; line breaks are, in a multiline column.
+_CONTROL = r"[\x00-\x1F\x7F-\x9F]"
+_CONTROL_BUT_LINE_BREAKS = r"[\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]"
+_CONTROL_CHARACTERS = [chr(i) for i in (*range(0x20), *range(0x7F, 0xA0))]
+_ESCAPES = [{"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c, f"\\x{ord(c):02x}")
+            for c in _CONTROL_CHARACTERS]
+_CODE_POINTS = {c: f"U+{ord(c):04X}" for c in _CONTROL_CHARACTERS}
+SHOWN_CHARACTERS = 60  # of a value quoted in a reason
+# Of a rejected value kept in quarantine: enough to explain the row, not a huge value twice.
+KEPT_CHARACTERS = 1000
+
+
+def _unreadable(column: Column, raw: pl.Expr) -> pl.Expr:
+    """True where the text is longer than the column allows or holds a control character."""
+    control = raw.str.contains(_CONTROL_BUT_LINE_BREAKS if column.multiline else _CONTROL)
+    if column.max_length is not None:
+        control = control | (raw.str.len_chars() > column.max_length)
+    return control.fill_null(False)
+
+
+def _unreadable_reasons(column: Column, raw: pl.Expr, bad_text: pl.Expr) -> list[Reason]:
+    """One reason for a value ``_unreadable`` found: its length, else its first control
+    character (a line break, in a column that is not multiline, has its own words)."""
+    name = column.name
+    too_long = pl.lit(False)
+    reasons = []
+    if column.max_length is not None:
+        too_long = raw.str.len_chars() > column.max_length
+        reasons.append(Reason(bad_text & too_long, _say(
+            f"{name}: ", raw.str.len_chars().cast(pl.String),
+            f" characters, more than the {column.max_length} allowed (starts '", _shown(raw),
+            "')")))
+    control = raw.str.extract(f"({_CONTROL_BUT_LINE_BREAKS if column.multiline else _CONTROL})")
+    line_break = control.is_in(["\n", "\r"])
+    reasons.append(Reason(bad_text & ~too_long & line_break, _say(
+        f"{name}: '", _shown(raw), "' has a line break (a quoted value across lines); the "
+        "column does not allow multi-line text")))
+    reasons.append(Reason(bad_text & ~too_long & ~line_break, _say(
+        f"{name}: '", _shown(raw), "' holds control character ",
+        control.replace_strict(_CODE_POINTS, default=None, return_dtype=pl.String))))
+    return reasons
+
+
+def _shown(value: pl.Expr) -> pl.Expr:
+    """A value as a reason quotes it: control characters escaped, the first
+    ``SHOWN_CHARACTERS`` characters of a long one."""
+    head = value.str.slice(0, SHOWN_CHARACTERS).str.replace_many(_CONTROL_CHARACTERS, _ESCAPES)
+    return pl.when(value.str.len_chars() > SHOWN_CHARACTERS).then(head + "...").otherwise(head)
+
+
+def _kept(value: pl.Expr) -> pl.Expr:
+    """A rejected value as quarantine keeps it: whole, or its first ``KEPT_CHARACTERS``
+    characters and its length."""
+    length = value.str.len_chars()
+    return pl.when(length > KEPT_CHARACTERS).then(pl.concat_str(
+        value.str.slice(0, KEPT_CHARACTERS), pl.lit("... ["), length.cast(pl.String),
+        pl.lit(" characters in all]"))).otherwise(value)
 
 
 def _say(*parts: str | pl.Expr) -> pl.Expr:
@@ -370,17 +296,12 @@ def _say(*parts: str | pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
 
 
-def _where(condition: pl.Expr, *parts: str | pl.Expr) -> list[str | pl.Expr]:
-    """``parts`` with each value taken only where ``condition`` holds (null elsewhere)."""
-    return [p if isinstance(p, str) else pl.when(condition).then(p) for p in parts]
-
-
 def duplicate_reason(schema: SourceSchema, first_line: pl.Expr) -> pl.Expr:
     return _say("key: duplicate of line ", first_line, f" (same {', '.join(schema.key)})")
 
 
 def _is_missing(expr: pl.Expr) -> pl.Expr:
-    return expr.is_null() | expr.str.strip_chars().is_in(list(MISSING_TOKENS))
+    return expr.is_null() | expr.str.strip_chars(" ").is_in(list(MISSING_TOKENS))
 
 
 def validate_file(path: Path, schema: SourceSchema, partition_date: dt.date | None
