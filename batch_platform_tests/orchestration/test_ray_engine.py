@@ -3,7 +3,8 @@
 One cluster serves the module: a head and a second node started with ``ray start`` on
 loopback, two (logical) CPUs each, stopped by PID afterwards. Needs the ``ray`` extra (``make test``
 installs it). A test that writes predictions writes them to its own copy of the platform
-(``own_platform``); the others score the shared platform's features without writing.
+(``own_platform``); the others score the features of one copy for the module
+(``scoring_platform``), beside whose model file the compiled scorer caches its code.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from batch_platform.platform.scoring.score import ScoringLineage
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
-from batch_platform_tests.conftest import WEEK, Platform, failure_messages
+from batch_platform_tests.conftest import (
+    WEEK,
+    Platform,
+    PreparedSlice,
+    failure_messages,
+    platform_at,
+)
 from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.orchestration.test_compiled_scoring import predictions_metadata
 
@@ -104,8 +111,16 @@ def test_a_week_scored_on_two_nodes_equals_the_local_engine(
 
 
 @pytest.fixture(scope="module")
-def week(platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
-    settings = platform.settings
+def scoring_platform(prepared_slice: PreparedSlice, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[Platform]:
+    with platform_at(prepared_slice.copy_to(tmp_path_factory.mktemp("ray") / "slice")
+                     ) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def week(scoring_platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
+    settings = scoring_platform.settings
     with lake_of(settings).read_only() as con:
         record = registry.resolve(con, FLIGHTS.use_case, None)
         frame = read_partitions(con, "features.flights", *WEEK,
@@ -122,17 +137,17 @@ LINEAGE = ScoringLineage("v", "code", "run-1", dt.datetime(2024, 1, 1, tzinfo=dt
 @pytest.mark.parametrize(("explain", "scorer"), [("riskiest", "lightgbm"),
                                                  ("predicted_positive", "compiled")])
 def test_every_explain_mode_and_scorer_match_the_local_engine(
-    platform: Platform, cluster: ray_local.LocalRayCluster,
+    scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
     week: tuple[pl.DataFrame, model_core.LoadedModel], explain: str, scorer: str
 ) -> None:
     frame, loaded = week
     lineage = ScoringLineage(loaded.version, "code", "run-1", LINEAGE.scored_at)
     changes = {"explain": explain, "explain_max_rows": 40, "scorer": scorer}
     scope = ("predictions/flights", *WEEK)
-    local, local_stats, _ = engines.score(frame, loaded, FLIGHTS, lineage,
-                                          platform.settings.with_overrides(**changes), scope)
+    local_settings = scoring_platform.settings.with_overrides(**changes)
+    local, local_stats, _ = engines.score(frame, loaded, FLIGHTS, lineage, local_settings, scope)
     remote, stats, report = engines.score(frame, loaded, FLIGHTS, lineage,
-                                          on_ray(platform, cluster, **changes), scope)
+                                          on_ray(scoring_platform, cluster, **changes), scope)
     assert report.engine == "ray" and report.ray.nodes == 2
     assert remote.equals(local, null_equal=True)
     assert remote.schema == local.schema
@@ -144,7 +159,7 @@ def test_every_explain_mode_and_scorer_match_the_local_engine(
 
 
 def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
-    platform: Platform, cluster: ray_local.LocalRayCluster,
+    scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
     week: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
 ) -> None:
     frame, loaded = week
@@ -153,7 +168,7 @@ def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
     tampered.write_text(loaded.path.read_text().replace("tree\n", "tree\n\n", 1))
     moved = model_core.LoadedModel(loaded.version, loaded.booster, loaded.calibration,
                                    loaded.categorical_levels, tampered)
-    settings = on_ray(platform, cluster)
+    settings = on_ray(scoring_platform, cluster)
     staging = ray_engine.staging_dir(settings.staging_location, "bad-model", "p", *WEEK)
     target = ray_engine.RayTarget(cluster.address, 2, settings.staging_location)
     started = time.monotonic()
