@@ -1,5 +1,8 @@
 """Security: servers on 127.0.0.1, no pickle, models only from where they belong, SQL values as
-values, and an analysts' shell that cannot change anything."""
+values, and an analysts' shell that cannot change anything.
+
+A test that plants a file, edits the registry or runs anything does it on its own copy of the
+platform (``own_platform``)."""
 
 from __future__ import annotations
 
@@ -97,6 +100,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_ui_and_every_server_it_starts_listen_on_localhost_only(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
@@ -154,31 +158,28 @@ def test_nothing_in_the_package_can_unpickle() -> None:
 
 
 def test_a_model_linked_into_the_model_directory_from_elsewhere_is_refused(
-    platform: Platform, tmp_path: Path
+    own_platform: Platform, tmp_path: Path
 ) -> None:
-    settings = platform.settings
-    record = platform.query("SELECT model_version, model_path, threshold FROM models.registry "
-                            "WHERE status = 'champion'").row(0, named=True)
+    settings = own_platform.settings
+    record = own_platform.query("SELECT model_version, model_path, threshold FROM models.registry "
+                                "WHERE status = 'champion'").row(0, named=True)
     outside = tmp_path / "outside.txt"
     shutil.copyfile(settings.data_dir / record["model_path"], outside)
     linked = settings.models_dir / "flights" / "linked.txt"
     linked.symlink_to(outside)
-    try:
-        with pytest.raises(model_core.ModelError, match="outside the model directory"):
-            model_core.load_registered(settings.data_dir, settings.models_dir,
-                                       str(linked.relative_to(settings.data_dir)),
-                                       record["model_version"], record["threshold"], FLIGHTS)
-    finally:
-        linked.unlink()
+    with pytest.raises(model_core.ModelError, match="outside the model directory"):
+        model_core.load_registered(settings.data_dir, settings.models_dir,
+                                   str(linked.relative_to(settings.data_dir)),
+                                   record["model_version"], record["threshold"], FLIGHTS)
 
 
 def test_a_registry_row_pointing_outside_the_model_directory_is_not_loaded(
-    platform: Platform
+    own_platform: Platform
 ) -> None:
     """Even an intact copy of the champion is refused when the registry names a path outside."""
-    settings = platform.settings
-    record = platform.query("SELECT model_version, model_path FROM models.registry "
-                            "WHERE status = 'champion'").row(0, named=True)
+    settings = own_platform.settings
+    record = own_platform.query("SELECT model_version, model_path FROM models.registry "
+                                "WHERE status = 'champion'").row(0, named=True)
     outside = settings.data_dir / "outside.txt"
     shutil.copyfile(settings.data_dir / record["model_path"], outside)
     warehouse = build_definitions(settings).resources["warehouse"]
@@ -189,23 +190,19 @@ def test_a_registry_row_pointing_outside_the_model_directory_is_not_loaded(
             [path, record["model_version"]])
 
     warehouse.commit(point_at("outside.txt"), "point the registry outside", {})
-    try:
-        result = platform.run("flights_predict", DAY, raise_on_error=False)
-        assert not result.success
-        assert (f"registered model path {outside} is outside the model directory "
-                f"{settings.models_dir}") in failure_messages(result)
-    finally:
-        warehouse.commit(point_at(record["model_path"]), "point the registry back", {})
-        outside.unlink()
+    result = own_platform.run("flights_predict", DAY, raise_on_error=False)
+    assert not result.success
+    assert (f"registered model path {outside} is outside the model directory "
+            f"{settings.models_dir}") in failure_messages(result)
 
 
 # --- SQL values ----------------------------------------------------------------------------
 
-def test_an_injected_partition_key_is_refused_and_changes_nothing(platform: Platform) -> None:
-    before = table_counts(platform)
-    job = build_definitions(platform.settings).resolve_job_def("flights_daily")
+def test_an_injected_partition_key_is_refused_and_changes_nothing(own_platform: Platform) -> None:
+    before = table_counts(own_platform)
+    job = build_definitions(own_platform.settings).resolve_job_def("flights_daily")
     try:
-        result = job.execute_in_process(instance=platform.instance, raise_on_error=False,
+        result = job.execute_in_process(instance=own_platform.instance, raise_on_error=False,
                                         tags=partition_range_tags(INJECTION, INJECTION))
     except (dg.DagsterError, ValueError) as err:  # refused before the run started
         message = str(err)
@@ -213,7 +210,7 @@ def test_an_injected_partition_key_is_refused_and_changes_nothing(platform: Plat
         assert not result.success
         message = failure_messages(result)
     assert "OR TRUE; DROP TABLE raw.flights" in message  # the error shows the key it refused
-    assert table_counts(platform) == before
+    assert table_counts(own_platform) == before
 
 
 def test_the_cli_refuses_a_date_that_is_not_a_date(capsys) -> None:
@@ -248,21 +245,20 @@ def test_a_landing_path_full_of_sql_is_just_a_path(tmp_path: Path) -> None:
     assert rows == len(landed.splitlines()) - 1
 
 
-def test_a_column_name_full_of_sql_is_ignored_and_reported(platform: Platform,
-                                                           landing_restored: Path) -> None:
-    path = landing.landing_file(landing_restored, "flights", DAY)
+def test_a_column_name_full_of_sql_is_ignored_and_reported(own_platform: Platform) -> None:
+    path = landing.landing_file(own_platform.settings.landing_dir, "flights", DAY)
     evil = "x INT); DROP TABLE raw.flights; --"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([f"{lines[0]},{evil}"] + [f"{line},1" for line in lines[1:]])
                     + "\n")
-    columns = platform.query("DESCRIBE raw.flights")["column_name"].to_list()
-    rows = platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
-    result = platform.run("flights_daily", DAY)
+    columns = own_platform.query("DESCRIBE raw.flights")["column_name"].to_list()
+    rows = own_platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
+    result = own_platform.run("flights_daily", DAY)
     metadata = result.asset_materializations_for_node("raw__flights")[0].metadata
     assert metadata["ignored_columns"].value == evil
-    assert platform.query("DESCRIBE raw.flights")["column_name"].to_list() == columns
-    assert platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?",
-                          [DAY]).equals(rows)
+    assert own_platform.query("DESCRIBE raw.flights")["column_name"].to_list() == columns
+    assert own_platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?",
+                              [DAY]).equals(rows)
 
 
 # --- the analysts' commands ----------------------------------------------------------------
@@ -279,8 +275,8 @@ SHELL_ATTEMPTS = [
 ]
 
 
-def test_the_analysts_shell_cannot_change_or_lock_anything(platform: Platform) -> None:
-    settings = platform.settings
+def test_the_analysts_shell_cannot_change_or_lock_anything(own_platform: Platform) -> None:
+    settings = own_platform.settings
     catalog = lake_of(settings).sqlite_path
     assert catalog is not None
     paths = {"catalog": catalog,
@@ -297,12 +293,12 @@ def test_the_analysts_shell_cannot_change_or_lock_anything(platform: Platform) -
     for _, refusal in SHELL_ATTEMPTS:
         assert refusal in output
     assert output.count("cannot be used in -safe mode") == 3
-    assert str(table_counts(platform)["predictions.flights"]) in shell.stdout  # queries work
+    assert str(table_counts(own_platform)["predictions.flights"]) in shell.stdout  # queries work
     assert {name: sha256(path) for name, path in paths.items()} == before
     assert not elsewhere.exists()
     # The shell holds no lock: a run goes straight through.
     impatient = dataclasses.replace(settings, lock_timeout_seconds=2.0)
-    assert platform.run("flights_predict", DAY, settings=impatient).success
+    assert own_platform.run("flights_predict", DAY, settings=impatient).success
 
 
 def test_only_the_pipelines_user_may_write_the_lake(platform: Platform) -> None:

@@ -2,7 +2,7 @@
 the GraphQL API the UI calls, executed by the daemon.
 
 One `dagster dev` (webserver + daemon) serves both tests, on 127.0.0.1 and a free port, with a
-temporary instance and a copy of the session's data directory (landed files, features, a
+temporary instance and a copy of the prepared slice's data directory (landed files, features, a
 trained model), so the launched run has everything a daily run needs and writes nowhere else.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
-from batch_platform_tests.conftest import FIRST, WEEK, Platform
+from batch_platform_tests.conftest import FIRST, WEEK, PreparedSlice
 from batch_platform_tests.ui_support import (
     CHROMIUM_ARGS,
     DagsterUI,
@@ -33,6 +31,8 @@ from batch_platform_tests.ui_support import (
     chromium_path,
     running_dagster_ui,
 )
+
+pytestmark = pytest.mark.slow  # a browser and `dagster dev` with its daemon
 
 FLOW_ASSETS = ["raw/planes", "raw/airports", "raw/airlines", "raw/flights", "raw/weather",
                "features/flights", "models/flights", "predictions/flights",
@@ -92,16 +92,13 @@ query PartitionMaterializations($assetKey: AssetKeyInput!, $partitions: [String!
 
 
 @pytest.fixture(scope="module")
-def ui_settings(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A private copy of the session's data directory, so the UI's runs touch nothing shared."""
-    data_dir = tmp_path_factory.mktemp("ui") / "data"
-    shutil.copytree(platform.settings.data_dir, data_dir)
-    # Other tests rewrite landing files they damaged, after raw loaded them. Date every file
-    # before the loads, as when it first landed, so the landing sensor finds no new day and
-    # requests no run beside the one under test.
-    for path in (data_dir / "landing").rglob("*.csv"):
-        os.utime(path, (0, 0))
-    return Settings(data_dir=data_dir).validated()
+def ui_settings(prepared_slice: PreparedSlice, tmp_path_factory: pytest.TempPathFactory
+                ) -> Settings:
+    """A copy of the prepared slice for the UI's runs alone. The copy keeps the landing files'
+    times, older than their loads, so the landing sensor finds no new day and requests no run
+    beside the one under test."""
+    copy = prepared_slice.copy_to(tmp_path_factory.mktemp("ui") / "slice")
+    return Settings(data_dir=copy / "data").validated()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""A real week of flights through every stage, as an operator and an analyst see it."""
+"""A real week of flights through every stage, as an operator and an analyst see it.
+
+Tests that run anything run it on their own copy of the platform (``own_platform``)."""
 
 import datetime as dt
 import subprocess
@@ -68,15 +70,15 @@ def test_reports_reconcile_with_predictions(platform: Platform) -> None:
     assert (realised["outcomes_known"] > 0).all()
 
 
-def test_rerunning_a_range_leaves_the_rows_of_one_run(platform: Platform) -> None:
+def test_rerunning_a_range_leaves_the_rows_of_one_run(own_platform: Platform) -> None:
     tables = ("raw.flights", "raw.weather", "quarantine.weather", "features.flights",
               "predictions.flights", "reports.flights_daily")
-    before = {t: platform.query(f"SELECT count(*) AS n FROM {t}").item() for t in tables}
-    scores_before = platform.query("SELECT flight_id, score FROM predictions.flights")
-    result = platform.run("flights_daily", *WEEK)
-    after = {t: platform.query(f"SELECT count(*) AS n FROM {t}").item() for t in tables}
+    before = {t: own_platform.query(f"SELECT count(*) AS n FROM {t}").item() for t in tables}
+    scores_before = own_platform.query("SELECT flight_id, score FROM predictions.flights")
+    result = own_platform.run("flights_daily", *WEEK)
+    after = {t: own_platform.query(f"SELECT count(*) AS n FROM {t}").item() for t in tables}
     assert after == before
-    scores_after = platform.query("SELECT flight_id, score, run_id FROM predictions.flights")
+    scores_after = own_platform.query("SELECT flight_id, score, run_id FROM predictions.flights")
     assert (scores_after["run_id"] == result.run_id).all()
     joined = scores_before.join(scores_after, on="flight_id", how="full", validate="1:1")
     assert joined.height == scores_before.height
@@ -123,14 +125,14 @@ def test_the_duckdb_cli_attaches_the_lake_with_the_documented_line(platform: Pla
     assert out.strip().splitlines()[-1] == str(expected)
 
 
-def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(platform: Platform) -> None:
+def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(own_platform: Platform) -> None:
     day = WEEK[0]
     # An analyst opens the warehouse read-only and keeps querying while a run rewrites the day.
     reader = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import duckdb, sys, time
             con = duckdb.connect()
-            con.execute({attach_lake(platform.settings.data_dir)!r})
+            con.execute({attach_lake(own_platform.settings.data_dir)!r})
             print("open", flush=True)
             deadline = time.monotonic() + 60
             queries = 0
@@ -143,7 +145,7 @@ def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(platform: Pla
     try:
         assert reader.stdout.readline().strip() == "open"
         started = time.monotonic()
-        result = platform.run("flights_daily", day)
+        result = own_platform.run("flights_daily", day)
         assert result.success
         for _ in range(3):  # the analyst's session still answers after the publish
             reader.stdin.write("go\n")
@@ -157,13 +159,13 @@ def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(platform: Pla
     assert reader.returncode == 0
 
 
-def test_metadata_of_a_day_and_of_a_range(platform: Platform) -> None:
+def test_metadata_of_a_day_and_of_a_range(own_platform: Platform) -> None:
     """A day's run reports its own counts; a range run labels its counts as range totals."""
     key = dg.AssetKey(["predictions", "flights"])
     day = WEEK[1]
-    day_run = platform.run("flights_predict", day)
-    range_run = platform.run("flights_predict", *WEEK)
-    scored = per_day(platform, "predictions.flights")
+    day_run = own_platform.run("flights_predict", day)
+    range_run = own_platform.run("flights_predict", *WEEK)
+    scored = per_day(own_platform, "predictions.flights")
 
     day_metadata = day_run.asset_materializations_for_node("predictions__flights")[0].metadata
     assert day_metadata["dagster/row_count"].value == scored[day]
@@ -180,17 +182,19 @@ def test_metadata_of_a_day_and_of_a_range(platform: Platform) -> None:
     assert events[0].asset_key == key
 
 
-def test_the_maintenance_job_keeps_every_row_and_reports_what_it_did(platform: Platform) -> None:
-    counts = {table: platform.query(f"SELECT count(*) FROM {table}").item()
+def test_the_maintenance_job_keeps_every_row_and_reports_what_it_did(
+    own_platform: Platform
+) -> None:
+    counts = {table: own_platform.query(f"SELECT count(*) FROM {table}").item()
               for table in ("raw.flights", "features.flights", "predictions.flights",
                             "reports.flights_daily", "models.registry")}
-    result = platform.run("lake_maintenance")
+    result = own_platform.run("lake_maintenance")
     assert result.success
     (event,) = result.asset_materializations_for_node("platform__lake_maintenance")
     metadata = {key: value.value for key, value in event.metadata.items()}
     assert metadata["retention_days"] == 7.0
-    # Within the default retention every snapshot the tests made is kept, and so its files.
+    # Within the default retention every snapshot is kept, and so its files.
     assert metadata["snapshots_expired"] == 0 and metadata["files_deleted"] == 0
     assert {"files_merged", "orphan_files_deleted"} <= metadata.keys()
-    assert {table: platform.query(f"SELECT count(*) FROM {table}").item()
+    assert {table: own_platform.query(f"SELECT count(*) FROM {table}").item()
             for table in counts} == counts

@@ -1,5 +1,9 @@
 """Running unattended: the landing sensor, the nightly schedule, reports following predictions
-and the partition-aware freshness check, evaluated the way the daemon evaluates them."""
+and the partition-aware freshness check, evaluated the way the daemon evaluates them.
+
+Ticks that only read use the shared platform; a test that lands, runs or loads anything has a
+data directory of its own: a copy of the platform (``own_platform``) or an empty one
+(``fresh``)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import landing
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.conftest import LAST, WEEK, Platform
+from batch_platform_tests.conftest import LAST, WEEK, Platform, platform_at
 from batch_platform_tests.flights import USE_CASE
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -46,16 +50,20 @@ def tick(settings: Settings, instance: dg.DagsterInstance, cursor: str | None
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Settings:
-    """An empty data directory: nothing loaded yet."""
-    return Settings(data_dir=tmp_path).validated()
+def empty_platform(tmp_path: Path) -> Iterator[Platform]:
+    """An empty data directory and a new Dagster instance: nothing landed or loaded yet."""
+    with platform_at(tmp_path / "empty") as platform:
+        yield platform
 
 
 @pytest.fixture
-def instance(platform: Platform) -> dg.DagsterInstance:
-    # One instance per session: a second test instance would replace the current-instance
-    # reference that loading definitions relies on, and leave it dangling when closed.
-    return platform.instance
+def fresh(empty_platform: Platform) -> Settings:
+    return empty_platform.settings
+
+
+@pytest.fixture
+def instance(empty_platform: Platform) -> dg.DagsterInstance:
+    return empty_platform.instance
 
 
 def land(settings: Settings, *days: dt.date) -> list[Path]:
@@ -122,28 +130,21 @@ def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
     assert result.run_requests == []
 
 
-@pytest.fixture
-def corrected_day(platform: Platform, landing_restored: Path) -> Iterator[Path]:
-    yield landing.landing_file(landing_restored, "flights", DAY)
-    flights_landing.land(landing_restored, [DAY], with_reference=False)
-    platform.run("flights_daily", DAY)
-
-
-def test_a_corrected_file_is_scored_with_no_other_action(platform: Platform,
-                                                         corrected_day: Path) -> None:
-    settings = platform.settings.with_overrides(landing_settle_seconds=0)
-    cursor = tick(settings, platform.instance, None).cursor
+def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform) -> None:
+    corrected_day = landing.landing_file(own_platform.settings.landing_dir, "flights", DAY)
+    settings = own_platform.settings.with_overrides(landing_settle_seconds=0)
+    cursor = tick(settings, own_platform.instance, None).cursor
     lines = corrected_day.read_text().splitlines()
     corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
-    result = tick(settings, platform.instance, cursor)
+    result = tick(settings, own_platform.instance, cursor)
     [request] = result.run_requests
-    run = platform.defs.resolve_job_def("flights_daily").execute_in_process(
-        instance=platform.instance, partition_key=request.partition_key, tags=request.tags)
+    run = own_platform.defs.resolve_job_def("flights_daily").execute_in_process(
+        instance=own_platform.instance, partition_key=request.partition_key, tags=request.tags)
     assert run.success
-    scored = platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
-                            "WHERE partition_date = ?", [DAY]).row(0, named=True)
+    scored = own_platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
+                                "WHERE partition_date = ?", [DAY]).row(0, named=True)
     assert scored == {"n": len(lines) - 1 - 5, "run": run.run_id}
-    assert tick(settings, platform.instance, result.cursor).run_requests == []
+    assert tick(settings, own_platform.instance, result.cursor).run_requests == []
 
 
 def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
@@ -173,22 +174,22 @@ def test_nightly_schedule_skips_days_not_landed_or_not_partitions(platform: Plat
     assert beyond.skip_message == "2026-11-28 is not a partition (2013-01-01..2013-12-31)"
 
 
-def test_reports_follow_predictions(platform: Platform) -> None:
-    defs = platform.defs
+def test_reports_follow_predictions(own_platform: Platform) -> None:
+    defs = own_platform.defs
     selection = dg.AssetSelection.assets(REPORTS)
-    first = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+    first = dg.evaluate_automation_conditions(defs=defs, instance=own_platform.instance,
                                               asset_selection=selection)
     assert first.total_requested == 0
     # An operator rescores one day's predictions alone, in the UI or from the command line.
     defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=platform.instance, asset_selection=[PREDICTIONS],
+        instance=own_platform.instance, asset_selection=[PREDICTIONS],
         tags=partition_range_tags(DAY.isoformat(), DAY.isoformat()))
-    second = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+    second = dg.evaluate_automation_conditions(defs=defs, instance=own_platform.instance,
                                                asset_selection=selection, cursor=first.cursor)
     assert second.get_requested_partitions(REPORTS) == {DAY.isoformat()}
     # Reported in the same run as predictions (the sensor's and the nightly's runs): no extra run.
-    platform.run("flights_predict", DAY)
-    third = dg.evaluate_automation_conditions(defs=defs, instance=platform.instance,
+    own_platform.run("flights_predict", DAY)
+    third = dg.evaluate_automation_conditions(defs=defs, instance=own_platform.instance,
                                               asset_selection=selection, cursor=second.cursor)
     assert third.total_requested == 0
 
@@ -200,22 +201,19 @@ def freshness(platform: Platform, settings: Settings) -> dg.AssetCheckEvaluation
     return evaluation
 
 
-def test_freshness_flags_landed_days_not_scored_in_time(platform: Platform) -> None:
+def test_freshness_flags_landed_days_not_scored_in_time(own_platform: Platform) -> None:
     after = [LAST + dt.timedelta(days=n) for n in (1, 2)]  # after the validation window
-    paths = land(platform.settings, *after)
-    try:
-        pending = freshness(platform, platform.settings)
-        assert pending.passed
-        assert pending.metadata["partitions_pending"].value == 2
-        late = freshness(platform, platform.settings.with_overrides(freshness_lag_minutes=0.5))
-        assert not late.passed
-        assert late.description == ("2 landed partition(s) not produced within 0.5 minutes of "
-                                    "landing: 2013-01-22, 2013-01-23")
-        assert late.metadata["max_waiting_minutes"].value >= 1.0
-        assert late.metadata["expected_after"].value == str(WEEK[1])
-    finally:
-        for path in paths:
-            path.unlink()
+    land(own_platform.settings, *after)
+    pending = freshness(own_platform, own_platform.settings)
+    assert pending.passed
+    assert pending.metadata["partitions_pending"].value == 2
+    impatient = own_platform.settings.with_overrides(freshness_lag_minutes=0.5)
+    late = freshness(own_platform, impatient)
+    assert not late.passed
+    assert late.description == ("2 landed partition(s) not produced within 0.5 minutes of "
+                                "landing: 2013-01-22, 2013-01-23")
+    assert late.metadata["max_waiting_minutes"].value >= 1.0
+    assert late.metadata["expected_after"].value == str(WEEK[1])
 
 
 def test_a_loaded_day_without_weather_rows_is_not_requested_again(

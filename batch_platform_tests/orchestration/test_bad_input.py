@@ -1,4 +1,6 @@
-"""Bad input through the real assets: a clear message, and the previous partition untouched."""
+"""Bad input through the real assets: a clear message, and the previous partition untouched.
+
+Every test damages or runs its own copy of the platform (``own_platform``)."""
 
 import dataclasses
 import datetime as dt
@@ -9,25 +11,23 @@ import pytest
 
 from batch_platform.platform.ingest import landing
 from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.conftest import Platform, failure_messages, model_config
+from batch_platform_tests.conftest import (
+    Platform,
+    failure_messages,
+    model_config,
+    partition_snapshot,
+)
 
 DAY = dt.date(2013, 1, 16)
+TABLES = ("raw.flights", "quarantine.flights", "predictions.flights")
 
 
-def snapshot(platform: Platform, day: dt.date) -> dict[str, pl.DataFrame]:
-    return {
-        table: platform.query(f"SELECT * EXCLUDE (_ingested_at, _run_id) FROM {table} "
-                              "WHERE partition_date = ? ORDER BY ALL", [day])
-        for table in ("raw.flights", "quarantine.flights")
-    } | {
-        "predictions.flights": platform.query(
-            "SELECT flight_id, score, run_id FROM predictions.flights WHERE partition_date = ? "
-            "ORDER BY flight_id", [day]),
-    }
+def snapshot(platform: Platform) -> dict[str, pl.DataFrame]:
+    return partition_snapshot(platform, TABLES, [DAY])
 
 
 def assert_unchanged(platform: Platform, before: dict[str, pl.DataFrame]) -> None:
-    after = snapshot(platform, DAY)
+    after = snapshot(platform)
     for table, frame in before.items():
         assert after[table].equals(frame), f"{table} changed after a failed run"
 
@@ -72,23 +72,23 @@ def rewrite(path: Path, edit) -> None:
     ],
 )
 def test_a_bad_landing_file_fails_the_partition_and_keeps_the_old_one(
-    platform: Platform, landing_restored: Path, damage, message_parts: list[str]
+    own_platform: Platform, damage, message_parts: list[str]
 ) -> None:
-    before = snapshot(platform, DAY)
-    damage(flights_file(landing_restored))
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    before = snapshot(own_platform)
+    damage(flights_file(own_platform.settings.landing_dir))
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     message = failure_messages(result)
     for part in [*message_parts, "2013-01-16"]:
         assert part in message
-    assert str(flights_file(landing_restored)) in message
-    assert_unchanged(platform, before)
+    assert str(flights_file(own_platform.settings.landing_dir)) in message
+    assert_unchanged(own_platform, before)
 
 
 def test_a_few_bad_rows_go_to_quarantine_with_their_reason(
-    platform: Platform, landing_restored: Path
+    own_platform: Platform
 ) -> None:
-    path = flights_file(landing_restored)
+    path = flights_file(own_platform.settings.landing_dir)
     original = pl.read_csv(path, infer_schema=False)
     rewrite(path, lambda f: f.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("27")).otherwise(pl.col("hour"))
@@ -96,52 +96,52 @@ def test_a_few_bad_rows_go_to_quarantine_with_their_reason(
         pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("-5")).otherwise(pl.col("distance"))
         .alias("distance"),
     ))
-    platform.run("flights_daily", DAY)
-    quarantined = platform.query("SELECT _line_number, hour, distance, reason, _source_file "
-                                 "FROM quarantine.flights WHERE partition_date = ? "
-                                 "ORDER BY _line_number", [DAY])
+    own_platform.run("flights_daily", DAY)
+    quarantined = own_platform.query("SELECT _line_number, hour, distance, reason, _source_file "
+                                     "FROM quarantine.flights WHERE partition_date = ? "
+                                     "ORDER BY _line_number", [DAY])
     assert quarantined["_line_number"].to_list() == [2, 3]
     assert "hour: '27' must be between 0 and 23" in quarantined["reason"][0]
     assert "distance: '-5' must be between 1 and 10000" in quarantined["reason"][1]
     assert quarantined["_source_file"][0] == str(path)
-    kept = platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
-    scored = platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
-                            [DAY])
+    kept = own_platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
+    scored = own_platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
+                                [DAY])
     assert kept.item() == scored.item() == original.height - 2
 
     # Once the feed is fixed, the rerun replaces the partition: nothing left in quarantine.
-    flights_landing.land(landing_restored, [DAY], with_reference=False)
-    platform.run("flights_daily", DAY)
-    assert platform.query("SELECT count(*) FROM quarantine.flights WHERE partition_date = ?",
-                          [DAY]).item() == 0
-    assert platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
-                          [DAY]).item() == original.height
+    flights_landing.land(own_platform.settings.landing_dir, [DAY], with_reference=False)
+    own_platform.run("flights_daily", DAY)
+    assert own_platform.query("SELECT count(*) FROM quarantine.flights WHERE partition_date = ?",
+                              [DAY]).item() == 0
+    assert own_platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
+                              [DAY]).item() == original.height
 
 
-def test_a_day_missing_upstream_names_what_to_materialize(platform: Platform) -> None:
-    result = platform.run("flights_predict", dt.date(2013, 3, 1), raise_on_error=False)
+def test_a_day_missing_upstream_names_what_to_materialize(own_platform: Platform) -> None:
+    result = own_platform.run("flights_predict", dt.date(2013, 3, 1), raise_on_error=False)
     assert not result.success
     assert "features.flights has no rows for 2013-03-01" in failure_messages(result)
 
 
-def test_unknown_airports(platform: Platform, landing_restored: Path) -> None:
+def test_unknown_airports(own_platform: Platform) -> None:
     """An origin outside New York is quarantined; a destination the model never saw is scored
     with that feature missing, and counted."""
-    path = flights_file(landing_restored)
+    path = flights_file(own_platform.settings.landing_dir)
     rewrite(path, lambda f: f.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("XXX")).otherwise(pl.col("origin"))
         .alias("origin"),
         pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("ZZZ")).otherwise(pl.col("dest"))
         .alias("dest"),
     ))
-    result = platform.run("flights_daily", DAY)
-    quarantined = platform.query("SELECT _line_number, reason FROM quarantine.flights "
-                                 "WHERE partition_date = ?", [DAY])
+    result = own_platform.run("flights_daily", DAY)
+    quarantined = own_platform.query("SELECT _line_number, reason FROM quarantine.flights "
+                                     "WHERE partition_date = ?", [DAY])
     assert quarantined.rows() == [
         (2, "origin: 'XXX' must be one of the New York airports EWR, JFK, LGA")]
-    scored = platform.query("SELECT score FROM predictions.flights p JOIN features.flights f "
-                            "USING (flight_id) WHERE f.dest = 'ZZZ' AND p.partition_date = ?",
-                            [DAY])
+    scored = own_platform.query("SELECT score FROM predictions.flights p JOIN features.flights f "
+                                "USING (flight_id) WHERE f.dest = 'ZZZ' AND p.partition_date = ?",
+                                [DAY])
     assert scored.height == 1
     assert 0.0 < scored.item() < 1.0
     metadata = result.asset_materializations_for_node("predictions__flights")[0].metadata
@@ -149,45 +149,45 @@ def test_unknown_airports(platform: Platform, landing_restored: Path) -> None:
 
 
 def test_a_missing_weather_file_fails_the_day_and_keeps_what_it_had(
-    platform: Platform, landing_restored: Path
+    own_platform: Platform
 ) -> None:
-    before = snapshot(platform, DAY)
-    weather_before = platform.query("SELECT * FROM raw.weather WHERE partition_date = ? "
-                                    "ORDER BY ALL", [DAY])
-    features_before = platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
-                                     "ORDER BY ALL", [DAY])
-    weather_file = landing.landing_file(landing_restored, "weather", DAY)
+    before = snapshot(own_platform)
+    weather_before = own_platform.query("SELECT * FROM raw.weather WHERE partition_date = ? "
+                                        "ORDER BY ALL", [DAY])
+    features_before = own_platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
+                                         "ORDER BY ALL", [DAY])
+    weather_file = landing.landing_file(own_platform.settings.landing_dir, "weather", DAY)
     weather_file.unlink()
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     message = failure_messages(result)
     assert message.startswith("raw__weather: BadInputError: ")
     assert f"weather landing file {weather_file} (partition {DAY}) is missing" in message
-    assert platform.query("SELECT * FROM raw.weather WHERE partition_date = ? ORDER BY ALL",
-                          [DAY]).equals(weather_before)
+    assert own_platform.query("SELECT * FROM raw.weather WHERE partition_date = ? ORDER BY ALL",
+                              [DAY]).equals(weather_before)
     # Features are not built without the day's weather, so what was scored stays as it was.
-    assert platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
-                          "ORDER BY ALL", [DAY]).equals(features_before)
-    after = snapshot(platform, DAY)
+    assert own_platform.query("SELECT * FROM features.flights WHERE partition_date = ? "
+                              "ORDER BY ALL", [DAY]).equals(features_before)
+    after = snapshot(own_platform)
     assert after["predictions.flights"].equals(before["predictions.flights"])
 
 
 def test_a_landing_file_that_links_outside_the_landing_directory_is_refused(
-    platform: Platform, landing_restored: Path, tmp_path: Path
+    own_platform: Platform, tmp_path: Path
 ) -> None:
-    before = snapshot(platform, DAY)
-    path = flights_file(landing_restored)
+    before = snapshot(own_platform)
+    path = flights_file(own_platform.settings.landing_dir)
     elsewhere = tmp_path / "elsewhere.csv"
     elsewhere.write_bytes(path.read_bytes())
     path.unlink()
     path.symlink_to(elsewhere)
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     message = failure_messages(result)
     assert (f"UnsafeLandingPath: landing file {path} (partition {DAY}) resolves to "
             f"{elsewhere}, outside the landing directory") in message
-    assert_unchanged(platform, before)
-    path.unlink()  # landing_restored lays the file again
+    assert_unchanged(own_platform, before)
+    path.unlink()  # platform.settings.landing_dir lays the file again
 
 
 @pytest.mark.parametrize(
@@ -203,23 +203,23 @@ def test_a_landing_file_that_links_outside_the_landing_directory_is_refused(
          "features.flights has no rows for 2013-03-01"),
     ],
 )
-def test_an_invalid_training_window_is_refused(platform: Platform, window: dict,
+def test_an_invalid_training_window_is_refused(own_platform: Platform, window: dict,
                                                message: str) -> None:
-    registry = platform.query("SELECT * FROM models.registry ORDER BY ALL")
-    result = platform.run("flights_train", run_config=model_config(**window),
-                          raise_on_error=False)
+    registry = own_platform.query("SELECT * FROM models.registry ORDER BY ALL")
+    result = own_platform.run("flights_train", run_config=model_config(**window),
+                              raise_on_error=False)
     assert not result.success
     assert message in failure_messages(result)
-    assert platform.query("SELECT * FROM models.registry ORDER BY ALL").equals(registry)
+    assert own_platform.query("SELECT * FROM models.registry ORDER BY ALL").equals(registry)
 
 
 def test_an_invalid_reject_threshold_stops_the_step_naming_the_variable(
-    platform: Platform
+    own_platform: Platform
 ) -> None:
-    before = snapshot(platform, DAY)
-    invalid = dataclasses.replace(platform.settings, max_reject_fraction=1.5)
-    result = platform.run("flights_daily", DAY, settings=invalid, raise_on_error=False)
+    before = snapshot(own_platform)
+    invalid = dataclasses.replace(own_platform.settings, max_reject_fraction=1.5)
+    result = own_platform.run("flights_daily", DAY, settings=invalid, raise_on_error=False)
     assert not result.success
     assert "BATCH_PLATFORM_MAX_REJECT_FRACTION=1.5 must be between 0 and 1" in (
         failure_messages(result))
-    assert_unchanged(platform, before)
+    assert_unchanged(own_platform, before)

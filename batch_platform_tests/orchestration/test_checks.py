@@ -1,17 +1,16 @@
 """Write, audit, publish on real data: a defect injected into a day is stopped by its check,
-the version published before stays, and the check says why with the measured value."""
+the version published before stays, and the check says why with the measured value.
+
+Every test runs its own copy of the platform (``own_platform``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from batch_platform.orchestration.checks import (
     FEATURE_CHECKS,
@@ -23,8 +22,7 @@ from batch_platform.platform.files import exclusive_lock
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.storage.lake import lake_of
-from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.conftest import WEEK, Platform, failure_messages
+from batch_platform_tests.conftest import Platform, failure_messages, partition_snapshot
 
 DAY = dt.date(2013, 1, 18)
 CHECKS = {("raw", "flights"): RAW_CHECKS, ("raw", "weather"): RAW_CHECKS,
@@ -42,99 +40,99 @@ def latest_evaluation(platform: Platform, asset: tuple[str, ...], check: str
 
 
 def published_day(platform: Platform) -> dict[str, pl.DataFrame]:
-    return {table: platform.query(f"SELECT * FROM {table} WHERE partition_date = ? ORDER BY ALL",
-                                  [DAY])
-            for table in ("raw.flights", "features.flights", "predictions.flights",
-                          "reports.flights_daily")}
+    return partition_snapshot(platform, ("raw.flights", "features.flights",
+                                         "predictions.flights", "reports.flights_daily"), [DAY])
 
 
-def edit_flights(landing_dir: Path, edit) -> None:
-    path = landing.landing_file(landing_dir, "flights", DAY)
+def edit_flights(platform: Platform, edit) -> None:
+    path = landing.landing_file(platform.settings.landing_dir, "flights", DAY)
     edit(pl.read_csv(path, infer_schema=False)).write_csv(path)
 
 
-@pytest.fixture
-def day_rerun(platform: Platform, landing_restored: Path) -> Iterator[Path]:
-    """The landing folder; afterwards the day's files are restored and the day rerun clean."""
-    yield landing_restored
-    flights_landing.land(landing_restored, [DAY], with_reference=False)
-    platform.run("flights_daily", DAY)
+def assert_one_score_per_flight(platform: Platform) -> None:
+    """The day holds one prediction per flight, whatever the defect did."""
+    rows, flights = platform.query("SELECT count(*), count(DISTINCT flight_id) "
+                                   "FROM predictions.flights WHERE partition_date = ?",
+                                   [DAY]).row(0)
+    assert rows == flights > 0
 
 
-def test_a_clean_week_passes_every_check(platform: Platform) -> None:
-    platform.run("flights_daily", DAY)
+def test_a_clean_week_passes_every_check(own_platform: Platform) -> None:
+    own_platform.run("flights_daily", DAY)
     for asset, checks in CHECKS.items():
         for check in checks:
-            evaluation = latest_evaluation(platform, asset, check)
+            evaluation = latest_evaluation(own_platform, asset, check)
             assert evaluation.passed, (asset, check, evaluation.description)
             assert evaluation.metadata["partitions"].value == str(DAY)
-    drift = latest_evaluation(platform, ("features", "flights"), "feature_drift")
+    drift = latest_evaluation(own_platform, ("features", "flights"), "feature_drift")
     assert 0 < drift.metadata["max_psi"].value < drift.metadata["warn_threshold"].value
     assert drift.metadata["days_judged"].value == 1
 
 
-def test_drifted_features_are_not_published(platform: Platform, day_rerun: Path) -> None:
-    before = published_day(platform)
+def test_drifted_features_are_not_published(own_platform: Platform) -> None:
+    before = published_day(own_platform)
     # The feed switched to kilometres: every distance is still valid input, but not the same.
-    edit_flights(day_rerun, lambda f: f.with_columns(
+    edit_flights(own_platform, lambda f: f.with_columns(
         (pl.col("distance").cast(pl.Float64) * 1.609).round(0).cast(pl.Int64)))
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
 
     assert not result.success
     message = failure_messages(result)
     assert f"features/flights {DAY} not published, the version published before stays in " \
            "place" in message
     assert f"feature_drift: {DAY}: distance drifted from 2013-01-01..2013-01-14: PSI" in message
-    evaluation = latest_evaluation(platform, ("features", "flights"), "feature_drift")
+    evaluation = latest_evaluation(own_platform, ("features", "flights"), "feature_drift")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["max_psi"].value > evaluation.metadata["error_threshold"].value
     assert evaluation.metadata["max_psi_column"].value == "distance"
-    after = published_day(platform)
+    after = published_day(own_platform)
     # raw keeps what landed (its own checks passed); nothing downstream of the gate changed.
     assert not after["raw.flights"].equals(before["raw.flights"])
     for table in ("features.flights", "predictions.flights", "reports.flights_daily"):
         assert after[table].equals(before[table]), table
     assert result.filter_events(lambda e: e.is_step_up_for_retry) == []
+    assert_one_score_per_flight(own_platform)
 
 
-def test_missing_required_values_are_not_published(platform: Platform,
-                                                   landing_restored: Path) -> None:
-    before = published_day(platform)
-    edit_flights(landing_restored, lambda f: f.with_columns(
+def test_missing_required_values_are_not_published(own_platform: Platform) -> None:
+    before = published_day(own_platform)
+    edit_flights(own_platform, lambda f: f.with_columns(
         pl.when(pl.int_range(pl.len()) < 20).then(pl.lit("NA")).otherwise(pl.col("carrier"))
         .alias("carrier")))
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
 
     assert not result.success
     message = failure_messages(result)
     assert f"raw/flights {DAY} not published" in message
     assert "required column carrier is missing in 2." in message
-    evaluation = latest_evaluation(platform, ("raw", "flights"), "required_values")
+    evaluation = latest_evaluation(own_platform, ("raw", "flights"), "required_values")
     assert not evaluation.passed
     assert evaluation.metadata["threshold"].value == 0.01
     assert evaluation.metadata["max_null_fraction"].value > 0.02
-    after = published_day(platform)
+    after = published_day(own_platform)
     for table, frame in before.items():
         assert after[table].equals(frame), table
     # Bad data is never retried: a retry cannot fix it.
     assert result.filter_events(lambda e: e.is_step_up_for_retry) == []
+    assert_one_score_per_flight(own_platform)
 
 
-def test_a_warning_publishes_and_flags(platform: Platform, day_rerun: Path) -> None:
-    edit_flights(day_rerun, lambda f: f.with_columns(pl.lit("B12").alias("gate")))
-    result = platform.run("flights_daily", DAY)
+def test_a_warning_publishes_and_flags(own_platform: Platform) -> None:
+    edit_flights(own_platform, lambda f: f.with_columns(pl.lit("B12").alias("gate")))
+    result = own_platform.run("flights_daily", DAY)
 
     assert result.success
-    evaluation = latest_evaluation(platform, ("raw", "flights"), "schema")
+    evaluation = latest_evaluation(own_platform, ("raw", "flights"), "schema")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["ignored_columns"].value == "gate"
-    run_ids = platform.query("SELECT DISTINCT run_id FROM predictions.flights "
-                             "WHERE partition_date = ?", [DAY])
+    run_ids = own_platform.query("SELECT DISTINCT run_id FROM predictions.flights "
+                                 "WHERE partition_date = ?", [DAY])
     assert run_ids.get_column("run_id").to_list() == [result.run_id]
+    assert_one_score_per_flight(own_platform)
 
 
-def test_a_locked_warehouse_is_retried_with_backoff(platform: Platform) -> None:
-    settings = platform.settings.with_overrides(lock_timeout_seconds=0.5)
+def test_a_locked_warehouse_is_retried_with_backoff(own_platform: Platform) -> None:
+    settings = own_platform.settings.with_overrides(lock_timeout_seconds=0.5)
     lock = lake_of(settings).lock_path
     held = threading.Event()
 
@@ -148,20 +146,14 @@ def test_a_locked_warehouse_is_retried_with_backoff(platform: Platform) -> None:
     holder.start()
     held.wait()
     try:
-        result = platform.run("flights_predict", DAY, settings=settings)
+        result = own_platform.run("flights_predict", DAY, settings=settings)
     finally:
         holder.join()
 
     assert result.success
     retries = result.filter_events(lambda e: e.is_step_up_for_retry)
     assert retries and retries[0].step_key == "predictions__flights"
-    warnings = [entry.user_message for entry in platform.instance.all_logs(result.run_id)
+    warnings = [entry.user_message for entry in own_platform.instance.all_logs(result.run_id)
                 if "transient failure, retry 1 of 3" in entry.user_message]
     assert len(warnings) == 1 and "(a test holding the warehouse, since" in warnings[0]
 
-
-def test_week_scores_stay_one_per_flight_after_the_defects(platform: Platform) -> None:
-    counts = platform.query("SELECT partition_date, count(*) = count(DISTINCT flight_id) AS ok "
-                            "FROM predictions.flights WHERE partition_date BETWEEN ? AND ? "
-                            "GROUP BY ALL", list(WEEK))
-    assert counts.height == 7 and counts.get_column("ok").all()

@@ -4,7 +4,8 @@ Four partition runs start at once, each its own process against the persistent i
 with Dagster's multiprocess executor (`dagster asset materialize`, every step a process of its
 own) and two with `batch-platform score` (in-process executor). Meanwhile two analyst processes
 query the lake read-only every 100 ms, attached with the documented line, one through a session
-held open the whole time, one through a new session per query.
+held open the whole time, one through a new session per query. Every test that runs anything
+runs it on its own copy of the platform (``own_platform``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from batch_platform import cli
 from batch_platform.orchestration import stages
 from batch_platform.platform.storage.lake import Lake, lake_of
 from batch_platform.settings import Settings
-from batch_platform_tests.conftest import Platform, attach_lake, failure_messages
+from batch_platform_tests.conftest import (
+    Platform,
+    attach_lake,
+    failure_messages,
+    partition_snapshot,
+)
 from batch_platform_tests.platform.test_warehouse import HOLD_LOCK
 
 DAYS = [dt.date(2013, 1, 18), dt.date(2013, 1, 19), dt.date(2013, 1, 20), dt.date(2013, 1, 21)]
 DAILY_ASSETS = ("raw.flights", "raw.weather", "features.flights", "predictions.flights",
                 "reports.flights_daily")
-TABLES = {"raw.flights": ("_ingested_at", "_run_id"), "features.flights": (),
-          "predictions.flights": ("run_id", "scored_at"),
-          "reports.flights_daily": ("reported_at",)}
+TABLES = ("raw.flights", "features.flights", "predictions.flights", "reports.flights_daily")
 
 ANALYST = textwrap.dedent("""
     import json, os, sys, time
@@ -67,15 +71,7 @@ ANALYST = textwrap.dedent("""
 
 def partitions(platform: Platform, with_lineage: bool = False) -> dict[str, pl.DataFrame]:
     """The four days of every table; without lineage, as any clean run makes them."""
-    def columns(lineage: tuple[str, ...]) -> str:
-        return f"* EXCLUDE ({', '.join(lineage)})" if lineage and not with_lineage else "*"
-
-    return {
-        table: platform.query(f"SELECT {columns(lineage)} FROM {table} "
-                              "WHERE partition_date BETWEEN ? AND ? ORDER BY ALL",
-                              [DAYS[0], DAYS[-1]])
-        for table, lineage in TABLES.items()
-    }
+    return partition_snapshot(platform, TABLES, DAYS, without_lineage=not with_lineage)
 
 
 def assert_same(actual: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]) -> None:
@@ -95,10 +91,11 @@ def run_commands(platform: Platform) -> list[list[str]]:
     return dagster_runs + cli_runs
 
 
-def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform,
+@pytest.mark.slow
+def test_four_parallel_runs_and_querying_analysts_all_succeed(own_platform: Platform,
                                                                tmp_path: Path) -> None:
-    settings = platform.settings
-    clean = partitions(platform)
+    settings = own_platform.settings
+    clean = partitions(own_platform)
     assert all(frame.height for frame in clean.values())
     cli.prepare_instance(settings)  # the persistent instance the runs record themselves in
     env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(settings.data_dir),
@@ -115,7 +112,7 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
         started = time.monotonic()
         runs = [subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for command in run_commands(platform)]
+                for command in run_commands(own_platform)]
         outputs = [run.communicate(timeout=400)[0] for run in runs]
         elapsed = time.monotonic() - started
     finally:
@@ -134,10 +131,10 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(platform: Platform
         assert max(report["latencies"]) < min(10.0, elapsed / 3), max(report["latencies"])
 
     # Every partition holds exactly a clean run's rows, written by exactly one of the runs.
-    assert_same(partitions(platform), clean)
-    run_ids = platform.query("SELECT partition_date, list(DISTINCT run_id) AS runs "
-                             "FROM predictions.flights WHERE partition_date BETWEEN ? AND ? "
-                             "GROUP BY ALL ORDER BY 1", [DAYS[0], DAYS[-1]])
+    assert_same(partitions(own_platform), clean)
+    run_ids = own_platform.query("SELECT partition_date, list(DISTINCT run_id) AS runs "
+                                 "FROM predictions.flights WHERE partition_date BETWEEN ? AND ? "
+                                 "GROUP BY ALL ORDER BY 1", [DAYS[0], DAYS[-1]])
     assert run_ids["partition_date"].to_list() == DAYS
     assert all(len(runs) == 1 for runs in run_ids["runs"].to_list())
     assert len({runs[0] for runs in run_ids["runs"].to_list()}) == 4
@@ -168,9 +165,9 @@ def test_a_commit_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def lock_held_elsewhere(platform: Platform):
+def lock_held_elsewhere(own_platform: Platform):
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(lake_of(platform.settings).lock_path)],
+        [sys.executable, "-c", HOLD_LOCK, str(lake_of(own_platform.settings).lock_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
@@ -193,16 +190,16 @@ def failed_after_every_retry(platform: Platform, settings: Settings,
 
 
 def test_a_lock_held_too_long_fails_the_run_naming_the_holder(
-    platform: Platform, lock_held_elsewhere: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
+    own_platform: Platform, lock_held_elsewhere: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = partitions(platform, with_lineage=True)
-    impatient = dataclasses.replace(platform.settings, lock_timeout_seconds=1.0)
-    message = failed_after_every_retry(platform, impatient, monkeypatch)
+    before = partitions(own_platform, with_lineage=True)
+    impatient = dataclasses.replace(own_platform.settings, lock_timeout_seconds=1.0)
+    message = failed_after_every_retry(own_platform, impatient, monkeypatch)
     assert "LockTimeout: waited 1s for " in message
     assert f"held by process {lock_held_elsewhere.pid} on " in message
     assert "(hold the lock for a test, since " in message
     assert "BATCH_PLATFORM_LOCK_TIMEOUT_SECONDS" in message
-    assert_same(partitions(platform, with_lineage=True), before)
+    assert_same(partitions(own_platform, with_lineage=True), before)
 
 
 CREATE_INSTANCE = textwrap.dedent("""
@@ -216,6 +213,7 @@ CREATE_INSTANCE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_runs_starting_together_on_a_new_instance_do_not_break_it(tmp_path: Path) -> None:
     """Concurrent first runs used to stamp the instance's schema twice, breaking every run."""
     env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
@@ -238,14 +236,14 @@ def test_runs_starting_together_on_a_new_instance_do_not_break_it(tmp_path: Path
 
 
 def test_a_catalog_that_is_down_fails_the_step_naming_it_and_is_retried(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
+    own_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with socket.socket() as probe:  # a loopback port where nothing listens
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     down = dataclasses.replace(
-        platform.settings, lake_connect_timeout_seconds=2.0,
+        own_platform.settings, lake_connect_timeout_seconds=2.0,
         lake_catalog=f"postgres:dbname=lake host=127.0.0.1 port={port} user=lake")
-    message = failed_after_every_retry(platform, down, monkeypatch)
+    message = failed_after_every_retry(own_platform, down, monkeypatch)
     assert "cannot attach the lake's catalog postgres:dbname=lake host=127.0.0.1 " in message
     assert f"port={port}" in message

@@ -4,7 +4,8 @@ and a rerun is clean.
 Each crash runs the real job in a subprocess (``crash_run``) that kills itself at the chosen
 point. Afterwards the lake must hold exactly the old version (killed before the commit) or the
 new one (after it), every file its snapshot lists must be there, and a rerun, given only a short
-lock wait, must produce exactly a clean run's rows and leave no temporary file behind.
+lock wait, must produce exactly a clean run's rows and leave no temporary file behind. Every
+test crashes its own copy of the platform (``own_platform``).
 """
 
 from __future__ import annotations
@@ -17,38 +18,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.monitoring import drift
 from batch_platform.platform.storage.lake import lake_of
-from batch_platform_tests.conftest import Platform, model_config
+from batch_platform_tests.conftest import (
+    LINEAGE_COLUMNS,
+    Platform,
+    model_config,
+    partition_snapshot,
+)
 from batch_platform_tests.flights import FLIGHTS
 
 DAY = dt.date(2013, 1, 17)
-# Per table: what a clean rerun must reproduce (everything but when and by which run).
-LINEAGE = {
-    "raw.flights": ("_ingested_at", "_run_id"),
-    "quarantine.flights": ("_ingested_at", "_run_id"),
-    "features.flights": (),
-    "predictions.flights": ("run_id", "scored_at"),
-    "reports.flights_daily": ("reported_at",),
-}
-
-
-def partition(con: duckdb.DuckDBPyConnection, table: str, exclude: tuple[str, ...] = ()
-              ) -> pl.DataFrame:
-    columns = f"* EXCLUDE ({', '.join(exclude)})" if exclude else "*"
-    return con.execute(f"SELECT {columns} FROM {table} WHERE partition_date = ? ORDER BY ALL",
-                       [DAY]).pl()
+TABLES = ("raw.flights", "quarantine.flights", "features.flights", "predictions.flights",
+          "reports.flights_daily")
 
 
 def snapshot(platform: Platform, clean: bool = False) -> dict[str, pl.DataFrame]:
-    with lake_of(platform.settings).read_only() as con:
-        return {table: partition(con, table, LINEAGE[table] if clean else ())
-                for table in LINEAGE}
+    """The day in every table; ``clean``: what a clean rerun must reproduce (everything but
+    when and by which run)."""
+    return partition_snapshot(platform, TABLES, [DAY], without_lineage=clean)
 
 
 def listed_files_exist(platform: Platform) -> int:
@@ -92,6 +84,7 @@ STEP = {"raw.flights": 0, "quarantine.flights": 0, "features.flights": 1,
         "predictions.flights": 2, "reports.flights_daily": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("table", "point"),
     [
@@ -107,21 +100,21 @@ STEP = {"raw.flights": 0, "quarantine.flights": 0, "features.flights": 1,
     ],
 )
 def test_a_run_killed_mid_write_leaves_the_partition_whole_and_the_rerun_is_clean(
-    platform: Platform, table: str, point: str
+    own_platform: Platform, table: str, point: str
 ) -> None:
-    before = snapshot(platform)
-    clean = snapshot(platform, clean=True)
+    before = snapshot(own_platform)
+    clean = snapshot(own_platform, clean=True)
     assert before["predictions.flights"].height > 0
 
     # The job that starts with the step to crash: the steps before it are not under test.
     job = "flights_predict" if STEP[table] >= STEP["predictions.flights"] else "flights_daily"
-    crash(platform, job, table, point)
+    crash(own_platform, job, table, point)
 
-    after = snapshot(platform)
-    listed_files_exist(platform)
-    for name in LINEAGE:
+    after = snapshot(own_platform)
+    listed_files_exist(own_platform)
+    for name in TABLES:
         # Every table holds one whole version: never half, never twice.
-        whole = after[name].drop(*LINEAGE[name]) if LINEAGE[name] else after[name]
+        whole = after[name].drop(*LINEAGE_COLUMNS[name])
         assert whole.equals(clean[name]), f"{name} is not whole after the crash"
         if STEP[name] < STEP[table]:
             continue  # the steps before the crash finished and committed their new version
@@ -132,43 +125,44 @@ def test_a_run_killed_mid_write_leaves_the_partition_whole_and_the_rerun_is_clea
         assert old_version != committed, f"{name}: expected the {'new' if committed else 'old'}"
 
     # Nothing blocks the rerun: it gets the lock within 2 s, and yields a clean run's rows.
-    result = platform.run(job, DAY, settings=impatient(platform))
+    result = own_platform.run(job, DAY, settings=impatient(own_platform))
     assert result.success
-    rerun = snapshot(platform, clean=True)
+    rerun = snapshot(own_platform, clean=True)
     for name, frame in clean.items():
         assert rerun[name].equals(frame), f"{name} differs from a clean run after the rerun"
-    run_ids = platform.query("SELECT DISTINCT run_id FROM predictions.flights "
-                             "WHERE partition_date = ?", [DAY])
+    run_ids = own_platform.query("SELECT DISTINCT run_id FROM predictions.flights "
+                                 "WHERE partition_date = ?", [DAY])
     assert run_ids["run_id"].to_list() == [result.run_id]
-    assert temp_files(platform) == []
+    assert temp_files(own_platform) == []
 
 
+@pytest.mark.slow
 def test_files_of_a_killed_transaction_are_invisible_and_maintenance_removes_them(
-    platform: Platform
+    own_platform: Platform
 ) -> None:
-    lake = lake_of(platform.settings)
+    lake = lake_of(own_platform.settings)
     on_disk = set(lake.data_path.rglob("*.parquet"))
-    listed = listed_files_exist(platform)
-    crash(platform, "flights_predict", "predictions.flights", "before_commit")
+    listed = listed_files_exist(own_platform)
+    crash(own_platform, "flights_predict", "predictions.flights", "before_commit")
     orphans = set(lake.data_path.rglob("*.parquet")) - on_disk
     assert orphans, "the killed transaction wrote its Parquet files before the commit"
-    assert listed_files_exist(platform) == listed  # not one of them is in a snapshot
+    assert listed_files_exist(own_platform) == listed  # not one of them is in a snapshot
     # Maintenance deletes files that no snapshot reads once they are older than the retention.
     lake.maintain(dt.timedelta(days=7))
     assert all(path.exists() for path in orphans)
     lake.maintain(dt.timedelta(0))
     assert not any(path.exists() for path in orphans)
-    assert listed_files_exist(platform) > 0
-    assert platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
-                          [DAY]).item() > 0
+    assert listed_files_exist(own_platform) > 0
+    assert own_platform.query("SELECT count(*) FROM predictions.flights WHERE partition_date = ?",
+                              [DAY]).item() > 0
 
 
-def registry_is_consistent(platform: Platform) -> list[tuple]:
+def registry_is_consistent(own_platform: Platform) -> list[tuple]:
     """No registry row without its intact file and profile, one champion, and it loads."""
-    with lake_of(platform.settings).read_only() as con:
+    with lake_of(own_platform.settings).read_only() as con:
         rows = con.execute("SELECT model_version, status, model_path, threshold "
                            "FROM models.registry ORDER BY model_version").fetchall()
-    settings = platform.settings
+    settings = own_platform.settings
     for version, _, model_path, _ in rows:
         file = settings.data_dir / model_path
         assert file.is_file(), f"registry row {version} points at a missing file"
@@ -183,43 +177,39 @@ def registry_is_consistent(platform: Platform) -> list[tuple]:
     return [(version, status) for version, status, _, _ in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    ("point", "rounds"),
+    "point",
     [
-        ("mid_training", 17),
-        ("model_file", 18),
+        "mid_training",
+        "model_file",
         # inside the registry transaction: the old champion already retired, the new row not in
-        ("before_delete", 19),
-        ("after_commit", 21),
+        "before_delete",
+        "after_commit",
     ],
 )
 def test_a_crash_mid_training_leaves_registry_and_model_files_consistent(
-    platform: Platform, point: str, rounds: int
+    own_platform: Platform, point: str
 ) -> None:
-    before = registry_is_consistent(platform)
+    before = registry_is_consistent(own_platform)
     versions_before = {version for version, _ in before}
-    champion_before = champion(before)
-    # A number of rounds of its own: a new version, whose file does not exist yet.
-    config = model_config(rounds=rounds)
-    crash(platform, "flights_train", "models.registry", point, start=None, run_config=config)
+    # Fewer rounds than the champion's: a new version, whose file does not exist yet.
+    config = model_config(rounds=17)
+    crash(own_platform, "flights_train", "models.registry", point, start=None, run_config=config)
 
-    after_crash = registry_is_consistent(platform)
+    after_crash = registry_is_consistent(own_platform)
     if point == "after_commit":  # committed: the new champion, whole
         assert champion(after_crash) not in versions_before
     else:
         assert after_crash == before
 
-    try:
-        result = platform.run("flights_train", run_config=config, settings=impatient(platform))
-        assert result.success
-        after = registry_is_consistent(platform)
-        new = champion(after)
-        assert new not in versions_before
-        assert {version for version, _ in after} == versions_before | {new}
-        assert temp_files(platform) == []
-    finally:
-        platform.run("flights_train", run_config=model_config())
-    assert champion(registry_is_consistent(platform)) == champion_before
+    result = own_platform.run("flights_train", run_config=config, settings=impatient(own_platform))
+    assert result.success
+    after = registry_is_consistent(own_platform)
+    new = champion(after)
+    assert new not in versions_before
+    assert {version for version, _ in after} == versions_before | {new}
+    assert temp_files(own_platform) == []
 
 
 def champion(rows: list[tuple]) -> str:
@@ -236,12 +226,13 @@ with exclusive_lock(Path(sys.argv[1]), 1.0, "commit after a failed step"):
 """
 
 
-def test_a_failed_step_leaks_no_lock(platform: Platform, landing_restored: Path) -> None:
+def test_a_failed_step_leaks_no_lock(own_platform: Platform) -> None:
     """After a step fails in this process, another process gets the writer lock at once."""
-    (landing_restored / "flights" / f"{DAY}.csv").write_text("not,a,flights,file\n1,2,3,4\n")
-    result = platform.run("flights_daily", DAY, raise_on_error=False)
+    flights = own_platform.settings.landing_dir / "flights" / f"{DAY}.csv"
+    flights.write_text("not,a,flights,file\n1,2,3,4\n")
+    result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     taken = subprocess.run([sys.executable, "-c", TAKE_LOCK,
-                            str(lake_of(platform.settings).lock_path)],
+                            str(lake_of(own_platform.settings).lock_path)],
                            capture_output=True, text=True, timeout=60)
     assert taken.returncode == 0, taken.stderr

@@ -1,4 +1,6 @@
-"""The model asset: bring your own model, pin a version, refuse a model that does not fit."""
+"""The model asset: bring your own model, pin a version, refuse a model that does not fit.
+
+Every test registers or scores on its own copy of the platform (``own_platform``)."""
 
 import dataclasses
 from pathlib import Path
@@ -21,47 +23,39 @@ def registry_rows(platform: Platform) -> list[tuple]:
     return platform.query("SELECT model_version, status FROM models.registry ORDER BY 1").rows()
 
 
-@pytest.fixture
-def restore_champion(platform: Platform):
-    """Re-register the session's trained model after a test changes the champion."""
-    yield
-    platform.run("flights_train", run_config=model_config())
-
-
-def test_a_user_model_file_is_registered_and_scores(platform: Platform, tmp_path: Path,
-                                                    restore_champion: None) -> None:
-    features = platform.query("SELECT * FROM features.flights WHERE partition_date BETWEEN ? AND ?",
-                              list(TRAIN))
+def test_a_user_model_file_is_registered_and_scores(own_platform: Platform,
+                                                    tmp_path: Path) -> None:
+    features = own_platform.query("SELECT * FROM features.flights "
+                                  "WHERE partition_date BETWEEN ? AND ?", list(TRAIN))
     booster = train(features, FLIGHTS, rounds=25)
     user_file = tmp_path / "my_model.txt"
     booster.save_model(str(user_file))
 
-    platform.run("flights_train", run_config=model_config(model_file=str(user_file)))
-    record = champion(platform)
+    own_platform.run("flights_train", run_config=model_config(model_file=str(user_file)))
+    record = champion(own_platform)
     assert record["source"] == "user_file"
     assert record["num_trees"] == 25
     assert record["train_start"] is None
-    stored = platform.settings.data_dir / record["model_path"]
-    assert stored.parent == platform.settings.models_dir / "flights"
+    stored = own_platform.settings.data_dir / record["model_path"]
+    assert stored.parent == own_platform.settings.models_dir / "flights"
     assert stored.read_text() == user_file.read_text()
 
     day = WEEK[0]
-    platform.run("flights_predict", day)
-    versions = platform.query("SELECT DISTINCT model_version FROM predictions.flights "
-                              "WHERE partition_date = ?", [day])
+    own_platform.run("flights_predict", day)
+    versions = own_platform.query("SELECT DISTINCT model_version FROM predictions.flights "
+                                  "WHERE partition_date = ?", [day])
     assert versions["model_version"].to_list() == [record["model_version"]]
 
 
-def test_a_pinned_version_overrides_the_champion(platform: Platform,
-                                                 restore_champion: None) -> None:
-    trained = champion(platform)["model_version"]
-    platform.run("flights_train", run_config=model_config(rounds=20))
-    assert champion(platform)["model_version"] != trained
-    pinned = dataclasses.replace(platform.settings, model_version=trained)
+def test_a_pinned_version_overrides_the_champion(own_platform: Platform) -> None:
+    trained = champion(own_platform)["model_version"]
+    own_platform.run("flights_train", run_config=model_config(rounds=20))
+    assert champion(own_platform)["model_version"] != trained
+    pinned = dataclasses.replace(own_platform.settings, model_version=trained)
     day = WEEK[1]
-    platform.run("flights_predict", day, settings=pinned)
-    versions = platform.query("SELECT DISTINCT model_version FROM predictions.flights "
-                              "WHERE partition_date = ?", [day])
+    own_platform.run("flights_predict", day, settings=pinned)
+    versions = own_platform.query("SELECT DISTINCT model_version FROM predictions.flights "
+                                  "WHERE partition_date = ?", [day])
     assert versions["model_version"].to_list() == [trained]
 
 
@@ -79,31 +73,27 @@ def test_a_pinned_version_overrides_the_champion(platform: Platform,
                      id="regression model"),
     ],
 )
-def test_a_model_file_that_does_not_fit_is_refused(platform: Platform, tmp_path: Path,
+def test_a_model_file_that_does_not_fit_is_refused(own_platform: Platform, tmp_path: Path,
                                                    write_model, message: str) -> None:
-    before = registry_rows(platform)
+    before = registry_rows(own_platform)
     user_file = tmp_path / "bad_model.txt"
     write_model(user_file)
-    result = platform.run("flights_train", run_config=model_config(model_file=str(user_file)),
-                          raise_on_error=False)
+    result = own_platform.run("flights_train", run_config=model_config(model_file=str(user_file)),
+                              raise_on_error=False)
     assert not result.success
     assert message in failure_messages(result)
     assert str(user_file) in failure_messages(result)
-    assert registry_rows(platform) == before
+    assert registry_rows(own_platform) == before
 
 
-def test_a_corrupted_registered_model_is_not_used(platform: Platform) -> None:
-    record = champion(platform)
-    path = platform.settings.data_dir / record["model_path"]
-    original = path.read_text()
-    try:
-        path.write_text(original.replace("learning_rate", "learning_rates", 1))
-        result = platform.run("flights_predict", WEEK[0], raise_on_error=False)
-        assert not result.success
-        assert f"does not match its registered version {record['model_version']}" in (
-            failure_messages(result))
-    finally:
-        path.write_text(original)
+def test_a_corrupted_registered_model_is_not_used(own_platform: Platform) -> None:
+    record = champion(own_platform)
+    path = own_platform.settings.data_dir / record["model_path"]
+    path.write_text(path.read_text().replace("learning_rate", "learning_rates", 1))
+    result = own_platform.run("flights_predict", WEEK[0], raise_on_error=False)
+    assert not result.success
+    assert f"does not match its registered version {record['model_version']}" in (
+        failure_messages(result))
 
 
 def _model_with_other_features(path: Path, objective: str = "binary") -> None:

@@ -2,7 +2,9 @@
 
 One cluster serves the module: a head and a second node started with ``ray start`` on
 loopback, two (logical) CPUs each, stopped by PID afterwards. Needs the ``ray`` extra (``make test``
-installs it).
+installs it). A test that writes predictions writes them to its own copy of the platform
+(``own_platform``); the others score the features of one copy for the module
+(``scoring_platform``), beside whose model file the compiled scorer caches its code.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from batch_platform.platform.scoring.score import ScoringLineage
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
-from batch_platform_tests.conftest import WEEK, Platform, failure_messages
+from batch_platform_tests.conftest import (
+    WEEK,
+    Platform,
+    PreparedSlice,
+    failure_messages,
+    platform_at,
+)
 from batch_platform_tests.flights import FLIGHTS
 from batch_platform_tests.orchestration.test_compiled_scoring import predictions_metadata
 
 pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
+pytestmark = pytest.mark.slow  # a two-node cluster started for the module
 
 # Columns that name the run rather than the prediction.
 RUN_SPECIFIC = ("run_id", "scored_at")
@@ -59,14 +68,6 @@ def on_ray(platform: Platform, cluster: ray_local.LocalRayCluster, **changes: ob
         "chunk_rows": CHUNK_ROWS, **changes})
 
 
-def local_baseline(platform: Platform) -> pl.DataFrame:
-    """The week as the local engine scores it with the current champion (an earlier test may
-    have registered another model since the week was last scored)."""
-    result = platform.run("flights_predict", *WEEK)
-    assert result.success, failure_messages(result)
-    return week_predictions(platform)
-
-
 def week_predictions(platform: Platform) -> pl.DataFrame:
     return platform.query("SELECT * FROM predictions.flights WHERE partition_date BETWEEN ? "
                           "AND ? ORDER BY partition_date, flight_id", list(WEEK))
@@ -86,36 +87,40 @@ def staging_left(settings: Settings) -> list[Path]:
 
 
 def test_a_week_scored_on_two_nodes_equals_the_local_engine(
-    platform: Platform, cluster: ray_local.LocalRayCluster
+    own_platform: Platform, cluster: ray_local.LocalRayCluster
 ) -> None:
-    local = local_baseline(platform)
+    local = week_predictions(own_platform)  # as the local engine scored it
     assert set(local["scorer"]) == {"lightgbm"}
     assert local["reason_1"].null_count() < local.height  # explain=all: reasons to compare
-    settings = on_ray(platform, cluster)
-    try:
-        result = platform.run("flights_predict", *WEEK, settings=settings)
-        assert result.success, failure_messages(result)
-        on_cluster = week_predictions(platform)
-        assert_same_rows(on_cluster, local)
-        assert set(on_cluster["run_id"]) == {result.run_id}
-        metadata = predictions_metadata(result)
-        assert metadata["engine"] == "ray"
-        assert metadata["engine_workers"] == 2
-        assert metadata["ray_nodes"] == 2
-        assert metadata["ray_cluster_cpus"] == 4
-        assert metadata["ray_address"] == cluster.address
-        assert len(metadata["ray_job_id"]) >= 8
-        assert metadata["staging_seconds"] > 0
-        assert metadata["range_rows_scored"] == local.height
-        assert staging_left(settings) == []
-    finally:
-        restored = platform.run("flights_predict", *WEEK)
-        assert restored.success, failure_messages(restored)
+    settings = on_ray(own_platform, cluster)
+    result = own_platform.run("flights_predict", *WEEK, settings=settings)
+    assert result.success, failure_messages(result)
+    on_cluster = week_predictions(own_platform)
+    assert_same_rows(on_cluster, local)
+    assert set(on_cluster["run_id"]) == {result.run_id}
+    metadata = predictions_metadata(result)
+    assert metadata["engine"] == "ray"
+    assert metadata["engine_workers"] == 2
+    assert metadata["ray_nodes"] == 2
+    assert metadata["ray_cluster_cpus"] == 4
+    assert metadata["ray_address"] == cluster.address
+    assert len(metadata["ray_job_id"]) >= 8
+    assert metadata["staging_seconds"] > 0
+    assert metadata["range_rows_scored"] == local.height
+    assert staging_left(settings) == []
 
 
 @pytest.fixture(scope="module")
-def week(platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
-    settings = platform.settings
+def scoring_platform(prepared_slice: PreparedSlice, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[Platform]:
+    with platform_at(prepared_slice.copy_to(tmp_path_factory.mktemp("ray") / "slice")
+                     ) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def week(scoring_platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
+    settings = scoring_platform.settings
     with lake_of(settings).read_only() as con:
         record = registry.resolve(con, FLIGHTS.use_case, None)
         frame = read_partitions(con, "features.flights", *WEEK,
@@ -132,17 +137,17 @@ LINEAGE = ScoringLineage("v", "code", "run-1", dt.datetime(2024, 1, 1, tzinfo=dt
 @pytest.mark.parametrize(("explain", "scorer"), [("riskiest", "lightgbm"),
                                                  ("predicted_positive", "compiled")])
 def test_every_explain_mode_and_scorer_match_the_local_engine(
-    platform: Platform, cluster: ray_local.LocalRayCluster,
+    scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
     week: tuple[pl.DataFrame, model_core.LoadedModel], explain: str, scorer: str
 ) -> None:
     frame, loaded = week
     lineage = ScoringLineage(loaded.version, "code", "run-1", LINEAGE.scored_at)
     changes = {"explain": explain, "explain_max_rows": 40, "scorer": scorer}
     scope = ("predictions/flights", *WEEK)
-    local, local_stats, _ = engines.score(frame, loaded, FLIGHTS, lineage,
-                                          platform.settings.with_overrides(**changes), scope)
+    local_settings = scoring_platform.settings.with_overrides(**changes)
+    local, local_stats, _ = engines.score(frame, loaded, FLIGHTS, lineage, local_settings, scope)
     remote, stats, report = engines.score(frame, loaded, FLIGHTS, lineage,
-                                          on_ray(platform, cluster, **changes), scope)
+                                          on_ray(scoring_platform, cluster, **changes), scope)
     assert report.engine == "ray" and report.ray.nodes == 2
     assert remote.equals(local, null_equal=True)
     assert remote.schema == local.schema
@@ -154,7 +159,7 @@ def test_every_explain_mode_and_scorer_match_the_local_engine(
 
 
 def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
-    platform: Platform, cluster: ray_local.LocalRayCluster,
+    scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
     week: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
 ) -> None:
     frame, loaded = week
@@ -163,7 +168,7 @@ def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
     tampered.write_text(loaded.path.read_text().replace("tree\n", "tree\n\n", 1))
     moved = model_core.LoadedModel(loaded.version, loaded.booster, loaded.calibration,
                                    loaded.categorical_levels, tampered)
-    settings = on_ray(platform, cluster)
+    settings = on_ray(scoring_platform, cluster)
     staging = ray_engine.staging_dir(settings.staging_location, "bad-model", "p", *WEEK)
     target = ray_engine.RayTarget(cluster.address, 2, settings.staging_location)
     started = time.monotonic()
@@ -193,31 +198,29 @@ def kill_an_actor_mid_partition(cluster: ray_local.LocalRayCluster, killed: list
 
 
 def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
-    platform: Platform, cluster: ray_local.LocalRayCluster
+    own_platform: Platform, cluster: ray_local.LocalRayCluster
 ) -> None:
-    local = local_baseline(platform)
+    local = week_predictions(own_platform)  # as the local engine scored it
     # Small batches make the partition long enough on the cluster to be killed in the middle.
-    settings = on_ray(platform, cluster, chunk_rows=100)
+    settings = on_ray(own_platform, cluster, chunk_rows=100)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_an_actor_mid_partition, args=(cluster, killed, stop))
     killer.start()
     try:
-        result = platform.run("flights_predict", *WEEK, settings=settings, raise_on_error=False)
+        result = own_platform.run("flights_predict", *WEEK, settings=settings, raise_on_error=False)
     finally:
         stop.set()
         killer.join()
     assert killed, "no scoring actor was seen to kill"
-    after = week_predictions(platform)
+    after = week_predictions(own_platform)
     if result.success:  # Ray restarted the actor and retried its batches
         assert set(after["run_id"]) == {result.run_id}
     else:  # the partition is exactly what it was before
         assert after.equals(local, null_equal=True), failure_messages(result)
     assert_same_rows(after, local)
     assert staging_left(settings) == []
-    rerun = platform.run("flights_predict", *WEEK, settings=settings)
+    rerun = own_platform.run("flights_predict", *WEEK, settings=settings)
     assert rerun.success, failure_messages(rerun)
-    assert_same_rows(week_predictions(platform), local)
-    restored = platform.run("flights_predict", *WEEK)
-    assert restored.success, failure_messages(restored)
+    assert_same_rows(week_predictions(own_platform), local)
     print(f"killed actor {killed[0]}: the run {'succeeded' if result.success else 'failed'}")
