@@ -16,10 +16,11 @@ from batch_platform_tests.conftest import Platform
 
 
 @pytest.fixture
-def cli_env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
-    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(platform.settings.data_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(platform.settings.dagster_home))
-    return platform
+def cli_env(own_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    """The command on a copy of the prepared slice: some of these runs change it."""
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(own_platform.settings.data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(own_platform.settings.dagster_home))
+    return own_platform
 
 
 def test_sql_answers_read_only_queries(cli_env: Platform, capsys) -> None:
@@ -77,6 +78,7 @@ def test_score_a_day_through_the_command(cli_env: Platform, capsys) -> None:
     assert f"scored {expected} rows of flights from 2013-01-20 to 2013-01-20" in out
 
 
+@pytest.mark.slow
 def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> None:
     """`dagster asset materialize` as the README shows it, from the project's root."""
     root = Path(__file__).resolve().parent.parent
@@ -95,6 +97,7 @@ def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> N
     assert runs.item() in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_land_train_score_on_a_fresh_data_directory(tmp_path: Path, monkeypatch,
                                                     capsys) -> None:
     """The daily flow from nothing, with the project's command only."""

@@ -32,7 +32,7 @@ from batch_platform.platform.storage.lake import lake_of
 from batch_platform.platform.storage.warehouse import MissingDataError
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.conftest import Platform, failure_messages
+from batch_platform_tests.conftest import Platform, failure_messages, seal
 from batch_platform_tests.flights import FLIGHTS
 
 PACKAGE = Path(cli.__file__).resolve().parent
@@ -251,6 +251,7 @@ def test_a_column_name_full_of_sql_is_ignored_and_reported(own_platform: Platfor
     lines = path.read_text().splitlines()
     path.write_text("\n".join([f"{lines[0]},{evil}"] + [f"{line},1" for line in lines[1:]])
                     + "\n")
+    seal(path)
     columns = own_platform.query("DESCRIBE raw.flights")["column_name"].to_list()
     rows = own_platform.query("SELECT count(*) FROM raw.flights WHERE partition_date = ?", [DAY])
     result = own_platform.run("flights_daily", DAY)

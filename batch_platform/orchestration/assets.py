@@ -113,8 +113,10 @@ def commit(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     if kept_if_the_run_fails:
         details[rollback.KEPT] = "true"
 
+    scope = partition_dates(context) if days else None
+
     def write_unless_rolled_back(con: duckdb.DuckDBPyConnection) -> None:
-        rollback.refuse_rolled_back(con, run_id)
+        rollback.refuse_rolled_back(con, run_id, scope)
         write(con)
 
     return warehouse.commit(write_unless_rolled_back, message, details)

@@ -63,9 +63,12 @@ class AuditsBlockedPublishing(dg.Failure):
     Carries the check results, which the asset yields before failing (see ``stage``).
     """
 
-    def __init__(self, description: str, results: list) -> None:
+    def __init__(self, description: str, results: list,
+                 withheld: Sequence[dt.date] | None = None) -> None:
         super().__init__(description=description, allow_retries=False)
         self.results = results
+        # The days not published when others of the range were; None: every day of the step.
+        self.withheld = list(withheld) if withheld is not None else None
 
 
 def check_results(context: dg.AssetExecutionContext, audits: Sequence[Audit],
@@ -140,7 +143,8 @@ class Verdict:
         raise AuditsBlockedPublishing(
             f"{self.context.asset_key.to_user_string()} {self.where}: "
             f"{describe_days(self.publish)} published; {len(self.withheld)} day(s) withheld, "
-            f"the version published before stays in place. Failed: {reasons}", [])
+            f"the version published before stays in place. Failed: {reasons}", [],
+            withheld=list(self.withheld))
 
 
 def gate(context: dg.AssetExecutionContext, audits: Sequence[Audit], days: Sequence[dt.date]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import inspect
 import random
@@ -51,7 +52,7 @@ def stage(compute: Callable[..., object]) -> Callable[..., Iterator[object]]:
                 yield outcome
         except AuditsBlockedPublishing as blocked:
             yield from blocked.results
-            undo_run(context, warehouse, blocked)
+            undo_run(context, warehouse, blocked, blocked.withheld)
             raise
         except TRANSIENT_ERRORS as err:
             if context.retry_number >= MAX_RETRIES:
@@ -68,10 +69,11 @@ def stage(compute: Callable[..., object]) -> Callable[..., Iterator[object]]:
     return wrapper
 
 
-def undo_run(context: dg.AssetExecutionContext, warehouse: object, error: BaseException
-             ) -> None:
+def undo_run(context: dg.AssetExecutionContext, warehouse: object, error: BaseException,
+             days: list[dt.date] | None = None) -> None:
     """The step failed for good, so its run fails: undo what the run's earlier steps
-    committed (``platform/storage/rollback.py``), so every table of its days is as before."""
+    committed (``platform/storage/rollback.py``), so every table of its days is as before.
+    With ``days`` (a range whose other days were published), only those days."""
     if not isinstance(warehouse, WarehouseResource):
         return
     run_id = context.run.run_id
@@ -79,7 +81,8 @@ def undo_run(context: dg.AssetExecutionContext, warehouse: object, error: BaseEx
     reason = f"{step} failed: {' '.join(str(error).split())[:300]}"
     restored: list[rollback.Restored] = []
     try:
-        warehouse.commit(lambda con: restored.extend(rollback.undo_run(con, run_id, reason)),
+        warehouse.commit(lambda con: restored.extend(rollback.undo_run(con, run_id, reason,
+                                                                       days)),
                          f"undo run {run_id} ({step} failed)",
                          {"run_id": run_id, rollback.UNDO: run_id, "asset": step})
     except Exception as err:  # the step's own error is what the operator must see first

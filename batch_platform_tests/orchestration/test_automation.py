@@ -23,7 +23,7 @@ from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import landing
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
-from batch_platform_tests.conftest import LAST, WEEK, Platform, platform_at
+from batch_platform_tests.conftest import LAST, WEEK, Platform, platform_at, seal
 from batch_platform_tests.flights import USE_CASE
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -97,13 +97,21 @@ def test_sensor_same_file_again_changed_file_and_half_written_file(
     # A corrected file: one new run, with a new run key.
     lines = weather.read_text().splitlines()
     weather.write_text("\n".join(lines[:-1]) + "\n")
+    seal(weather)
     settled(weather)
     result = tick(fresh, instance, result.cursor)
     assert [r.partition_key for r in result.run_requests] == [DAY.isoformat()]
-    # A file being written right now waits for a later tick.
-    flights.write_text(flights.read_text()[: len(flights.read_text()) // 2])
+    # A file being written right now waits for a later tick, and for its manifest: settled
+    # alone is not whole.
+    whole = flights.read_text()
+    flights.write_text(whole[: len(whole) // 2])
     waiting = tick(fresh, instance, result.cursor)
     assert waiting.run_requests == []
+    settled(flights)
+    waiting = tick(fresh, instance, waiting.cursor)
+    assert waiting.run_requests == []
+    flights.write_text(whole[: len(whole) // 2] + "\n".join(whole.splitlines()[1:3]) + "\n")
+    seal(flights)  # the feed finished another file than before, and its manifest
     settled(flights)
     assert [r.partition_key for r in tick(fresh, instance, waiting.cursor).run_requests
             ] == [DAY.isoformat()]
@@ -136,6 +144,7 @@ def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform)
     cursor = tick(settings, own_platform.instance, None).cursor
     lines = corrected_day.read_text().splitlines()
     corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
+    seal(corrected_day)
     result = tick(settings, own_platform.instance, cursor)
     [request] = result.run_requests
     run = own_platform.defs.resolve_job_def("flights_daily").execute_in_process(

@@ -16,6 +16,7 @@ from batch_platform_tests.conftest import (
     failure_messages,
     model_config,
     partition_snapshot,
+    seal,
 )
 
 DAY = dt.date(2013, 1, 16)
@@ -39,6 +40,7 @@ def flights_file(landing_dir: Path) -> Path:
 def rewrite(path: Path, edit) -> None:
     frame = pl.read_csv(path, infer_schema=False)
     edit(frame).write_csv(path)
+    seal(path)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +78,7 @@ def test_a_bad_landing_file_fails_the_partition_and_keeps_the_old_one(
 ) -> None:
     before = snapshot(own_platform)
     damage(flights_file(own_platform.settings.landing_dir))
+    seal(flights_file(own_platform.settings.landing_dir))
     result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     message = failure_messages(result)

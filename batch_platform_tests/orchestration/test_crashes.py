@@ -29,6 +29,7 @@ from batch_platform_tests.conftest import (
     Platform,
     model_config,
     partition_snapshot,
+    seal,
 )
 from batch_platform_tests.flights import FLIGHTS
 
@@ -230,6 +231,7 @@ def test_a_failed_step_leaks_no_lock(own_platform: Platform) -> None:
     """After a step fails in this process, another process gets the writer lock at once."""
     flights = own_platform.settings.landing_dir / "flights" / f"{DAY}.csv"
     flights.write_text("not,a,flights,file\n1,2,3,4\n")
+    seal(flights)
     result = own_platform.run("flights_daily", DAY, raise_on_error=False)
     assert not result.success
     taken = subprocess.run([sys.executable, "-c", TAKE_LOCK,

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
-from batch_platform_tests.conftest import WEEK, Platform, partition_snapshot
+from batch_platform_tests.conftest import WEEK, Platform, partition_snapshot, seal
 
 TABLES = ("raw.flights", "quarantine.weather", "raw.weather", "features.flights",
           "predictions.flights", "reports.flights_daily")
@@ -48,6 +48,7 @@ def test_a_failed_step_leaves_no_staged_files(own_platform: Platform) -> None:
     lines = path.read_text().splitlines()
     # Every row of the second half repeats a row of the first: too many rejected rows.
     path.write_text("\n".join([*lines, *lines[1:]]) + "\n")
+    seal(path)
     before = snapshot(own_platform, [day])
     small_chunks = own_platform.settings.with_overrides(chunk_rows=200)
     result = own_platform.run("flights_daily", day, settings=small_chunks, raise_on_error=False)

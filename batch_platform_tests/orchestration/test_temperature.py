@@ -21,6 +21,7 @@ from batch_platform.orchestration.jobs import partition_range_tags, run_failure_
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
+from batch_platform_tests.conftest import seal
 
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 2, 14)
 TRAIN = (dt.date(2013, 1, 3), dt.date(2013, 1, 31))
@@ -156,6 +157,7 @@ def test_a_day_that_fails_its_check_is_withheld_and_the_others_published(
     damaged = [lines[0], *(",".join(["", *line.split(",")[1:]]) if i < 3 else line
                            for i, line in enumerate(lines[1:]))]
     path.write_text("\n".join(damaged) + "\n")
+    seal(path)
     result = temperature.run("temperature_features", bad, good)
     assert not result.success
     message = "\n".join(run_failure_messages(result))

@@ -56,14 +56,14 @@ def _all_files(folder: Path) -> list[Path]:
 def test_files_are_laid_out_per_source_and_day(landed: tuple[Path, landing.LandingSummary]
                                                ) -> None:
     folder, summary = landed
-    expected = {
-        folder / "flights" / "2013-01-01.csv", folder / "flights" / "2013-01-02.csv",
-        folder / "weather" / "2013-01-01.csv", folder / "weather" / "2013-01-02.csv",
-        folder / "reference" / "planes.csv", folder / "reference" / "airports.csv",
-        folder / "reference" / "airlines.csv",
-    }
-    assert set(_all_files(folder)) == expected  # no temporary files left behind either
-    assert summary.files_written == len(expected)
+    daily = {folder / source / f"{day}.csv" for source in ("flights", "weather")
+             for day in ("2013-01-01", "2013-01-02")}
+    references = {folder / "reference" / f"{name}.csv"
+                  for name in ("planes", "airports", "airlines")}
+    manifests = {path.with_name(path.name + ".manifest.json") for path in daily}
+    # No temporary files left behind either; each daily file has its manifest, written last.
+    assert set(_all_files(folder)) == daily | references | manifests
+    assert summary.files_written == len(daily | references)
     assert summary.files_unchanged == 0
     assert landing.landing_file(folder, "flights", DAY_1) == folder / "flights" / "2013-01-01.csv"
 
@@ -152,7 +152,7 @@ def test_only_requested_sources_land(tmp_path: Path) -> None:
     folder = tmp_path / "landing"
     flights_landing.land(folder, [DAY_1], sources=("weather",), with_reference=False)
     assert [p.relative_to(folder).as_posix() for p in _all_files(folder)] == [
-        "weather/2013-01-01.csv"]
+        "weather/2013-01-01.csv", "weather/2013-01-01.csv.manifest.json"]
 
 
 def test_landed_days_ignores_names_that_are_not_dates(

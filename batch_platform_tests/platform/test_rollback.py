@@ -84,7 +84,7 @@ def test_a_step_of_an_undone_run_that_commits_later_is_refused(lake: lakes.Lake)
     write(lake, "raw.flights", day(D1, 2), [D1], "failing")
     undo(lake, "failing")
     with pytest.raises(rollback.RunRolledBackError,
-                       match=r"^run failing was rolled back \(features failed\): this step's "
+                       match=r"^run failing was rolled back after features failed: this step's "
                              r"rows are not committed; rerun the days$"):
         write(lake, "raw.weather", day(D1, 5), [D1], "failing")  # the parallel branch
     assert values(lake, "raw.flights") == {D1: [1, 1, 1]}
@@ -123,3 +123,23 @@ def test_an_unpartitioned_table_goes_back_whole(lake: lakes.Lake) -> None:
     with lake.read_only() as con:
         assert con.execute("SELECT list(tailnum ORDER BY tailnum) FROM raw.planes"
                            ).fetchone()[0] == ["N1", "N2"]
+
+
+def test_a_range_whose_other_days_were_published_undoes_only_the_withheld_days(
+        lake: lakes.Lake) -> None:
+    write(lake, "raw.flights", pl.concat([day(D1, 1), day(D2, 1), day(D3, 1)]), [D1, D2, D3],
+          "old")
+    write(lake, "raw.flights", pl.concat([day(D1, 2), day(D2, 2), day(D3, 2)]), [D1, D2, D3],
+          "range")
+    restored: list[rollback.Restored] = []
+    lake.commit(lambda con: restored.extend(rollback.undo_run(con, "range", "features failed",
+                                                              [D1, D3])),
+                "undo", {"run_id": "range", rollback.UNDO: "range"})
+    assert [str(r).rsplit(" ", 1)[0] for r in restored] == [
+        "raw.flights 2013-01-01, 2013-01-03 restored to snapshot"]
+    assert values(lake, "raw.flights") == {D1: [1, 1, 1], D2: [2, 2, 2], D3: [1, 1, 1]}
+    # The run may still commit its published day; not the withheld ones.
+    with lake.connect() as con:
+        rollback.refuse_rolled_back(con, "range", (D2, D2))
+        with pytest.raises(rollback.RunRolledBackError):
+            rollback.refuse_rolled_back(con, "range", (D2, D3))

@@ -4,7 +4,7 @@ Both models score the same rows; once the outcomes are known, each day gives one
 difference of the objective's primary metric (AUC for binary, MAE for regression), oriented so
 that positive means the challenger did better. The statistic is the mean of those per-day
 differences, each day counting once whatever its volume: the day is the unit that is
-resampled, days differ by regime (weather, a holiday) more than by size, and weighting by rows
+resampled, days differ by regime (a season, a holiday) more than by size, and weighting by rows
 would let a few busy days speak for the rest. A paired bootstrap over days (days drawn with
 replacement, a fixed seed, so one set of outcomes always gives one verdict) gives the
 statistic's one-sided lower bound; the challenger passes only if that bound clears the margin

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 
+from batch_platform.platform.dates import days_between
 from batch_platform.platform.storage.lake import ALIAS
 from batch_platform.platform.storage.warehouse import table_exists, table_name
 
@@ -52,14 +54,12 @@ class Commit:
 @dataclass(frozen=True)
 class Restored:
     table: str
-    partitions: tuple[dt.date, dt.date] | None
+    days: tuple[dt.date, ...] | None  # None: an unpartitioned table, restored whole
     to_snapshot: int
     left_as_is: str | None = None  # why it was not restored
 
     def __str__(self) -> str:
-        days = ("" if self.partitions is None else f" {self.partitions[0]}"
-                if self.partitions[0] == self.partitions[1]
-                else f" {self.partitions[0]}..{self.partitions[1]}")
+        days = f" {describe(self.days)}" if self.days else ""
         if self.left_as_is:
             return f"{self.table}{days} left as is: {self.left_as_is}"
         return f"{self.table}{days} restored to snapshot {self.to_snapshot}"
@@ -88,54 +88,67 @@ def commits(con: duckdb.DuckDBPyConnection, since: int = 0) -> list[Commit]:
     return found
 
 
-def undo_run(con: duckdb.DuckDBPyConnection, run_id: str, reason: str) -> list[Restored]:
+def undo_run(con: duckdb.DuckDBPyConnection, run_id: str, reason: str,
+             days: Sequence[dt.date] | None = None) -> list[Restored]:
     """Restore what ``run_id`` committed (since its last undo) and record the run as rolled
-    back; nothing to undo: nothing changes. Inside the commit's transaction."""
+    back; with ``days``, only those days of its partitioned tables (a range run whose other
+    days were published). Nothing to undo: nothing changes. Inside the commit's transaction."""
     history = commits(con)
     last_undo = max((c.snapshot_id for c in history if c.run_id == run_id and c.undo),
                     default=0)
     mine = [c for c in history if c.run_id == run_id and not c.kept and not c.undo
             and c.snapshot_id > last_undo]
     restored: list[Restored] = []
-    done: set[tuple[str, tuple[dt.date, dt.date] | None]] = set()
+    done: set[tuple[str, tuple[dt.date, ...] | None]] = set()
     for commit in mine:  # oldest first: each table goes back to before the run's first write
+        undone = _days_to_undo(commit.partitions, days)
+        if undone == ():
+            continue
         for table in commit.tables:
-            if (table, commit.partitions) in done or table == ROLLED_BACK_TABLE:
+            if (table, undone) in done or table == ROLLED_BACK_TABLE:
                 continue
-            done.add((table, commit.partitions))
+            done.add((table, undone))
             before = commit.snapshot_id - 1
             since = [c for c in history if c.snapshot_id > commit.snapshot_id
                      and c.run_id != run_id and table in c.tables
-                     and _overlap(c.partitions, commit.partitions)]
+                     and _overlap(c.partitions, undone)]
             if since:
-                restored.append(Restored(table, commit.partitions, before,
+                restored.append(Restored(table, undone, before,
                                          f"run {since[-1].run_id} wrote it since"))
                 continue
-            _restore(con, table, commit.partitions, before)
-            restored.append(Restored(table, commit.partitions, before))
+            _restore(con, table, undone, before)
+            restored.append(Restored(table, undone, before))
     if mine:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLED_BACK_TABLE.split('.')[0]}")
         con.execute(f"CREATE TABLE IF NOT EXISTS {ROLLED_BACK_TABLE} (run_id VARCHAR, "
-                    "rolled_back_at TIMESTAMPTZ, reason VARCHAR, restored VARCHAR[])")
-        con.execute(f"INSERT INTO {ROLLED_BACK_TABLE} VALUES ($run, now(), $reason, $restored)",
-                    {"run": run_id, "reason": reason, "restored": [str(r) for r in restored]})
+                    "rolled_back_at TIMESTAMPTZ, reason VARCHAR, restored VARCHAR[], "
+                    "days DATE[])")
+        con.execute(f"INSERT INTO {ROLLED_BACK_TABLE} VALUES ($run, now(), $reason, $restored, "
+                    "$days)", {"run": run_id, "reason": reason,
+                               "restored": [str(r) for r in restored],
+                               "days": list(days) if days is not None else None})
     return restored
 
 
-def refuse_rolled_back(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """Inside a commit: fail it if its run was already undone (a parallel step finishing
-    after another one failed)."""
+def refuse_rolled_back(con: duckdb.DuckDBPyConnection, run_id: str,
+                       partitions: tuple[dt.date, dt.date] | None = None) -> None:
+    """Inside a commit of ``partitions`` (None: unpartitioned or every day): fail it if its
+    run was already undone for any of those days (a parallel step finishing after another
+    one failed)."""
     if not table_exists(con, ROLLED_BACK_TABLE):
         return
-    row = con.execute(f"SELECT reason FROM {ROLLED_BACK_TABLE} WHERE run_id = $run LIMIT 1",
-                      {"run": run_id}).fetchone()
-    if row is not None:
-        raise RunRolledBackError(f"run {run_id} was rolled back ({row[0]}): this step's rows "
-                                 "are not committed; rerun the days")
+    rows = con.execute(f"SELECT reason, days FROM {ROLLED_BACK_TABLE} WHERE run_id = $run",
+                       {"run": run_id}).fetchall()
+    for reason, days in rows:
+        if days is None or partitions is None or any(
+                partitions[0] <= day <= partitions[1] for day in days):
+            step = reason.split(": ", 1)[0]
+            raise RunRolledBackError(f"run {run_id} was rolled back after {step}: this step's "
+                                     "rows are not committed; rerun the days")
 
 
-def _restore(con: duckdb.DuckDBPyConnection, table: str,
-             partitions: tuple[dt.date, dt.date] | None, snapshot: int) -> None:
+def _restore(con: duckdb.DuckDBPyConnection, table: str, days: tuple[dt.date, ...] | None,
+             snapshot: int) -> None:
     table = table_name(table)
     schema, name = table.split(".")
     existed = con.execute(
@@ -144,13 +157,28 @@ def _restore(con: duckdb.DuckDBPyConnection, table: str,
         "AND t.begin_snapshot <= $at AND (t.end_snapshot IS NULL OR t.end_snapshot > $at)",
         {"schema": schema, "name": name, "at": snapshot}).fetchone()[0] > 0
     where, params = "", {}
-    if partitions is not None:
-        where = " WHERE partition_date BETWEEN $first AND $last"
-        params = {"first": partitions[0], "last": partitions[1]}
+    if days is not None:
+        where, params = " WHERE partition_date = ANY($days)", {"days": list(days)}
     con.execute(f"DELETE FROM {table}{where}", params)
     if existed:
         con.execute(f"INSERT INTO {table} SELECT * FROM {table} AT (VERSION => {int(snapshot)})"
                     f"{where}", params)
+
+
+def _days_to_undo(partitions: tuple[dt.date, dt.date] | None, days: Sequence[dt.date] | None
+                  ) -> tuple[dt.date, ...] | None:
+    """The days of a commit to undo: every day it wrote, or those of ``days`` among them (the
+    days a range withheld; its published days stay). None: an unpartitioned table, whole."""
+    if partitions is None:
+        return None
+    written = days_between(*partitions)
+    return tuple(written if days is None else sorted(set(written) & set(days)))
+
+
+def describe(days: Sequence[dt.date]) -> str:
+    if list(days) == days_between(days[0], days[-1]):
+        return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    return ", ".join(str(day) for day in days)
 
 
 def _days(text: str | None) -> tuple[dt.date, dt.date] | None:
@@ -160,7 +188,7 @@ def _days(text: str | None) -> tuple[dt.date, dt.date] | None:
     return dt.date.fromisoformat(first), dt.date.fromisoformat(last or first)
 
 
-def _overlap(a: tuple[dt.date, dt.date] | None, b: tuple[dt.date, dt.date] | None) -> bool:
+def _overlap(a: tuple[dt.date, dt.date] | None, b: tuple[dt.date, ...] | None) -> bool:
     if a is None or b is None:
         return True
-    return a[0] <= b[1] and b[0] <= a[1]
+    return any(a[0] <= day <= a[1] for day in b)
