@@ -10,6 +10,7 @@ import pytest
 
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.ingest import validate as ingest
+from batch_platform.platform.ingest.completeness import MANIFEST, incomplete, read_manifest
 from batch_platform.platform.ingest.schema import SourceSchema
 from batch_platform.use_cases.flights import features, scale
 from batch_platform.use_cases.flights import landing as flights_landing
@@ -32,6 +33,13 @@ def test_scaled_day_passes_the_real_schema_with_unique_keys(scaled_landing: Path
     assert validated.rejected.height == 0, validated.rejected.head()
     assert validated.good.height == 30_000
     assert validated.good.select(FLIGHTS_SOURCE.key).is_duplicated().sum() == 0
+
+
+def test_a_scaled_day_is_a_whole_delivery(scaled_landing: Path) -> None:
+    """The feed declares manifests: a scaled day without one would never be read."""
+    path = landing.landing_file(scaled_landing, "flights", DAY)
+    assert read_manifest(path).rows == 30_000
+    assert incomplete(path, MANIFEST, dt.datetime.now(dt.UTC), 10) is None
 
 
 def test_scaled_rows_are_real_flights_of_the_season() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from batch_platform.platform.files import write_bytes_atomic
-from batch_platform.platform.ingest.landing import write_csv_atomic
+from batch_platform.platform.ingest.landing import csv_bytes, write_if_changed
 from batch_platform.platform.ingest.validate import BadInputError
 
 RENAMED, MANIFEST, SETTLED = "renamed", "manifest", "settled"
@@ -55,10 +54,9 @@ def manifest_path(path: Path) -> Path:
 def land_csv(frame: pl.DataFrame, path: Path) -> bool:
     """Land ``frame`` as a CSV file, then its manifest (last, so a reader that finds the
     manifest finds the whole file). False when both were already there, unchanged."""
-    changed = write_csv_atomic(frame, path)
-    buffer = io.BytesIO()
-    frame.write_csv(buffer)
-    manifest = Manifest.of(buffer.getvalue(), frame.height)
+    payload = csv_bytes(frame)
+    changed = write_if_changed(path, payload)
+    manifest = Manifest.of(payload, frame.height)
     if changed or read_manifest(path) != manifest:
         write_manifest(path, manifest)
         return True

@@ -84,9 +84,17 @@ def _inside(landing_dir: Path, path: Path, where: str) -> Path:
 
 def write_csv_atomic(frame: pl.DataFrame, path: Path) -> bool:
     """Write ``frame`` to ``path`` through a temporary file; return False if it was unchanged."""
+    return write_if_changed(path, csv_bytes(frame))
+
+
+def csv_bytes(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.write_csv(buffer)
-    payload = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def write_if_changed(path: Path, payload: bytes) -> bool:
+    """``write_bytes_atomic`` unless ``path`` already holds ``payload``: whether it wrote."""
     if path.exists() and path.read_bytes() == payload:
         return False
     write_bytes_atomic(path, payload)

@@ -127,12 +127,7 @@ def register_champion(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> No
     frame = pl.DataFrame([asdict(record) | {"status": CHAMPION}], schema=_SCHEMA)
     ensure_table(con, REGISTRY_TABLE, frame)
     previous = champion_version(con, record.use_case)
-    con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
-                "WHERE use_case = $use_case AND status = $champion",
-                {"retired": RETIRED, "use_case": record.use_case, "champion": CHAMPION})
-    con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
-                {"version": record.model_version})
-    insert(con, REGISTRY_TABLE, frame)
+    _take_status(con, record, frame, CHAMPION)
     if previous != record.model_version:
         how = "training" if record.source == "trained" else "a brought model file"
         validation = {name: getattr(record, name) for name in (
@@ -143,6 +138,18 @@ def register_champion(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> No
                            "valid_window": [record.valid_start.isoformat(),
                                             record.valid_end.isoformat()],
                            "validation": validation}, forced=False)
+
+
+def _take_status(con: duckdb.DuckDBPyConnection, record: ModelRecord, frame: pl.DataFrame,
+                 status: str) -> None:
+    """``record`` (as ``frame``) becomes its use case's one ``status``: the holder before is
+    retired, and the version's own row, if any, replaced."""
+    con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
+                "WHERE use_case = $use_case AND status = $status",
+                {"retired": RETIRED, "use_case": record.use_case, "status": status})
+    con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
+                {"version": record.model_version})
+    insert(con, REGISTRY_TABLE, frame)
 
 
 def register_challenger(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> None:
@@ -160,12 +167,7 @@ def register_challenger(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> 
         raise LifecycleError(
             f"model version {record.model_version} is already the champion of "
             f"{record.use_case}: a challenger must be another model")
-    con.execute(f"UPDATE {REGISTRY_TABLE} SET status = $retired "
-                "WHERE use_case = $use_case AND status = $challenger",
-                {"retired": RETIRED, "use_case": record.use_case, "challenger": CHALLENGER})
-    con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_version = $version",
-                {"version": record.model_version})
-    insert(con, REGISTRY_TABLE, frame)
+    _take_status(con, record, frame, CHALLENGER)
 
 
 def promote(con: duckdb.DuckDBPyConnection, use_case: str, version: str, reason: str,

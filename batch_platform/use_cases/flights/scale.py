@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from batch_platform.platform.ingest import landing
+from batch_platform.platform.ingest.completeness import land_csv
 from batch_platform.use_cases.flights import landing as flights_landing
 
 LOCAL_TIMEZONE = "America/New_York"
@@ -57,5 +58,5 @@ def land_scaled(landing_dir: Path, day: dt.date, rows: int, seed: int = 2013) ->
     # Real weather, the previous day and the reference files.
     flights_landing.land(landing_dir, [previous, day])
     path = landing.landing_file(landing_dir, "flights", day)
-    landing.write_csv_atomic(scaled_flights(day, rows, seed), path)
+    land_csv(scaled_flights(day, rows, seed), path)  # with its manifest, as the lander
     return path
