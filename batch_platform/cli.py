@@ -1,5 +1,5 @@
-"""The batch-platform command: use-cases, land, train, score, sql, shell, snapshots, maintain,
-migrate, demo and ui.
+"""The batch-platform command: use-cases, land, train, models, score, sql, shell, snapshots,
+maintain, migrate, demo and ui.
 
 Every verb that acts on a use case takes ``--use-case NAME`` (default: BATCH_PLATFORM_USE_CASE,
 else the first declared). Runs go through the persistent Dagster instance under the data
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import importlib.util
 import os
 import shutil
@@ -28,7 +29,8 @@ from batch_platform.platform.files import (
     exclusive_lock,
     write_bytes_atomic,
 )
-from batch_platform.platform.models.objectives import auc_expr
+from batch_platform.platform.models import gate, lifecycle, registry
+from batch_platform.platform.models.objectives import auc_expr, objective
 from batch_platform.platform.storage import lake as lakes
 from batch_platform.platform.storage.migration import migrate
 from batch_platform.platform.use_case import UseCase
@@ -200,7 +202,7 @@ def cmd_use_cases(settings: Settings, args: argparse.Namespace) -> None:
         print(f"  jobs         {', '.join(use_case.job_name(j) for j in JOBS)}")
 
 
-JOBS = ("daily", "features", "train", "predict", "freshness")
+JOBS = ("daily", "features", "train", "predict", "freshness", "promote", "rollback")
 
 
 def land_days(settings: Settings, use_case: UseCase, start: dt.date, end: dt.date) -> str:
@@ -227,7 +229,11 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         "train_start": args.train_from, "train_end": args.train_to,
         "valid_start": args.valid_from, "valid_end": args.valid_to,
         "model_file": str(Path(args.model_file).resolve()) if args.model_file else None,
+        "rounds": args.rounds, "challenger": args.challenger or None,
     }.items() if v is not None}
+    if args.challenger:  # answer at once, before any run: a challenger needs a champion
+        with lakes.lake_of(settings).read_only() as con:
+            registry.require_champion(con, use_case.name)
     if args.model_file:  # answer at once, before any run: the same checks the model asset runs
         from batch_platform.platform.models.booster import ModelError, read_brought_model
 
@@ -243,7 +249,100 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     run_job(settings, use_case.job_name("train"),
             run_config={"ops": {f"models__{use_case.name}": {"config": config}}},
             verbose=args.verbose)
-    print_model(settings, use_case)
+    print_model(settings, use_case, registry.CHALLENGER if args.challenger else registry.CHAMPION)
+
+
+def actor() -> str:
+    """Who runs the command, as models.promotions records it: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return f"uid {os.getuid()}"
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> None:
+    use_case = chosen_use_case(settings, args)
+    lake = lakes.lake_of(settings)
+    thresholds = lifecycle.gate_thresholds(settings)
+    if args.action is None:
+        with lake.read_only() as con:
+            listed = lifecycle.listing(con, use_case, thresholds)
+        print("\n".join(models_listing(use_case, listed)))
+        return
+    where = {"data_dir": settings.data_dir, "models_dir": settings.models_dir}
+    if args.action == "promote":
+        change = lifecycle.promote(lake, use_case, args.version, args.reason, actor(),
+                                   args.force, thresholds, **where)
+    else:
+        change = lifecycle.rollback(lake, use_case, args.reason, actor(), **where)
+    done = change.promotion
+    verb = "promoted" if done.action == registry.PROMOTE else "rolled back to"
+    forced = " (forced)" if done.forced else ""
+    print(f"{verb} {done.model_version}{forced}: champion of {use_case.name}, was "
+          f"{done.previous_champion}; recorded as {registry.PROMOTIONS_TABLE} row "
+          f"{done.sequence} by {done.actor}")
+    if change.verdict is not None:
+        print(f"  gate {change.verdict.summary}")
+
+
+METRIC_NAMES = {"auc": "AUC", "brier": "Brier", "mae": "MAE", "rmse": "RMSE"}
+
+
+def models_listing(use_case: UseCase, listed: lifecycle.Listing) -> list[str]:
+    """One aligned line per version, newest first: status, windows, held-out metrics and the
+    challenger's shadow record; then what the gate says and the latest change of champion."""
+    versions = listed.versions
+    if versions.height == 0:
+        return [f"{use_case.name}: no model registered yet (batch-platform train)"]
+    metrics = [name for name, _ in objective(use_case.spec.objective).realised_metrics]
+    header = ["version", "status", "source", "trained on", "validated on", "valid rows",
+              *(f"held-out {METRIC_NAMES[m]}" for m in metrics), "trees", "registered",
+              "shadow record (vs the champion)"]
+    rows = [header]
+    for row in versions.iter_rows(named=True):
+        shadow = "-"
+        if row["status"] == registry.CHALLENGER and listed.verdict is not None:
+            shadow = shadow_record(listed.verdict)
+        rows.append([
+            row["model_version"], row["status"],
+            "trained" if row["source"] == "trained" else "brought",
+            f"{row['train_start']}..{row['train_end']}" if row["train_start"] else "-",
+            f"{row['valid_start']}..{row['valid_end']}", f"{row['valid_rows']:,}",
+            *("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics),
+            str(row["num_trees"]), f"{row['trained_at']:%Y-%m-%d %H:%M}", shadow])
+    lines = [f"{use_case.name} ({use_case.spec.objective}): {versions.height} version(s)",
+             *aligned(rows)]
+    if listed.verdict is not None:
+        lines.append(f"gate: {listed.verdict.summary}")
+    if listed.history.height:
+        last = listed.history.row(-1, named=True)
+        lines.append(f"last change: {last['action']} of {last['model_version']} "
+                     f"(was {last['previous_champion']}) by {last['actor']} at "
+                     f"{last['promoted_at'].astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC: "
+                     f"{last['reason']}")
+    return lines
+
+
+def shadow_record(verdict: gate.Verdict) -> str:
+    """The challenger's days compared and cumulated realised metrics, champion -> challenger."""
+    if verdict.days == 0:
+        return "no day compared yet"
+    figures = ", ".join(
+        f"{METRIC_NAMES[name]} {_metric(values[gate.CHAMPION_ROLE])} -> "
+        f"{_metric(values[gate.CHALLENGER_ROLE])}" for name, values in verdict.cumulated.items())
+    return (f"{verdict.days} day(s) {verdict.first_day}..{verdict.last_day}, better on "
+            f"{verdict.days_won}, {verdict.rows:,} rows: {figures}")
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines, each column padded to its widest cell; the last one unpadded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)
+                      ) + "  " + row[-1] for row in rows]
 
 
 def cmd_score(settings: Settings, args: argparse.Namespace) -> None:
@@ -309,17 +408,17 @@ def cmd_shell(settings: Settings, args: argparse.Namespace) -> None:
     os.execv(command[0], command)
 
 
-def print_model(settings: Settings, use_case: UseCase) -> None:
+def print_model(settings: Settings, use_case: UseCase, status: str = registry.CHAMPION) -> None:
     with lakes.lake_of(settings).read_only() as con:
         row = con.execute(
             "SELECT model_version, objective, auc, mae, threshold, valid_start, valid_end, "
             "train_start, train_end FROM models.registry WHERE use_case = ? "
-            "AND status = 'champion'", [use_case.name]).fetchone()
+            "AND status = ?", [use_case.name, status]).fetchone()
     version, objective_name, auc, mae, threshold, valid_start, valid_end, t0, t1 = row
     window = f"trained on {t0}..{t1}, " if t0 else "brought by the user, "
     quality = (f"held-out AUC {auc:.3f}, threshold {threshold:.2f}" if auc is not None
                else f"held-out MAE {mae:.3f}" if mae is not None else "no held-out metric")
-    print(f"champion {use_case.name} model {version} ({objective_name}, {window}validated on "
+    print(f"{status} {use_case.name} model {version} ({objective_name}, {window}validated on "
           f"{valid_start}..{valid_end}): {quality}")
 
 
@@ -469,7 +568,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--valid-from", type=_day, help="default: the declaration's")
     train.add_argument("--valid-to", type=_day, help="default: the declaration's")
     train.add_argument("--model-file", help="a LightGBM text model to register instead")
+    train.add_argument("--rounds", type=int, help="boosting rounds; default: the declaration's")
+    train.add_argument("--challenger", action="store_true",
+                       help="register the model as the challenger, beside the champion, which "
+                       "stays champion until a promotion (batch-platform models promote)")
     train.set_defaults(handler=cmd_train)
+
+    models = command(
+        "models", help="every model version: status, windows, metrics and shadow record; "
+        "promote a challenger through the gate, or roll back")
+    use_case(models)
+    models.set_defaults(handler=cmd_models, action=None)
+    # --use-case after the action too, without a default that would undo one given before it.
+    after = argparse.ArgumentParser(add_help=False, parents=[common])
+    after.add_argument("--use-case", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    actions = models.add_subparsers(dest="action")
+    promote = actions.add_parser(
+        "promote", parents=[after], help="make the challenger champion if the gate allows it")
+    promote.add_argument("version", help="the challenger's model version")
+    promote.add_argument("--reason", required=True, help="why: recorded in models.promotions")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even if the gate refuses; the verdict is recorded too")
+    rollback = actions.add_parser(
+        "rollback", parents=[after], help="make the previous champion champion again")
+    rollback.add_argument("--reason", required=True, help="why: recorded in models.promotions")
 
     score = command("score", help="raw to reports for days, as one run")
     use_case(score)

@@ -96,6 +96,14 @@ class Settings:
     freshness_lag_minutes: float | None = None
     # The landing sensor leaves files younger than this alone: they may still be written.
     landing_settle_seconds: float = 10.0
+    # The promotion gate (platform/models/gate.py): a challenger is promoted only when it beat
+    # the champion on at least gate_min_days days of realised outcomes, and the paired
+    # bootstrap's one-sided lower bound (at gate_confidence, over gate_resamples resamples of
+    # days) of its mean daily improvement in the primary metric clears gate_min_margin.
+    gate_min_days: int = 14
+    gate_min_margin: float = 0.0
+    gate_confidence: float = 0.95
+    gate_resamples: int = 2000
 
     @property
     def landing_dir(self) -> Path:
@@ -207,6 +215,12 @@ class Settings:
                  "must be a URI (s3://bucket/path, file:///path) or an absolute path")
         _require(self.ray_connect_timeout_seconds > 0, "RAY_CONNECT_TIMEOUT_SECONDS",
                  self.ray_connect_timeout_seconds, "must be a positive number of seconds")
+        _require(self.gate_min_days >= 1, "GATE_MIN_DAYS", self.gate_min_days,
+                 "must be a positive number of days")
+        _require(0.5 <= self.gate_confidence < 1, "GATE_CONFIDENCE", self.gate_confidence,
+                 "must be at least 0.5 and below 1, e.g. 0.95")
+        _require(self.gate_resamples >= 100, "GATE_RESAMPLES", self.gate_resamples,
+                 "must be at least 100 resamples")
         return self
 
     def resolved(self, use_case: UseCase) -> Settings:
@@ -282,6 +296,10 @@ class Settings:
             staging_uri=read("STAGING_URI", staging, None),
             ray_connect_timeout_seconds=read("RAY_CONNECT_TIMEOUT_SECONDS", float,
                                              defaults.ray_connect_timeout_seconds),
+            gate_min_days=read("GATE_MIN_DAYS", int, defaults.gate_min_days),
+            gate_min_margin=read("GATE_MIN_MARGIN", float, defaults.gate_min_margin),
+            gate_confidence=read("GATE_CONFIDENCE", float, defaults.gate_confidence),
+            gate_resamples=read("GATE_RESAMPLES", int, defaults.gate_resamples),
         ).validated()
 
 

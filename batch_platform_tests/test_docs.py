@@ -352,7 +352,8 @@ def definition_names(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[
 
 ASSET_KEY = re.compile(r"^(?:raw|features|models|predictions|reports|platform)/[a-z_]+$")
 # A job (<use case>_daily, ...), or a sensor or schedule, with or without its use case.
-AUTOMATION_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*_(?:daily|features|train|predict|freshness)|"
+AUTOMATION_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*_(?:daily|features|train|predict|freshness|"
+                             r"promote|rollback)|"
                              r"(?:[a-z][a-z0-9_]*_)?(?:landing_sensor|nightly_schedule|"
                              r"freshness_schedule|reports_follow_predictions)|"
                              r"lake_maintenance(?:_schedule)?)$")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from batch_platform.platform.models.gate import GateThresholds
+from batch_platform.platform.models.lifecycle import gate_thresholds
 from batch_platform.settings import Settings, SettingsError
 from batch_platform_tests.flights import flights_use_case
 
@@ -78,6 +80,15 @@ def test_valid_overrides_are_parsed() -> None:
     assert settings.explain_max_rows == 50
 
 
+def test_the_gate_thresholds_come_from_the_settings() -> None:
+    assert gate_thresholds(Settings.from_env({})) == GateThresholds()
+    chosen = gate_thresholds(Settings.from_env({
+        "BATCH_PLATFORM_GATE_MIN_DAYS": "30", "BATCH_PLATFORM_GATE_MIN_MARGIN": "0.01",
+        "BATCH_PLATFORM_GATE_CONFIDENCE": "0.99", "BATCH_PLATFORM_GATE_RESAMPLES": "500"}))
+    assert chosen == GateThresholds(min_days=30, min_margin=0.01, confidence=0.99,
+                                    resamples=500)
+
+
 def test_variables_without_the_prefix_are_ignored() -> None:
     settings = Settings.from_env({"CHUNK_ROWS": "0", "EXPLAIN": "some"})
     assert settings.chunk_rows == 100_000
@@ -102,6 +113,11 @@ def test_variables_without_the_prefix_are_ignored() -> None:
         ("SCORER", "lleaves", "must be one of lightgbm, compiled"),
         ("MODEL_VERSION", "xyz", "16 hex characters"),
         ("MODEL_VERSION", "0123456789ABCDEF", "16 hex characters"),
+        ("GATE_MIN_DAYS", "0", "must be a positive number of days"),
+        ("GATE_CONFIDENCE", "1", "must be at least 0.5 and below 1"),
+        ("GATE_CONFIDENCE", "0.4", "must be at least 0.5 and below 1"),
+        ("GATE_RESAMPLES", "99", "must be at least 100 resamples"),
+        ("GATE_MIN_MARGIN", "a lot", "is not a valid float"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str, fragment: str) -> None:

@@ -72,6 +72,10 @@ def test_each_use_case_is_a_group_with_its_own_jobs_sensors_and_schedules(tmp_pa
             job = defs.resolve_job_def(f"{use_case}_{what}")
             keys = job.asset_layer.executable_asset_keys
             assert keys and {groups[k.to_user_string()] for k in keys} == {use_case}, job.name
+        # The changes of champion: jobs of ops, one pair per use case.
+        for what in ("promote", "rollback"):
+            job = defs.resolve_job_def(f"{use_case}_{what}")
+            assert [node.name for node in job.nodes] == [f"{use_case}_{what}_model"]
     repository = defs.get_repository_def()
     sensors = {s.name for s in repository.sensor_defs}
     schedules = {s.name: s for s in repository.schedule_defs}

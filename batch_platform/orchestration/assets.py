@@ -394,7 +394,9 @@ class UseCaseAssets:
             description=f"The {declared.objective} model scoring uses: trained on a window of "
                         f"{use_case.features_table} (or a LightGBM file you bring), evaluated "
                         "on a later window, stored under its content hash and registered as "
-                        "champion in models.registry. Windows default to the declaration's.",
+                        "champion in models.registry, or, with config challenger: true, as "
+                        "the challenger beside the champion. Windows default to the "
+                        "declaration's.",
         )
         @stage
         def _model(context: dg.AssetExecutionContext, config: ModelConfig,
@@ -406,6 +408,8 @@ class UseCaseAssets:
             train_window = None if config.model_file else config.window("train", declared.train)
             check_windows(train_window, valid_window)
             with warehouse.get_connection() as con:
+                if config.challenger:  # before any training: a challenger needs a champion
+                    registry.require_champion(con, use_case.name)
                 for window in [valid_window] + ([train_window] if train_window else []):
                     require_partitions(con, use_case.features_table, *window)
                 # A fixed row order makes training reproducible: same features, same model.
@@ -421,13 +425,15 @@ class UseCaseAssets:
                               else None),
                 rounds=config.rounds, num_threads=settings.scoring_threads,
                 run_id=context.run.run_id, code_version=code_version())
-            commit_seconds = commit(context, warehouse,
-                lambda con: registry.register_champion(con, built.record))
+            register = (registry.register_challenger if config.challenger
+                        else registry.register_champion)
+            commit_seconds = commit(context, warehouse, lambda con: register(con, built.record))
             metrics = {name: value for name, value in built.evaluation.metrics.items()
                        if value is not None}
             record = built.record
             return dg.MaterializeResult(metadata={
                 "model_version": record.model_version,
+                "registered_as": registry.CHALLENGER if config.challenger else registry.CHAMPION,
                 "objective": record.objective,
                 "source": record.source,
                 "model_path": str(built.path),
@@ -597,6 +603,9 @@ class ModelConfig(dg.Config):
     valid_end: str | None = None
     rounds: int | None = None  # unset: the declaration's training.rounds
     model_file: str | None = None  # register this LightGBM text model instead of training
+    # Register the model as the challenger, beside the champion, which stays champion; it is
+    # promoted only through the gate (batch-platform models promote, or <use case>_promote).
+    challenger: bool = False
 
     def window(self, name: str, declared: tuple[dt.date, dt.date]) -> tuple[dt.date, dt.date]:
         start, end = (self._day(f"{name}_{edge}", default)

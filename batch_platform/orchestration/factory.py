@@ -11,7 +11,7 @@ import dagster as dg
 from batch_platform.orchestration.assets import UseCaseAssets
 from batch_platform.orchestration.automation import use_case_automation
 from batch_platform.orchestration.freshness import freshness_checks
-from batch_platform.orchestration.jobs import use_case_jobs
+from batch_platform.orchestration.jobs import lifecycle_jobs, use_case_jobs
 from batch_platform.orchestration.resources import PlatformResource, warehouse_resource
 from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
@@ -26,7 +26,8 @@ def use_case_definitions(use_case: UseCase) -> dg.Definitions:
         description="The partition-aware freshness checks of predictions and reports.")
     sensors, schedules = use_case_automation(assets, jobs[0], freshness_job)
     return dg.Definitions(assets=assets.all(), asset_checks=checks,
-                          jobs=[*jobs, freshness_job], sensors=sensors, schedules=schedules)
+                          jobs=[*jobs, freshness_job, *lifecycle_jobs(use_case)],
+                          sensors=sensors, schedules=schedules)
 
 
 def platform_resources(settings: Settings) -> dict[str, object]:

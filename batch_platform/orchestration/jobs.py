@@ -1,13 +1,19 @@
-"""Jobs: named selections of a use case's assets that the CLI, schedules and operators launch."""
+"""Jobs: named selections of a use case's assets that the CLI, schedules and operators launch,
+and the changes of champion as jobs with config."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Dagster reads an op's config class from its
+# annotation when the op is defined, and cannot resolve it from a string.
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
 from batch_platform.orchestration.assets import DAILY_FLOW_TAG, UseCaseAssets
+from batch_platform.orchestration.resources import PlatformResource, WarehouseResource
+from batch_platform.platform.models import lifecycle
+from batch_platform.platform.use_case import UseCase
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -15,7 +21,7 @@ if TYPE_CHECKING:
     )
 
 
-def use_case_jobs(assets: UseCaseAssets) -> list[UnresolvedAssetJobDefinition]:
+def use_case_jobs(assets: UseCaseAssets) -> list["UnresolvedAssetJobDefinition"]:
     """``<use case>_daily``, ``_features``, ``_train`` and ``_predict``; each selects only its
     own use case's assets, so use cases never share a run."""
     use_case = assets.use_case
@@ -37,6 +43,74 @@ def use_case_jobs(assets: UseCaseAssets) -> list[UnresolvedAssetJobDefinition]:
             use_case.job_name("predict"), selection=scoring,
             description="Score and report days whose features are already materialized."),
     ]
+
+
+class PromoteConfig(dg.Config):
+    """Promote the challenger ``version`` to champion if the gate allows it."""
+
+    version: str = Field(description="the challenger's model version (batch-platform models "
+                                     "lists it)")
+    reason: str = Field(description="why: recorded in models.promotions")
+    force: bool = Field(default=False, description="promote even if the gate refuses; the "
+                                                   "verdict is recorded all the same")
+
+
+class RollbackConfig(dg.Config):
+    """Make the champion before the current one champion again."""
+
+    reason: str = Field(description="why: recorded in models.promotions")
+
+
+def lifecycle_jobs(use_case: UseCase) -> list[dg.JobDefinition]:
+    """``<use case>_promote`` and ``<use case>_rollback``: the changes of champion of
+    ``batch-platform models promote`` and ``models rollback``, launched with config from the
+    UI. Each is one op that calls ``platform/models/lifecycle.py``; the actor recorded in
+    models.promotions is the run."""
+
+    def report(context: dg.OpExecutionContext, change: lifecycle.Change) -> dg.Output:
+        promotion = change.promotion
+        summary = change.verdict.summary if change.verdict else "the gate was not asked"
+        context.log.info(f"{promotion.action}: {promotion.model_version} is the champion of "
+                         f"{use_case.name} (was {promotion.previous_champion}); {summary}")
+        return dg.Output(None, metadata={
+            "action": promotion.action, "champion": promotion.model_version,
+            "previous_champion": promotion.previous_champion or "none",
+            "forced": promotion.forced, "reason": promotion.reason, "gate": summary})
+
+    @dg.op(name=f"{use_case.name}_promote_model",
+           description=f"Judge the challenger of {use_case.name} on realised outcomes and "
+                       "promote it to champion if the gate allows it, or if forced.")
+    def promote(context: dg.OpExecutionContext, config: PromoteConfig,
+                platform: PlatformResource, warehouse: WarehouseResource) -> dg.Output:
+        settings = platform.settings
+        return report(context, lifecycle.promote(
+            warehouse.lake, use_case, config.version, config.reason,
+            f"dagster run {context.run_id}", config.force, lifecycle.gate_thresholds(settings),
+            data_dir=settings.data_dir, models_dir=settings.models_dir,
+            details={"run_id": context.run_id}))
+
+    @dg.op(name=f"{use_case.name}_rollback_model",
+           description=f"Make the previous champion of {use_case.name} champion again.")
+    def rollback(context: dg.OpExecutionContext, config: RollbackConfig,
+                 platform: PlatformResource, warehouse: WarehouseResource) -> dg.Output:
+        settings = platform.settings
+        return report(context, lifecycle.rollback(
+            warehouse.lake, use_case, config.reason, f"dagster run {context.run_id}",
+            data_dir=settings.data_dir, models_dir=settings.models_dir,
+            details={"run_id": context.run_id}))
+
+    @dg.job(name=use_case.job_name("promote"),
+            description="Promote the challenger through the gate (config: version, reason, "
+                        "force).")
+    def promote_job() -> None:
+        promote()
+
+    @dg.job(name=use_case.job_name("rollback"),
+            description="Return to the previous champion (config: reason).")
+    def rollback_job() -> None:
+        rollback()
+
+    return [promote_job, rollback_job]
 
 
 def partition_range_tags(start: str, end: str) -> dict[str, str]:

@@ -71,6 +71,10 @@ class PlatformResource(ConfigurableResource):
     max_null_fraction: float | None = None
     freshness_lag_minutes: float | None = None
     landing_settle_seconds: float
+    gate_min_days: int
+    gate_min_margin: float
+    gate_confidence: float
+    gate_resamples: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:

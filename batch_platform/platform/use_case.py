@@ -174,7 +174,8 @@ class UseCase:
         return f"quarantine.{source}_refused"
 
     def job_name(self, what: str) -> str:
-        """``daily``, ``features``, ``train``, ``predict``, ``freshness``: ``<name>_<what>``."""
+        """``daily``, ``features``, ``train``, ``predict``, ``freshness``, ``promote``,
+        ``rollback``: ``<name>_<what>``."""
         return f"{self.name}_{what}"
 
     def tables(self) -> list[str]:

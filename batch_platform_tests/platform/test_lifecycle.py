@@ -193,6 +193,16 @@ def test_the_champion_or_another_use_cases_model_cannot_be_a_challenger(
     assert state(lake) == before
 
 
+def test_a_challenger_needs_a_champion(lake: lakes.Lake, models: Models) -> None:
+    with pytest.raises(registry.LifecycleError) as raised:
+        commit(lake, lambda con: registry.register_challenger(con, models.record("b")))
+    assert str(raised.value) == (
+        "flights has no champion to compare a challenger with: register a champion first "
+        "(batch-platform train, without --challenger)")
+    with lake.read_only() as con:
+        assert registry.challenger(con, "flights") is None
+
+
 # --- promotion and rollback history -----------------------------------------------------------
 
 def test_promotion_and_rollback_history(lake: lakes.Lake, a_champion_b_challenger: Models

@@ -155,7 +155,9 @@ def _take_status(con: duckdb.DuckDBPyConnection, record: ModelRecord, frame: pl.
 def register_challenger(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> None:
     """Record ``record`` as its use case's challenger, beside the champion; the previous
     challenger, if another version, is retired. Registering the same challenger again replaces
-    its row. Refused for the champion itself or a version of another use case."""
+    its row. Refused for the champion itself, a version of another use case, or a use case
+    with no champion to compare it with."""
+    require_champion(con, record.use_case)
     frame = pl.DataFrame([asdict(record) | {"status": CHALLENGER}], schema=_SCHEMA)
     ensure_table(con, REGISTRY_TABLE, frame)
     existing = _version_row(con, record.model_version)
@@ -172,13 +174,15 @@ def register_challenger(con: duckdb.DuckDBPyConnection, record: ModelRecord) -> 
 
 def promote(con: duckdb.DuckDBPyConnection, use_case: str, version: str, reason: str,
             actor: str, evidence: Verdict | None, force: bool = False, *,
-            expected_champion: str | None, data_dir: Path, models_dir: Path) -> Promotion:
+            expected_champion: str | None, data_dir: Path, models_dir: Path,
+            unjudged: str = "not asked") -> Promotion:
     """Make challenger ``version`` the champion of ``use_case`` and retire the champion.
 
     ``evidence`` is the gate's verdict on this challenger against this champion; without
     ``force`` it must allow the promotion. ``expected_champion`` is the champion the caller
     read (and judged against): if another promotion committed since, this one fails naming
     it. ``data_dir``/``models_dir`` locate the model file, whose hash must be ``version``.
+    ``unjudged``: why there is no verdict, the evidence of a forced promotion without one.
     Inside the commit's transaction; returns the ``models.promotions`` row written.
     """
     what = f"promotion of {version} to champion of {use_case}"
@@ -203,7 +207,7 @@ def promote(con: duckdb.DuckDBPyConnection, use_case: str, version: str, reason:
         if not evidence.allowed:
             raise LifecycleError(f"{what} {evidence.summary}")
     _set_champion(con, use_case, version)
-    figures = evidence.evidence() if evidence is not None else {"gate": "not asked"}
+    figures = evidence.evidence() if evidence is not None else {"gate": unjudged}
     return _record_promotion(con, use_case, PROMOTE, version, current, actor, reason, figures,
                              forced=force)
 
@@ -231,6 +235,16 @@ def rollback(con: duckdb.DuckDBPyConnection, use_case: str, reason: str, actor: 
     _set_champion(con, use_case, target)
     return _record_promotion(con, use_case, ROLLBACK, target, current, actor, reason,
                              {"rolled_back": current}, forced=False)
+
+
+def require_champion(con: duckdb.DuckDBPyConnection, use_case: str) -> str:
+    """The champion's version; refused without one (a challenger needs one to be judged by)."""
+    version = champion_version(con, use_case)
+    if version is None:
+        raise LifecycleError(
+            f"{use_case} has no champion to compare a challenger with: register a champion "
+            "first (batch-platform train, without --challenger)")
+    return version
 
 
 def champion_version(con: duckdb.DuckDBPyConnection, use_case: str) -> str | None:
