@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import getpass
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -298,11 +299,19 @@ def models_listing(use_case: UseCase, listed: lifecycle.Listing) -> list[str]:
     header = ["version", "status", "source", "trained on", "validated on", "valid rows",
               *(f"held-out {METRIC_NAMES[m]}" for m in metrics), "trees", "registered",
               "shadow record (vs the champion)"]
+    # A version promoted through the gate keeps the record it was judged on (the latest).
+    judged_at_promotion = {
+        change["model_version"]: evidence for change in listed.history.iter_rows(named=True)
+        if change["action"] == registry.PROMOTE
+        and "days" in (evidence := json.loads(change["evidence"]))}
     rows = [header]
     for row in versions.iter_rows(named=True):
         shadow = "-"
         if row["status"] == registry.CHALLENGER and listed.verdict is not None:
-            shadow = shadow_record(listed.verdict)
+            shadow = shadow_record(listed.verdict.evidence())
+        elif row["model_version"] in judged_at_promotion:
+            shadow = "at its promotion: " + shadow_record(
+                judged_at_promotion[row["model_version"]])
         rows.append([
             row["model_version"], row["status"],
             "trained" if row["source"] == "trained" else "brought",
@@ -323,15 +332,17 @@ def models_listing(use_case: UseCase, listed: lifecycle.Listing) -> list[str]:
     return lines
 
 
-def shadow_record(verdict: gate.Verdict) -> str:
-    """The challenger's days compared and cumulated realised metrics, champion -> challenger."""
-    if verdict.days == 0:
+def shadow_record(evidence: dict) -> str:
+    """Days compared and cumulated realised metrics, champion -> challenger, from a verdict's
+    figures (``Verdict.evidence()``, as models.promotions keeps them)."""
+    if evidence["days"] == 0:
         return "no day compared yet"
     figures = ", ".join(
         f"{METRIC_NAMES[name]} {_metric(values[gate.CHAMPION_ROLE])} -> "
-        f"{_metric(values[gate.CHALLENGER_ROLE])}" for name, values in verdict.cumulated.items())
-    return (f"{verdict.days} day(s) {verdict.first_day}..{verdict.last_day}, better on "
-            f"{verdict.days_won}, {verdict.rows:,} rows: {figures}")
+        f"{_metric(values[gate.CHALLENGER_ROLE])}"
+        for name, values in evidence["cumulated"].items())
+    return (f"{evidence['days']} day(s) {evidence['first_day']}..{evidence['last_day']}, "
+            f"better on {evidence['days_won']}, {evidence['rows']:,} rows: {figures}")
 
 
 def _metric(value: float | None) -> str:

@@ -142,16 +142,16 @@ def last_change(platform: Platform) -> dict:
 def test_train_challenger_registers_beside_the_champion_trained_or_brought(
         operator: Platform, judged: Judged, tmp_path: Path, capsys) -> None:
     changes = registry_state(operator)[1]
-    code, out, err = run(["train", "--challenger", "--train-from", "2013-01-12", "--train-to",
+    code, out, err = run(["train", "--challenger", "--train-from", "2013-01-13", "--train-to",
                           "2013-01-14", "--valid-from", "2013-01-15", "--valid-to",
-                          "2013-01-16", "--rounds", "5"], capsys)
+                          "2013-01-15", "--rounds", "5"], capsys)
     assert (code, err) == (0, "")
     assert out.splitlines()[-1].startswith("challenger flights model ")
     with lake_of(operator.settings).read_only() as con:
         trained = registry.challenger(con, "flights")
         assert registry.champion_version(con, "flights") == judged.weak
     assert (trained["num_trees"], trained["train_start"], trained["valid_end"]) == (
-        5, dt.date(2013, 1, 12), dt.date(2013, 1, 16))
+        5, dt.date(2013, 1, 13), dt.date(2013, 1, 15))
     assert out.splitlines()[-1].startswith(f"challenger flights model {trained['model_version']}")
 
     # A file brought as the challenger: the proper model's, registered again from a copy.
@@ -267,6 +267,11 @@ def test_a_challenger_that_passes_the_gate_is_promoted_and_rolled_back(
     with lake_of(operator.settings).read_only() as con:
         assert registry.champion_version(con, "flights") == judged.proper
         assert registry.challenger(con, "flights") is None
+    # The new champion's row keeps the record it was promoted on.
+    code, out, _ = run(["models"], capsys)
+    row = next(line for line in out.splitlines() if line.startswith(judged.proper))
+    assert row.split()[1] == "champion"
+    assert row.split("  ")[-1] == "at its promotion: " + cli.shadow_record(allowed.evidence())
 
     # Back to the weak champion, then to the slice's first one, then nothing before it.
     for previous in (judged.weak, judged.first):
