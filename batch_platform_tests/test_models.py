@@ -153,6 +153,14 @@ def test_train_challenger_registers_beside_the_champion_trained_or_brought(
     assert (trained["num_trees"], trained["train_start"], trained["valid_end"]) == (
         5, dt.date(2013, 1, 13), dt.date(2013, 1, 15))
     assert out.splitlines()[-1].startswith(f"challenger flights model {trained['model_version']}")
+    # The model asset's data version stays the champion's: nothing downstream is out of date.
+    with dg.DagsterInstance.from_config(str(operator.settings.dagster_home)) as instance:
+        materialized = instance.get_latest_materialization_event(
+            dg.AssetKey(["models", "flights"])).asset_materialization
+    assert materialized.tags["dagster/data_version"] == judged.weak
+    assert (materialized.metadata["registered_as"].value,
+            materialized.metadata["model_version"].value) == (
+        "challenger", trained["model_version"])
 
     # A file brought as the challenger: the proper model's, registered again from a copy.
     with lake_of(operator.settings).read_only() as con:

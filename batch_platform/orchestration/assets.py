@@ -407,9 +407,10 @@ class UseCaseAssets:
             valid_window = config.window("valid", declared.validation)
             train_window = None if config.model_file else config.window("train", declared.train)
             check_windows(train_window, valid_window)
+            champion = None
             with warehouse.get_connection() as con:
                 if config.challenger:  # before any training: a challenger needs a champion
-                    registry.require_champion(con, use_case.name)
+                    champion = registry.require_champion(con, use_case.name)
                 for window in [valid_window] + ([train_window] if train_window else []):
                     require_partitions(con, use_case.features_table, *window)
                 # A fixed row order makes training reproducible: same features, same model.
@@ -431,9 +432,14 @@ class UseCaseAssets:
             metrics = {name: value for name, value in built.evaluation.metrics.items()
                        if value is not None}
             record = built.record
-            return dg.MaterializeResult(metadata={
+            champion = champion or record.model_version
+            # The asset's data version is the champion's: scoring changes only with it, so a
+            # challenger registered beside it (or the same champion again) changes nothing
+            # downstream.
+            return dg.MaterializeResult(data_version=dg.DataVersion(champion), metadata={
                 "model_version": record.model_version,
                 "registered_as": registry.CHALLENGER if config.challenger else registry.CHAMPION,
+                "champion": champion,
                 "objective": record.objective,
                 "source": record.source,
                 "model_path": str(built.path),
