@@ -301,6 +301,32 @@ def test_a_challenger_that_passes_the_gate_is_promoted_and_rolled_back(
                            ("rollback", judged.first, judged.weak, user)]
 
 
+def test_evidence_the_gate_cannot_judge_refuses_and_force_records_why(
+        operator: Platform, judged: Judged, capsys) -> None:
+    # The challenger's shadow scoring of one day lost rows: the models scored different rows.
+    lake_of(operator.settings).commit(lambda con: con.execute(
+        f"DELETE FROM {lifecycle.shadow_table(USE_CASE)} WHERE partition_date = '2013-01-17' "
+        "AND flight_id IN (SELECT flight_id FROM predictions.flights_shadow "
+        "WHERE partition_date = '2013-01-17' ORDER BY flight_id LIMIT 3)"), "damage", {})
+    before = registry_state(operator)
+    code, out, err = run(["models", "promote", judged.proper, "--reason", "try"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"batch-platform: promotion of {judged.proper} to champion of flights refused: "
+        f"champion {judged.weak} and challenger {judged.proper} did not score the same rows on "
+        "2013-01-17: 3 row(s) by one only (or a null score); the gate compares models on the "
+        "same rows: rescore that day with both; or force it with a reason\n")
+    assert registry_state(operator) == before
+    code, out, err = run(["models", "promote", judged.proper, "--reason", "urgent", "--force"],
+                         capsys)
+    assert (code, err) == (0, "")
+    change = last_change(operator)
+    assert change["forced"] and json.loads(change["evidence"]) == {
+        "gate": f"could not judge: champion {judged.weak} and challenger {judged.proper} did "
+                "not score the same rows on 2013-01-17: 3 row(s) by one only (or a null "
+                "score); the gate compares models on the same rows: rescore that day with both"}
+
+
 # --- bad input: one line, exit 1, nothing changed ---------------------------------------------
 
 def test_bad_promotions_are_one_line_and_change_nothing(operator: Platform, judged: Judged,
