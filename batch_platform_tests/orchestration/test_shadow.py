@@ -69,8 +69,8 @@ def test_a_challenger_is_scored_in_the_shadow_and_compared_in_the_report(
     jan = dt.date(2013, 1, 1)
     champion, challenger = register(
         platform,
-        champion=((jan, jan + dt.timedelta(days=9)), (jan + dt.timedelta(days=10),) * 2, 15),
-        challenger=((jan, jan + dt.timedelta(days=13)), (jan + dt.timedelta(days=14),) * 2, 40))
+        champion=((jan, jan + dt.timedelta(days=9)), (jan + dt.timedelta(days=10),) * 2, 10),
+        challenger=((jan, jan + dt.timedelta(days=13)), (jan + dt.timedelta(days=14),) * 2, 20))
     result = platform.run("flights_predict", *DAYS)
 
     predictions = rows_of(platform, "predictions.flights")
