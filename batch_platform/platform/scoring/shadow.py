@@ -89,6 +89,9 @@ def score_shadow(settings: Settings, spec: FeatureSpec, staging: Staging, featur
     as the champion's are: one row per feature row, valid outputs, its own version in every
     row. ``lineage`` is the champion's; the shadow rows name the challenger instead."""
     version = challenger["model_version"]
+    # Its own staging on a cluster engine: the champion's is named by the same run and days.
+    asset, start, end = scope
+    scope = (f"{asset}/{SHADOW_STAGE}", start, end)
 
     def said(message: str) -> None:
         warn(f"challenger {version} (shadow): {message}")
