@@ -59,7 +59,8 @@ class ShadowOutcome:
 def scoring_models(con: duckdb.DuckDBPyConnection, use_case: str, pinned_version: str | None
                    ) -> ScoringModels:
     """The model that scores (``registry.resolve``) and the challenger, from one snapshot: a
-    promotion committed in between cannot make a run score one model twice."""
+    promotion committed between two reads would pair the old champion with the new one as
+    its challenger."""
     con.execute("BEGIN TRANSACTION")
     try:
         record = registry.resolve(con, use_case, pinned_version)
