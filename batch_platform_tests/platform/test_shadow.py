@@ -21,6 +21,7 @@ from batch_platform.platform.reports import shadow_comparison as comparisons
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.scoring import shadow
 from batch_platform.platform.scoring.partition import score_staged
+from batch_platform.platform.storage import rollback
 from batch_platform.platform.storage.lake import Lake
 from batch_platform.platform.storage.staging import staging
 from batch_platform.platform.storage.warehouse import replace_partitions
@@ -279,3 +280,29 @@ def test_the_report_reads_the_comparison_from_the_lake(
     assert read.equals(comparisons.comparison_rows(
         daily, BINARY, [DAY_3], champion["model_version"], challenger["model_version"], AT))
     assert pinned is None
+
+
+def test_a_failed_run_gives_a_day_back_its_shadow_rows(scores: dict[str, pl.DataFrame],
+                                                       lake: Lake) -> None:
+    """A run that scored a day without a challenger (deleting its shadow rows) and then failed
+    is undone: the day has its predictions and shadow rows of before, together."""
+    tables = ("predictions.flights", "predictions.flights_shadow")
+
+    def scored(run: str, days: list[dt.date], shadow_rows: pl.DataFrame | None) -> None:
+        def on(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.filter(pl.col("partition_date").is_in(days))
+        details = {"run_id": run, "asset": "predictions/flights",
+                   "partitions": f"{days[0]}..{days[-1]}"}
+        lake.commit(lambda con: replace_partitions(
+            con, [(tables[0], on(scores["champion"])),
+                  (tables[1], None if shadow_rows is None else on(shadow_rows))], days),
+            f"predictions/flights by run {run}", details)
+
+    scored("old", list(DAYS), scores["challenger"])
+    before = {name: table(lake, name) for name in tables}
+    scored("failing", [DAY_3], None)
+    assert DAY_3 not in set(table(lake, tables[1])["partition_date"])
+    lake.commit(lambda con: rollback.undo_run(con, "failing", "reports failed"),
+                "undo run failing", {"run_id": "failing", rollback.UNDO: "failing"})
+    for name in tables:
+        assert table(lake, name).equals(before[name])
