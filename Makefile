@@ -21,10 +21,13 @@ $(RAY_STAMP): $(STAMP) requirements-ray.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-ray.lock
 	touch $(RAY_STAMP)
 
+# Test modules spread over this many processes (pytest-xdist), each module whole in one.
+TEST_WORKERS ?= 2
+
 test: $(RAY_STAMP)  ## the whole test suite, the Ray engine's and the UI's included (installs chromium, postgresql)
 	scripts/ensure-chromium
 	scripts/ensure-postgresql
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/
 	$(BIN)/batch-platform ui

@@ -28,7 +28,7 @@ from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
-from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.lake import extension_file, lake_of
 from batch_platform.platform.storage.warehouse import MissingDataError
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
@@ -316,7 +316,8 @@ def test_only_the_pipelines_user_may_write_the_lake(platform: Platform) -> None:
 @pytest.mark.parametrize(
     "statement",
     ["SELECT * FROM read_csv('{landing}')", "EXPORT DATABASE '{export}'",
-     "INSTALL httpfs"],
+     "INSTALL httpfs", "LOAD '{extension}'", "LOAD postgres_scanner",
+     "SET allow_unsigned_extensions = false"],
 )
 def test_sql_can_neither_read_files_nor_write_anywhere(platform: Platform, capsys,
                                                        monkeypatch, tmp_path: Path,
@@ -327,8 +328,11 @@ def test_sql_can_neither_read_files_nor_write_anywhere(platform: Platform, capsy
     catalog = lake_of(settings).sqlite_path
     assert catalog is not None
     before = sha256(catalog)
+    # The session loaded its extensions unsigned; no other file may be loaded after it.
+    foreign = tmp_path / "foreign.duckdb_extension"
+    foreign.write_bytes(extension_file("ducklake").read_bytes())
     query = statement.format(landing=landing.landing_file(settings.landing_dir, "flights", DAY),
-                             export=tmp_path / "export")
+                             export=tmp_path / "export", extension=foreign)
     assert cli.main(["sql", query]) == 1
     assert "query failed" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()

@@ -28,10 +28,12 @@ from batch_platform.orchestration.checks import (
     prediction_checks,
 )
 from batch_platform.orchestration.metadata import (
+    comparison_metadata,
     prediction_summary,
     report_summary,
     scoped_to_partitions,
     score_summary,
+    shadow_metadata,
     table_metadata,
     timing_metadata,
 )
@@ -41,13 +43,14 @@ from batch_platform.platform.dates import days_between
 from batch_platform.platform.features.rows import FeatureTally, feature_chunks
 from batch_platform.platform.ingest import completeness, landing
 from batch_platform.platform.ingest import validate as ingest
-from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.models.training import build_model, check_windows
 from batch_platform.platform.monitoring import audits, drift
 from batch_platform.platform.reports import daily as reports
+from batch_platform.platform.reports.shadow_comparison import shadow_comparison
 from batch_platform.platform.scoring import score as scoring
+from batch_platform.platform.scoring import shadow
 from batch_platform.platform.scoring.partition import score_staged
 from batch_platform.platform.storage import rollback
 from batch_platform.platform.storage.staging import Staging, chunks, row_count, staging
@@ -483,27 +486,29 @@ class UseCaseAssets:
             where = describe_days(days)
             with staged(context, settings, "predictions") as staging:
                 with warehouse.get_connection() as con:
-                    record = registry.resolve(con, use_case.name, settings.model_version)
+                    models = shadow.scoring_models(con, use_case.name, settings.model_version)
                     require_partitions(con, use_case.features_table, start, end)
                     features_file = staging.export(
                         con, "features", partitions_query(
                             use_case.features_table, order_by=("partition_date",
                                                                spec.id_column)),
                         {"start": start, "end": end})
-                loaded = model_core.load_registered(
-                    settings.data_dir, settings.models_dir, record["model_path"],
-                    record["model_version"], registry.calibration(record), spec)
-                profile = drift.load_profile(drift.profile_path(
-                    settings.data_dir / record["model_path"]))
+                loaded, profile = shadow.load_model(settings, spec, models.scoring)
                 rows = max(1, -(-row_count(features_file) // settings.chunk_rows))
-                progress = Progress(context.log, f"scoring {where}", rows, "chunks")
+                # The challenger scores the same chunks again.
+                progress = Progress(context.log, f"scoring {where}",
+                                    rows * (1 if models.challenger is None else 2), "chunks")
+                run_lineage = scoring.ScoringLineage(loaded.version, code_version(),
+                                                     context.run.run_id, dt.datetime.now(dt.UTC))
+                scope = (context.asset_key.to_user_string(), start, end)
                 scored = score_staged(
-                    settings, spec, staging, features_file, loaded, profile,
-                    scoring.ScoringLineage(loaded.version, code_version(), context.run.run_id,
-                                           dt.datetime.now(dt.UTC)),
-                    where, (context.asset_key.to_user_string(), start, end),
-                    context.log.warning, lambda n: progress.advance(rows=n),
+                    settings, spec, staging, features_file, loaded, profile, run_lineage,
+                    where, scope, context.log.warning, lambda n: progress.advance(rows=n),
                     value_range(profile, kind.output))
+                shadowed = None if models.challenger is None else shadow.score_shadow(
+                    settings, spec, staging, features_file, models.challenger, scored,
+                    run_lineage, where, scope, context.log.warning,
+                    lambda n: progress.advance(rows=n))
                 output_drift = audits.audit_score_drift(scored.drift, profile,
                                                         settings.audit_thresholds())
                 verdict = gate(context, [
@@ -512,10 +517,13 @@ class UseCaseAssets:
                     audits.audit_model_version(scored.scores, loaded.version),
                     output_drift,
                 ], days)
+                # One commit: a day's shadow rows are always those of its predictions' scoring.
                 commit_seconds = commit(context, warehouse,
                     lambda con: replace_partitions(
-                        con, [(use_case.predictions_table, scored.predictions)], days,
-                        verdict.publish))
+                        con, shadow.scored_writes(use_case.predictions_table,
+                                                  use_case.shadow_table, scored.predictions,
+                                                  shadowed),
+                        days, verdict.publish))
             stats = scored.stats
             return verdict.outcome(scoped_to_partitions({
                 **table_metadata(scored.predictions),
@@ -535,6 +543,7 @@ class UseCaseAssets:
                 **score_summary(scored.summary),
                 "score_max_psi": output_drift.metadata["max_psi"],
                 **prediction_summary(scored.summary),
+                **shadow_metadata(shadowed),
                 **timing_metadata(stats.rows, started, commit_seconds),
             }, days, scored.rows_by_day))
 
@@ -573,15 +582,20 @@ class UseCaseAssets:
                     truth_file = staging.export(con, "predictions", partitions_query(
                         use_case.predictions_table, ("partition_date", *kind.report_values)),
                         window)
+                    reported_at = dt.datetime.now(dt.UTC)
+                    comparison = shadow_comparison(con, use_case, settings.model_version, days,
+                                                   reported_at)
                 report = reports.report_of_sorted_rows(
                     chunks([rows_file], settings.chunk_rows,
                            categorical=reports.CATEGORICAL_COLUMNS),
-                    spec, dt.datetime.now(dt.UTC))
+                    spec, reported_at)
                 verdict = gate(context, [audits.audit_report_reconciles(
                     report, pl.scan_parquet(truth_file), kind)], days)
-                commit_seconds = commit(context, warehouse,
-                    lambda con: replace_partitions(con, [(use_case.report_table, report)],
-                                                   days, verdict.publish))
+                # None: no challenger, and the days lose their comparison rows.
+                commit_seconds = commit(context, warehouse, lambda con: replace_partitions(
+                    con, [(use_case.report_table, report),
+                          (use_case.shadow_comparison_table, comparison)],
+                    days, verdict.publish))
             overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
             rows = int(overall.get_column("rows").sum())
             quality = ({"predicted_positive": int(overall.get_column("predicted_positive").sum()),
@@ -593,6 +607,7 @@ class UseCaseAssets:
                 "rows": rows,
                 **quality,
                 **report_summary(report, spec.is_binary),
+                **comparison_metadata(comparison, kind),
                 **timing_metadata(rows, started, commit_seconds),
             }, days, report))
 

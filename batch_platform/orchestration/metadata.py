@@ -10,9 +10,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from batch_platform.platform.models.objectives import RISK_BANDS
+from batch_platform.platform.models.objectives import RISK_BANDS, Objective
 from batch_platform.platform.monitoring.summary import PredictionSummary
 from batch_platform.platform.reports.daily import ALL_SEGMENT
+from batch_platform.platform.reports.shadow_comparison import CUMULATED
+from batch_platform.platform.scoring.shadow import ShadowOutcome
 from batch_platform.platform.storage.staging import StagedTable
 
 TOP_SEGMENTS = 5
@@ -136,6 +138,40 @@ def prediction_summary(summary: PredictionSummary) -> dict[str, object]:
     return metadata
 
 
+def shadow_metadata(outcome: ShadowOutcome | None) -> dict[str, object]:
+    """The challenger scored in the shadow, if there is one: its version and rows."""
+    if outcome is None:
+        return {}
+    metadata: dict[str, object] = {
+        "challenger_version": outcome.version,
+        "shadow_rows": outcome.predictions.rows if outcome.predictions is not None else 0}
+    if outcome.scores is not None:
+        metadata["shadow_seconds"] = round(outcome.scores.seconds, 3)
+    if outcome.withheld is not None:
+        metadata["shadow_withheld"] = outcome.withheld
+    return metadata
+
+
+def comparison_metadata(comparison: pl.DataFrame | None, kind: Objective
+                        ) -> dict[str, object]:
+    """Champion against challenger, cumulated up to the last day judged, if there is one."""
+    if comparison is None:
+        return {}
+    cumulated = comparison.filter(pl.col("span") == CUMULATED).sort("partition_date")
+    metadata: dict[str, object] = {"shadow_days_judged": cumulated.height}
+    if cumulated.height:
+        last = cumulated.row(-1, named=True)
+        metadata["challenger_version"] = last["challenger_version"]
+        head = (f"Cumulated over {last['days']} day(s), {last['first_day']}.."
+                f"{last['partition_date']}, {last['rows']:,} rows with outcomes")
+        metadata["shadow_comparison"] = dg.MetadataValue.md(
+            f"{head}\n\n| metric | champion {last['champion_version']} | challenger "
+            f"{last['challenger_version']} |\n|---|---:|---:|\n" + "\n".join(
+                f"| {name} | {_number(last[f'champion_{name}'])} | "
+                f"{_number(last[f'challenger_{name}'])} |" for name, _ in kind.realised_metrics))
+    return metadata
+
+
 def report_summary(report: pl.DataFrame, binary: bool) -> dict[str, object]:
     """The day(s) at a glance."""
     overall = report.filter(pl.col("segment_type") == ALL_SEGMENT).sort("partition_date")
@@ -166,7 +202,8 @@ def _number(value: float | None) -> str:
 
 # Counts that add up over days; in a range run they are the range's totals.
 _ADDITIVE = {"dagster/row_count", "rows_in", "rows_rejected", "rows_with_outcome", "rows_scored",
-             "rows_explained", "unknown_categories", "rows", "predicted_positive"}
+             "rows_explained", "unknown_categories", "rows", "predicted_positive",
+             "shadow_rows"}
 
 
 def scoped_to_partitions(metadata: dict[str, object], days: list[dt.date],

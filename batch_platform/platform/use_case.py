@@ -153,8 +153,18 @@ class UseCase:
         return f"predictions.{self.name}"
 
     @property
+    def shadow_table(self) -> str:
+        """The challenger's predictions of the days it was scored beside the champion."""
+        return f"predictions.{self.name}_shadow"
+
+    @property
     def report_table(self) -> str:
         return f"reports.{self.name}_daily"
+
+    @property
+    def shadow_comparison_table(self) -> str:
+        """Champion against challenger on realised outcomes, per day and cumulated."""
+        return f"reports.{self.name}_shadow_comparison"
 
     @property
     def models_dir_name(self) -> str:
@@ -185,7 +195,8 @@ class UseCase:
             *(self.quarantine_table(s) for s in self.sources),
             *(self.refused_table(s) for s in self.sources),
             *(self.raw_table(r) for r in self.references),
-            self.features_table, self.predictions_table, self.report_table,
+            self.features_table, self.predictions_table, self.shadow_table, self.report_table,
+            self.shadow_comparison_table,
         ]
 
     def landing_folders(self) -> list[str]:

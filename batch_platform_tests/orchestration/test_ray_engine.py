@@ -24,9 +24,11 @@ import pytest
 
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
-from batch_platform.platform.scoring import engines, ray_engine, ray_local
+from batch_platform.platform.scoring import engines, ray_engine, ray_local, shadow
+from batch_platform.platform.scoring.partition import score_staged
 from batch_platform.platform.scoring.score import ScoringLineage
 from batch_platform.platform.storage.lake import lake_of
+from batch_platform.platform.storage.staging import staging
 from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import (
@@ -36,7 +38,7 @@ from batch_platform_tests.conftest import (
     failure_messages,
     platform_at,
 )
-from batch_platform_tests.flights import FLIGHTS
+from batch_platform_tests.flights import FLIGHTS, USE_CASE
 from batch_platform_tests.orchestration.test_compiled_scoring import predictions_metadata
 
 pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
@@ -224,3 +226,36 @@ def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
     assert rerun.success, failure_messages(rerun)
     assert_same_rows(week_predictions(own_platform), local)
     print(f"killed actor {killed[0]}: the run {'succeeded' if result.success else 'failed'}")
+
+
+def test_the_shadow_scored_on_the_cluster_equals_the_local_engine(
+    scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
+    week: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
+) -> None:
+    """The champion and, in the shadow, a challenger scored one after the other in one run and
+    range on the cluster: each in its own staging, each the local engine's rows. The champion's
+    own file stands in for the challenger."""
+    frame, loaded = week
+    changes = {"explain": "riskiest", "explain_max_rows": 40}  # few explanations: fast
+    settings = on_ray(scoring_platform, cluster, **changes).resolved(USE_CASE)
+    features_file = tmp_path / "features.parquet"
+    frame.write_parquet(features_file)
+    with lake_of(settings).read_only() as con:
+        record = registry.resolve(con, FLIGHTS.use_case, None)
+    lineage = ScoringLineage(loaded.version, "code", "run-1", LINEAGE.scored_at)
+    scope = ("predictions/flights", *WEEK)
+    warnings: list[str] = []
+    with staging(tmp_path / "staging", "run-1", "predictions", settings.chunk_rows) as folder:
+        scored = score_staged(settings, FLIGHTS, folder, features_file, loaded, None, lineage,
+                              "the week", scope, warnings.append)
+        outcome = shadow.score_shadow(settings, FLIGHTS, folder, features_file, record, scored,
+                                      lineage, "the week", scope, warnings.append)
+        assert outcome.withheld is None and outcome.scores is not None
+        assert (scored.engine.engine, outcome.scores.engine.engine) == ("ray", "ray")
+        champion_rows = pl.read_parquet(scored.predictions.files)
+        shadow_rows = pl.read_parquet(outcome.scores.predictions.files)
+    local, _, _ = engines.score(frame, loaded, FLIGHTS, lineage, scoring_platform.settings
+                                .with_overrides(**changes).resolved(USE_CASE), scope)
+    assert champion_rows.equals(local, null_equal=True)
+    assert shadow_rows.equals(local, null_equal=True)
+    assert staging_left(settings) == []

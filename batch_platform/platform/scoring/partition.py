@@ -50,12 +50,14 @@ def score_staged(settings: Settings, spec: FeatureSpec, staging: Staging, featur
                  lineage: scoring.ScoringLineage, where: str,
                  scope: tuple[str, dt.date, dt.date], warn: Warn,
                  on_chunk: Callable[[int], None] = lambda rows: None,
-                 value_range: tuple[float, float] = (0.0, 1.0)) -> StagedScores:
-    """Score the staged features with ``settings`` (resolved for the use case)."""
+                 value_range: tuple[float, float] = (0.0, 1.0),
+                 name: str = "predictions") -> StagedScores:
+    """Score the staged features with ``settings`` (resolved for the use case); the rows are
+    staged as ``name`` (another model scoring the same features takes another name)."""
     started = time.perf_counter()
     kind = objective(spec.objective)
     feature_rows = row_count(features_file)
-    predictions = staging.table("predictions")
+    predictions = staging.table(name)
     counts: Counter[str] = Counter()
     scores = audits.ScoreRange(kind)
     score_drift = drift.DriftCounter(profile.scores if profile else None)
@@ -91,7 +93,7 @@ def score_staged(settings: Settings, spec: FeatureSpec, staging: Staging, featur
         reasons = riskiest.explain(chunks([features_file], settings.chunk_rows), loaded, spec,
                                    settings.scoring_threads)
         explained = reasons.height
-        filled = staging.table("predictions_explained")
+        filled = staging.table(f"{name}_explained")
         for part in chunks(predictions.files, settings.chunk_rows):
             filled.write(scoring.fill_reasons(part, reasons, spec.id_column))
         predictions = filled.close()

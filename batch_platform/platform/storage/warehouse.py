@@ -70,15 +70,19 @@ Rows = pl.DataFrame | StagedTable  # in memory, or staged as Parquet parts
 
 def replace_partitions(
     con: duckdb.DuckDBPyConnection,
-    writes: Sequence[tuple[str, Rows]],
+    writes: Sequence[tuple[str, Rows | None]],
     partition_dates: Sequence[dt.date],
     publish: Sequence[dt.date] | None = None,
 ) -> None:
     """Replace ``partition_dates`` of every table in ``writes``; with ``publish``, only those
-    of them (the days the audits let through). Inside the commit's transaction: either every
-    table holds exactly the new rows of those dates, or nothing changed.
+    of them (the days the audits let through). Rows of None empty those days of their table,
+    if it exists (a companion table with nothing to say for them now). Inside the commit's
+    transaction: either every table holds exactly the new rows of those dates, or nothing
+    changed.
     """
     for table, rows in writes:
+        if rows is None:
+            continue
         ensure_table(con, table, rows.empty() if isinstance(rows, StagedTable) else rows)
         outside = _rows_outside(con, rows, partition_dates)
         if outside:
@@ -87,6 +91,9 @@ def replace_partitions(
     dates = list(partition_dates if publish is None else publish)
     only = None if publish is None or set(publish) == set(partition_dates) else dates
     for table, rows in writes:
+        if rows is None:
+            delete_partitions(con, table, dates)
+            continue
         con.execute(f"DELETE FROM {table} WHERE partition_date = ANY($dates)", {"dates": dates})
         insert(con, table, rows, only)
 
