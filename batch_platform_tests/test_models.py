@@ -2,10 +2,10 @@
 ``models promote`` and ``models rollback``, and the same changes as Dagster jobs.
 
 The judged slice: the prepared three-week slice with a weak champion (three rounds, trained on
-2013-01-01..07, validated on 01-08..10) that scored 01-15..21 through the predict job, and a
-proper challenger (trained on 01-01..10, validated on 01-11..14) whose predictions of the same
-days stand in the shadow table, scored directly from the features. So the gate has seven days
-of real outcomes after both validation windows. It is built once per module; every test
+2013-01-01..07, validated on 01-08..10) and a proper challenger (trained on 01-01..10,
+validated on 01-11..14), registered directly, then 01-15..21 scored by the predict job: the
+champion's predictions, and the challenger's in the shadow. So the gate has seven days of real
+outcomes after both validation windows. It is built once per module; every test
 takes its own copy.
 """
 
@@ -28,7 +28,7 @@ from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import gate, lifecycle, registry
 from batch_platform.platform.models.training import BuiltModel, build_model
 from batch_platform.platform.storage.lake import lake_of
-from batch_platform.platform.storage.warehouse import read_partitions, replace_partitions
+from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import (
     TRAIN,
@@ -67,18 +67,6 @@ def build(platform: Platform, recipe: dict) -> BuiltModel:
                        num_threads=2, run_id="test", code_version="test")
 
 
-def shadow_scores(platform: Platform, built: BuiltModel) -> pl.DataFrame:
-    """What shadow scoring writes for the gate: the challenger's score of every row."""
-    with lake_of(platform.settings).read_only() as con:
-        rows = read_partitions(con, USE_CASE.features_table, *JUDGED,
-                               order_by=("partition_date", FLIGHTS.id_column))
-    levels = model_core.levels_from_model(built.booster, FLIGHTS, "test")
-    matrix, _ = model_core.feature_matrix(rows, FLIGHTS, levels)
-    return rows.select("partition_date", FLIGHTS.id_column).with_columns(
-        pl.Series("score", built.booster.predict(matrix, num_threads=2)),
-        pl.lit(built.record.model_version).alias("model_version"))
-
-
 @pytest.fixture(scope="module")
 def judged(prepared_slice: PreparedSlice, tmp_path_factory: pytest.TempPathFactory) -> Judged:
     root = prepared_slice.copy_to(tmp_path_factory.mktemp("judged") / "slice")
@@ -88,12 +76,9 @@ def judged(prepared_slice: PreparedSlice, tmp_path_factory: pytest.TempPathFacto
             first = registry.champion_version(con, "flights")
         weak, proper = build(platform, WEAK), build(platform, PROPER)
         lake.commit(lambda con: registry.register_champion(con, weak.record), "weak", {})
-        platform.run("flights_predict", *JUDGED)
         lake.commit(lambda con: registry.register_challenger(con, proper.record), "proper", {})
-        shadow = shadow_scores(platform, proper)
-        lake.commit(lambda con: replace_partitions(
-            con, [(lifecycle.shadow_table(USE_CASE), shadow)],
-            sorted(set(shadow["partition_date"]))), "shadow", {})
+        # The champion scores the judged week, and the challenger the same rows in the shadow.
+        platform.run("flights_predict", *JUDGED)
     return Judged(root, first, weak.record.model_version, proper.record.model_version)
 
 
@@ -223,7 +208,7 @@ def test_models_lists_every_version_with_its_windows_metrics_and_shadow_record(
 def test_without_a_shadow_table_the_record_says_no_day_was_compared(
         operator: Platform, judged: Judged, capsys) -> None:
     lake_of(operator.settings).commit(
-        lambda con: con.execute(f"DROP TABLE {lifecycle.shadow_table(USE_CASE)}"), "drop", {})
+        lambda con: con.execute(f"DROP TABLE {USE_CASE.shadow_table}"), "drop", {})
     code, out, _ = run(["models"], capsys)
     assert code == 0
     assert "no day compared yet" in out
@@ -305,7 +290,7 @@ def test_evidence_the_gate_cannot_judge_refuses_and_force_records_why(
         operator: Platform, judged: Judged, capsys) -> None:
     # The challenger's shadow scoring of one day lost rows: the models scored different rows.
     lake_of(operator.settings).commit(lambda con: con.execute(
-        f"DELETE FROM {lifecycle.shadow_table(USE_CASE)} WHERE partition_date = '2013-01-17' "
+        f"DELETE FROM {USE_CASE.shadow_table} WHERE partition_date = '2013-01-17' "
         "AND flight_id IN (SELECT flight_id FROM predictions.flights_shadow "
         "WHERE partition_date = '2013-01-17' ORDER BY flight_id LIMIT 3)"), "damage", {})
     before = registry_state(operator)

@@ -23,11 +23,6 @@ from batch_platform.platform.use_case import UseCase
 from batch_platform.settings import Settings
 
 
-def shadow_table(use_case: UseCase) -> str:
-    """Where the challenger's shadow predictions of ``use_case`` are."""
-    return f"{use_case.predictions_table}_shadow"
-
-
 def gate_thresholds(settings: Settings) -> gate.GateThresholds:
     return gate.GateThresholds(min_days=settings.gate_min_days,
                                min_margin=settings.gate_min_margin,
@@ -56,7 +51,7 @@ def judge(con: duckdb.DuckDBPyConnection, use_case: UseCase, champion: dict, cha
     try:
         daily = evidence.daily_comparison(
             con, spec, predictions_table=use_case.predictions_table,
-            shadow_table=shadow_table(use_case), features_table=use_case.features_table,
+            shadow_table=use_case.shadow_table, features_table=use_case.features_table,
             champion=champion, challenger=challenger)
     except MissingDataError as err:
         missing = str(err).split(":", 1)[0]
