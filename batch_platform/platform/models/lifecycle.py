@@ -101,8 +101,9 @@ def promote(lake: Lake, use_case: UseCase, version: str, reason: str, actor: str
     challenger is refused by the registry, with its reason (unknown, retired, another use
     case's, the champion)."""
     with lake.read_only() as con:
-        champion = status_row(con, use_case, registry.CHAMPION)
-        challenger = status_row(con, use_case, registry.CHALLENGER)
+        versions = registry.versions(con, use_case.name)  # one query: one snapshot of both
+        champion = _with_status(versions, registry.CHAMPION)
+        challenger = _with_status(versions, registry.CHALLENGER)
         verdict, unjudged = None, "not asked"
         if (champion is not None and challenger is not None
                 and challenger["model_version"] == version):
