@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 RUNNING = dg.DefaultSensorStatus.RUNNING
 LANDING_SENSOR_SECONDS = 30
 FRESHNESS_CRON = "*/30 * * * *"
+TRIGGER_TAG = "batch_platform/trigger"
+DIGEST_TAG = "batch_platform/digest"
+ATTEMPT_TAG = "batch_platform/attempt"
+RETRY_OF_TAG = "batch_platform/retry_of"
+# The runs the automation started, and so retries when they die: the sensor's, the nightly
+# schedule's, and its own retries. A run someone started is theirs to run again.
+AUTOMATED = ("landing", "nightly", "retry")
+MAX_ATTEMPTS = 3  # a day whose run died three times in a row is left to the operator
+RETRY_WITHIN = dt.timedelta(days=1)
 
 
 def partition_days(use_case: UseCase, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
@@ -45,6 +54,36 @@ def ingested_at(settings: Settings, use_case: UseCase) -> dict[dt.date, dt.datet
     with lake.read_only() as con:
         return partition_times(con, use_case.raw_table(use_case.features.rows_from),
                                "_ingested_at", newest=False)
+
+
+def retry_requests(instance: dg.DagsterInstance, job_name: str) -> list[dg.RunRequest]:
+    """A run the automation started that failed without any step failing (its process died,
+    marked failed by the sweep or its code server; it never started) has its day requested
+    again, unless that day was run since. A run still STARTED is not: it is in progress."""
+    from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_FAILURE_REASON_TAG
+
+    failed = instance.get_run_records(dg.RunsFilter(
+        job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE],
+        tags={TRIGGER_TAG: list(AUTOMATED)},
+        updated_after=dt.datetime.now(dt.UTC) - RETRY_WITHIN))
+    requests = []
+    for record in failed:
+        run = record.dagster_run
+        key = run.tags.get(PARTITION_NAME_TAG)
+        attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
+        if (key is None or attempt >= MAX_ATTEMPTS
+                or run.tags.get(RUN_FAILURE_REASON_TAG) == "STEP_FAILURE"):
+            continue  # a step failed: bad input or a check, which running again cannot fix
+        latest = instance.get_run_records(dg.RunsFilter(
+            job_name=job_name, tags={PARTITION_NAME_TAG: key}), limit=1)
+        if latest and latest[0].dagster_run.run_id != run.run_id:
+            continue  # run again since
+        tags = {TRIGGER_TAG: "retry", ATTEMPT_TAG: str(attempt + 1), RETRY_OF_TAG: run.run_id}
+        if DIGEST_TAG in run.tags:
+            tags[DIGEST_TAG] = run.tags[DIGEST_TAG]
+        requests.append(dg.RunRequest(run_key=f"retry-{run.run_id}", partition_key=key,
+                                      tags=tags))
+    return requests
 
 
 def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
@@ -83,9 +122,14 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
             requests.append(dg.RunRequest(
                 run_key=f"{arrival.day}-{arrival.digest[:16]}",
                 partition_key=arrival.day.isoformat(),
-                tags={"batch_platform/trigger": "landing", "batch_platform/digest":
-                      arrival.digest[:16]}))
+                tags={TRIGGER_TAG: "landing", DIGEST_TAG: arrival.digest[:16]}))
         skipped = len(scan.arrivals) - len(requests)
+        retries = retry_requests(context.instance, job.name)
+        for retry in retries:
+            context.log.warning(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died, "
+                                f"requested again (attempt {retry.tags[ATTEMPT_TAG]})")
+        requests += [r for r in retries if r.partition_key not in
+                     {request.partition_key for request in requests}]
         context.log.info(f"{len(requests)} partition(s) requested, {skipped} already loaded"
                          + (" (first tick)" if first_tick else ""))
         return dg.SensorResult(run_requests=requests, cursor=arrivals.encode_cursor(scan.seen))
@@ -119,7 +163,7 @@ def nightly_schedule(use_case: UseCase, job: UnresolvedAssetJobDefinition
         if absent:
             return dg.SkipReason(f"{day} has not landed: no {', '.join(absent)}")
         return dg.RunRequest(run_key=f"nightly-{day}", partition_key=day.isoformat(),
-                             tags={"batch_platform/trigger": "nightly"})
+                             tags={TRIGGER_TAG: "nightly"})
 
     return _schedule
 
