@@ -96,7 +96,8 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
         description=f"A new or changed day under the landing directory ({', '.join(folders)} "
                     "all there) requests one run of that partition, raw to reports. Files are "
                     "compared by content; files younger than "
-                    "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick.",
+                    "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick. A day whose "
+                    "run by the automation died is requested again (three attempts in all).",
     )
     def _sensor(context: dg.SensorEvaluationContext, platform: PlatformResource
                 ) -> dg.SensorResult:
