@@ -14,8 +14,9 @@ a job, and every minute in the daemon (``run_sweeper``).
   process that started after the run did was reused.
 - Its commits are undone as a failed step undoes them (``platform/storage/rollback.py``), then
   it is reported failed (reason ``UNEXPECTED_TERMINATION``), tagged ``batch_platform/process_died``.
-- A run failed in the last day that committed something and was never undone (a run worker
-  failed by the code server, a multiprocess step killed, the maximum runtime) is undone too.
+- A run failed or cancelled in the last day that committed something and was never undone (a
+  run worker failed by the code server, a multiprocess step killed, a cancelled step, the
+  maximum runtime) is undone too.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Swept:
     restored: tuple[rollback.Restored, ...]
 
     def __str__(self) -> str:
-        what = "marked failed, its process gone" if self.marked_failed else "failed earlier"
+        what = ("marked failed, its process gone" if self.marked_failed
+                else "ended earlier, failed or cancelled")
         undone = "; ".join(str(r) for r in self.restored) or "nothing of it to undo"
         return f"run {self.run_id} of {self.job_name} {what}: {undone}"
 
@@ -88,10 +90,12 @@ def dead_runs(instance: dg.DagsterInstance) -> dict[str, tuple[dg.RunRecord, str
 
 def sweep(instance: dg.DagsterInstance, settings: Settings,
           log: Callable[[str], None] | None = None) -> list[Swept]:
-    """Undo and fail the dead runs; undo the recent failed runs never undone. Idempotent."""
+    """Undo and fail the dead runs; undo the runs that ended in the last day, failed or
+    cancelled, and were never undone. Idempotent."""
     dead = dead_runs(instance)
+    # Cancelled runs too: a cancelled step is interrupted, and the interrupt skips its undo.
     failed = list(instance.get_run_records(dg.RunsFilter(
-        statuses=[dg.DagsterRunStatus.FAILURE],
+        statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
         updated_after=dt.datetime.now(dt.UTC) - FAILED_WITHIN)))
     if not dead and not failed:
         return []
@@ -107,7 +111,7 @@ def sweep(instance: dg.DagsterInstance, settings: Settings,
         marked = run.run_id in dead
         if not marked and run.run_id not in to_undo:
             continue
-        cause = "its process died" if marked else "it failed without undoing its commits"
+        cause = "its process died" if marked else "it ended without undoing its commits"
         restored: list[rollback.Restored] = []
         if run.run_id in to_undo:
             restored = rollback.undo(lake.commit, run.run_id, f"run failed: {cause}", cause)
