@@ -352,6 +352,8 @@ def soak(args: argparse.Namespace) -> int:
         print(f"  daemon:  {landed.runs} run(s) of flights_daily ({landed.retries} retries), "
               f"{len(landed.killed)} killed after their first commit; "
               + "; ".join(landed.killed_outcomes()))
+        print(f"  swept:   {landed.swept} run(s) of the soak marked failed by the sweep (their "
+              f"process gone), {landed.still_started} left STARTED")
     print(f"  after:   {verdict['leftovers']}")
     for message in (figures.failures[:3] + reader_errors[:5] + verdict["problems"][:10]
                     + landed.problems[:10] + landed.partial[:5]):
@@ -430,6 +432,8 @@ class Landed:
     runs: int = 0
     retries: int = 0
     landing_seconds: float = 0.0
+    swept: int = 0  # runs of the whole soak marked failed by the sweep, their process gone
+    still_started: int = 0
     killed: list[Killed] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -494,7 +498,7 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
     day is published whole, kill the first runs the sensor starts after their first commit."""
     import dagster as dg
 
-    from batch_platform.orchestration.liveness import run_process
+    from batch_platform.orchestration.liveness import DIED_TAG, run_process
     from batch_platform.platform.ingest.completeness import manifest_path, read_manifest
     from batch_platform.platform.storage.lake import lake_of
     from batch_platform.settings import Settings
@@ -514,7 +518,8 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
                               stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     lake = lake_of(Settings(data_dir=data_dir))
-    instance = dg.DagsterInstance.from_config(str(data_dir / "dagster"))
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance's dagster.yaml reads it
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
     kills_left = args.daemon_kills
     started = time.monotonic()
     deadline = started + args.gradual_minutes * 60
@@ -587,6 +592,11 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
                 break
             time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         killed = {k.run_id for k in landed.killed}
+        landed.swept = instance.get_runs_count(dg.RunsFilter(tags={DIED_TAG: "true"}))
+        landed.still_started = instance.get_runs_count(dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED]))
+        if landed.still_started:
+            landed.problems.append(f"{landed.still_started} run(s) left STARTED")
         for record in instance.get_run_records(dg.RunsFilter(job_name="flights_daily", tags={
                 "batch_platform/trigger": ["landing", "retry"]})):
             run = record.dagster_run

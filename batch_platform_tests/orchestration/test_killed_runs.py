@@ -24,6 +24,7 @@ from batch_platform.orchestration.automation import (
     RETRY_OF_TAG,
     TRIGGER_TAG,
     landing_sensor,
+    retry_requests,
 )
 from batch_platform.orchestration.liveness import DIED_TAG, HOST_TAG, PID_TAG, sweep
 from batch_platform.orchestration.resources import PlatformResource
@@ -79,6 +80,28 @@ def test_the_sweep_fails_only_runs_of_this_host_whose_process_is_gone(tmp_path: 
                           alive: dg.DagsterRunStatus.STARTED,
                           elsewhere: dg.DagsterRunStatus.STARTED}
         assert sweep(instance, settings) == []  # swept once
+
+
+def test_only_the_automations_runs_that_died_are_requested_again(tmp_path: Path) -> None:
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        def failed(day: str, reason: str, **tags: str) -> str:
+            return create_run_for_test(
+                instance, job_name="flights_daily", status=dg.DagsterRunStatus.FAILURE,
+                tags={"dagster/partition": day, "dagster/failure_reason": reason} | tags).run_id
+
+        died = failed("2013-01-10", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "landing"})
+        failed("2013-01-11", "STEP_FAILURE", **{TRIGGER_TAG: "landing"})  # bad input: not
+        failed("2013-01-12", "UNEXPECTED_TERMINATION")  # started by someone: theirs to rerun
+        failed("2013-01-13", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "retry",
+                                                          ATTEMPT_TAG: "3"})  # tried 3 times
+        failed("2013-01-14", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "nightly"})
+        create_run_for_test(instance, job_name="flights_daily",  # run again since
+                            status=dg.DagsterRunStatus.SUCCESS,
+                            tags={"dagster/partition": "2013-01-14"})
+        [retry] = retry_requests(instance, "flights_daily")
+        assert (retry.partition_key, retry.run_key, retry.tags[ATTEMPT_TAG]) == (
+            "2013-01-10", f"retry-{died}", "2")
 
 
 @pytest.mark.slow
