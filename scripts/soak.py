@@ -501,6 +501,8 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
     from batch_platform.orchestration.liveness import DIED_TAG, run_process
     from batch_platform.platform.ingest.completeness import manifest_path, read_manifest
     from batch_platform.platform.storage.lake import lake_of
+    from batch_platform.platform.storage.rollback import ROLLED_BACK_TABLE
+    from batch_platform.platform.storage.warehouse import table_exists
     from batch_platform.settings import Settings
 
     gradual = [day.isoformat() for day in gradual_days]
@@ -606,10 +608,8 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
                                        f"{run.status.value}")
         with lake.read_only() as con:
             undone = {row[0] for row in con.execute(
-                "SELECT run_id FROM platform.rolled_back_runs").fetchall()} if con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND "
-                "schema_name = 'platform' AND table_name = 'rolled_back_runs'").fetchone()[0] \
-                else set()
+                f"SELECT run_id FROM {ROLLED_BACK_TABLE}").fetchall()} if table_exists(
+                con, ROLLED_BACK_TABLE) else set()
         landed.problems += [f"killed run {run_id} was never undone"
                             for run_id in sorted(killed - undone)]
     finally:
