@@ -515,8 +515,11 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
     writes = [write for day in gradual_days
               for write in pieces_of(feed_dir, data_dir / "landing", day, args.pieces)]
     log = open(logs / "daemon.log", "w")  # noqa: SIM115 - closed below
+    # A code server on a saturated machine may take more than Dagster's 60 s to start a run,
+    # and the run is then failed before it started.
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m",
-                               "batch_platform.definitions"], cwd=ROOT, env=env, stdout=log,
+                               "batch_platform.definitions"], cwd=ROOT,
+                              env=env | {"DAGSTER_GRPC_TIMEOUT_SECONDS": "300"}, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     lake = lake_of(Settings(data_dir=data_dir))
@@ -708,7 +711,7 @@ def main() -> int:
                         help="mean seconds between two pieces")
     parser.add_argument("--daemon-kills", type=int, default=1,
                         help="runs of the landing sensor SIGKILLed after their first commit")
-    parser.add_argument("--gradual-minutes", type=float, default=10.0,
+    parser.add_argument("--gradual-minutes", type=float, default=20.0,
                         help="how long the gradual days may take to be published")
     parser.add_argument("--data-dir", help="where to run (emptied first); default a temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from batch_platform.orchestration.assets import UseCaseAssets
+from batch_platform.orchestration.liveness import pending_undo
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import arrivals, landing
 from batch_platform.platform.storage.lake import lake_of
@@ -126,9 +127,16 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                 tags={TRIGGER_TAG: "landing", DIGEST_TAG: arrival.digest[:16]}))
         skipped = len(scan.arrivals) - len(requests)
         retries = retry_requests(context.instance, job.name)
+        # A run failed by its code server is undone by the next sweep: its day waits for it.
+        undoing = pending_undo(settings, [retry.tags[RETRY_OF_TAG] for retry in retries])
         for retry in retries:
+            if retry.tags[RETRY_OF_TAG] in undoing:
+                context.log.info(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died; "
+                                 "requested again once the sweep has undone it")
+                continue
             context.log.warning(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died, "
                                 f"requested again (attempt {retry.tags[ATTEMPT_TAG]})")
+        retries = [r for r in retries if r.tags[RETRY_OF_TAG] not in undoing]
         requests += [r for r in retries if r.partition_key not in
                      {request.partition_key for request in requests}]
         context.log.info(f"{len(requests)} partition(s) requested, {skipped} already loaded"

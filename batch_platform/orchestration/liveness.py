@@ -100,11 +100,7 @@ def sweep(instance: dg.DagsterInstance, settings: Settings,
     if not dead and not failed:
         return []
     lake = lake_of(settings)
-    to_undo: set[str] = set()
-    if lake.exists():
-        with lake.read_only() as con:
-            to_undo = rollback.never_undone(
-                con, [*dead, *(record.dagster_run.run_id for record in failed)])
+    to_undo = pending_undo(settings, [*dead, *(record.dagster_run.run_id for record in failed)])
     swept = []
     for record in [record for record, _ in dead.values()] + failed:
         run = record.dagster_run
@@ -121,6 +117,15 @@ def sweep(instance: dg.DagsterInstance, settings: Settings,
         if log:
             log(str(swept[-1]))
     return swept
+
+
+def pending_undo(settings: Settings, run_ids: list[str]) -> set[str]:
+    """Of ``run_ids``, those whose commits are still to be undone (by the next sweep)."""
+    lake = lake_of(settings)
+    if not run_ids or not lake.exists():
+        return set()
+    with lake.read_only() as con:
+        return rollback.never_undone(con, run_ids)
 
 
 def _report_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, process: str,

@@ -1,5 +1,6 @@
-"""A run whose process dies: the sweep marks it failed and undoes what it committed, and the
-landing sensor requests its day again; a run still going is left alone.
+"""A run whose process dies: the sweep marks it failed (or finds it failed by its code server)
+and undoes what it committed, and the landing sensor requests its day again; a run still going
+is left alone.
 
 The killed run is real: ``crash_run`` executes the daily job in a subprocess, recorded in the
 test's Dagster instance as the landing sensor would start it, and SIGKILLs itself once raw's
@@ -105,8 +106,9 @@ def test_only_the_automations_runs_that_died_are_requested_again(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("failed_by", ["the sweep", "its code server"])
 def test_a_run_killed_between_steps_is_failed_undone_and_its_day_retried(
-    own_platform: Platform,
+    own_platform: Platform, failed_by: str,
 ) -> None:
     instance, settings = own_platform.instance, own_platform.settings
     before = partition_snapshot(own_platform, TABLES, [DAY])
@@ -122,13 +124,17 @@ def test_a_run_killed_between_steps_is_failed_undone_and_its_day_retried(
     assert killed_at["features.flights"].equals(before["features.flights"])  # features not
     assert tick(settings, instance) == []  # STARTED: in progress, not requested again
 
+    if failed_by == "its code server":  # as Dagster's does when a run worker it launched dies
+        instance.report_run_failed(killed.dagster_run)
+        assert tick(settings, instance) == []  # its day waits for the sweep to undo it
     [swept] = sweep(instance, settings)
-    assert swept.run_id == run_id and swept.marked_failed
+    assert swept.run_id == run_id and swept.marked_failed == (failed_by == "the sweep")
     assert "raw.flights" in {r.table for r in swept.restored if not r.left_as_is}
     run = instance.get_run_by_id(run_id)
     assert run.status == dg.DagsterRunStatus.FAILURE
-    assert run.tags[DIED_TAG] == "true"
-    assert run.tags["dagster/failure_reason"] == "UNEXPECTED_TERMINATION"
+    if failed_by == "the sweep":
+        assert run.tags[DIED_TAG] == "true"
+        assert run.tags["dagster/failure_reason"] == "UNEXPECTED_TERMINATION"
     after = partition_snapshot(own_platform, TABLES, [DAY])
     for table in TABLES:
         assert after[table].equals(before[table]), f"{table} is not as before the killed run"
