@@ -108,12 +108,20 @@ def sweep(instance: dg.DagsterInstance, settings: Settings,
         if not marked and run.run_id not in to_undo:
             continue
         cause = "its process died" if marked else "it ended without undoing its commits"
-        restored: list[rollback.Restored] = []
+        restored: list[rollback.Restored] | None = []
         if run.run_id in to_undo:
-            restored = rollback.undo(lake.commit, run.run_id, f"run failed: {cause}", cause)
+            try:
+                restored = rollback.undo(lake.commit, run.run_id, f"run failed: {cause}", cause)
+            except Exception as err:  # the lake busy or away: the next sweep undoes it
+                if log:
+                    log(f"run {run.run_id} could not be undone yet ({err}); the next sweep "
+                        "tries again")
+                if not marked:
+                    continue
+                restored = None
         if marked:
             _report_failed(instance, run, dead[run.run_id][1], restored)
-        swept.append(Swept(run.run_id, run.job_name, marked, tuple(restored)))
+        swept.append(Swept(run.run_id, run.job_name, marked, tuple(restored or ())))
         if log:
             log(str(swept[-1]))
     return swept
@@ -129,11 +137,13 @@ def pending_undo(settings: Settings, run_ids: list[str]) -> set[str]:
 
 
 def _report_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, process: str,
-                   restored: list[rollback.Restored]) -> None:
+                   restored: list[rollback.Restored] | None) -> None:
+    """``restored`` None: the undo failed, and waits for the next sweep."""
     current = instance.get_run_by_id(run.run_id)
     if current is None or current.status != dg.DagsterRunStatus.STARTED:
         return  # it ended (or was failed by its code server) meanwhile
-    undone = "; ".join(str(r) for r in restored) or "it had committed nothing"
+    undone = ("not yet, the next sweep undoes it" if restored is None
+              else "; ".join(str(r) for r in restored) or "it had committed nothing")
     instance.add_run_tags(run.run_id, {DIED_TAG: "true"})
     instance.report_run_failed(
         current, f"the run's {process} is gone (killed, or lost with its machine): marked "
