@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from batch_platform.orchestration.assets import UseCaseAssets
+from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.orchestration.liveness import pending_undo
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import arrivals, landing
@@ -75,10 +76,12 @@ def retry_requests(instance: dg.DagsterInstance, job_name: str) -> list[dg.RunRe
         if (key is None or attempt >= MAX_ATTEMPTS
                 or run.tags.get(RUN_FAILURE_REASON_TAG) == "STEP_FAILURE"):
             continue  # a step failed: bad input or a check, which running again cannot fix
-        latest = instance.get_run_records(dg.RunsFilter(
-            job_name=job_name, tags={PARTITION_NAME_TAG: key}), limit=1)
-        if latest and latest[0].dagster_run.run_id != run.run_id:
-            continue  # run again since
+        since = [later for tags in ({PARTITION_NAME_TAG: key}, partition_range_tags(key, key))
+                 for later in instance.get_run_records(dg.RunsFilter(
+                     job_name=job_name, tags=tags, created_after=record.create_timestamp),
+                     limit=1)]
+        if since:
+            continue  # run again since (by the automation, or `score --date`)
         tags = {TRIGGER_TAG: "retry", ATTEMPT_TAG: str(attempt + 1), RETRY_OF_TAG: run.run_id}
         if DIGEST_TAG in run.tags:
             tags[DIGEST_TAG] = run.tags[DIGEST_TAG]

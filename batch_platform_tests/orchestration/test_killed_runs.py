@@ -27,6 +27,7 @@ from batch_platform.orchestration.automation import (
     landing_sensor,
     retry_requests,
 )
+from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.orchestration.liveness import DIED_TAG, HOST_TAG, PID_TAG, sweep
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.files import process_gone
@@ -97,9 +98,11 @@ def test_only_the_automations_runs_that_died_are_requested_again(tmp_path: Path)
         failed("2013-01-13", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "retry",
                                                           ATTEMPT_TAG: "3"})  # tried 3 times
         failed("2013-01-14", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "nightly"})
-        create_run_for_test(instance, job_name="flights_daily",  # run again since
-                            status=dg.DagsterRunStatus.SUCCESS,
-                            tags={"dagster/partition": "2013-01-14"})
+        failed("2013-01-15", "UNEXPECTED_TERMINATION", **{TRIGGER_TAG: "landing"})
+        for rerun in ({"dagster/partition": "2013-01-14"},  # run again since, by the sensor
+                      partition_range_tags("2013-01-15", "2013-01-15")):  # by `score --date`
+            create_run_for_test(instance, job_name="flights_daily",
+                                status=dg.DagsterRunStatus.SUCCESS, tags=rerun)
         [retry] = retry_requests(instance, "flights_daily")
         assert (retry.partition_key, retry.run_key, retry.tags[ATTEMPT_TAG]) == (
             "2013-01-10", f"retry-{died}", "2")
