@@ -58,6 +58,15 @@ storage:
 concurrency:
   runs:
     max_concurrent_runs: 4
+# Dagster's run monitoring (the daemon): a run that has not started 180 s after its launch, or
+# not cancelled 180 s after being asked to, is failed. A run whose process dies while it runs is
+# failed by the platform's sweep instead (batch_platform/orchestration/liveness.py): the default
+# run launcher cannot check a run's worker. No maximum runtime: a backfill of a year is one run.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  poll_interval_seconds: 60
 """
 
 
@@ -162,11 +171,12 @@ def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
 
     from batch_platform.definitions import build_definitions
     from batch_platform.orchestration.jobs import partition_range_tags, step_failures
+    from batch_platform.orchestration.liveness import sweep, worker_tags
     from batch_platform.orchestration.progress import RunProgress, progress_logger
 
-    tags = {}
+    tags = worker_tags()  # the sweep knows the run as this process's
     if start is not None and end is not None:
-        tags = partition_range_tags(start.isoformat(), end.isoformat())
+        tags |= partition_range_tags(start.isoformat(), end.isoformat())
     what = f"{job_name} {start}..{end}" if start else job_name
     print(f"→ {what}", flush=True)
     started = time.perf_counter()
@@ -178,6 +188,8 @@ def run_job(settings: Settings, job_name: str, start: dt.date | None = None,
     loggers = ({"console": {"config": {"log_level": "INFO"}}} if verbose
                else {"progress": {}})
     with dg.DagsterInstance.get() as instance:
+        # Runs that died before this one: failed, and what they committed undone.
+        sweep(instance, settings, lambda line: print(f"  {line}", flush=True))
         result = job.execute_in_process(
             instance=instance, tags=tags, raise_on_error=False,
             run_config={"loggers": loggers} | (run_config or {}))

@@ -6,6 +6,7 @@ import dagster as dg
 
 from batch_platform import catalog
 from batch_platform.orchestration.factory import platform_resources
+from batch_platform.orchestration.liveness import sweeper_sensor
 from batch_platform.orchestration.maintenance import maintenance_definitions
 from batch_platform.settings import Settings
 
@@ -13,7 +14,8 @@ from batch_platform.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     use_cases, _ = catalog.load()
     return dg.Definitions.merge(use_cases, maintenance_definitions(),
-                                dg.Definitions(resources=platform_resources(settings)))
+                                dg.Definitions(sensors=[sweeper_sensor()],
+                                               resources=platform_resources(settings)))
 
 
 @dg.definitions

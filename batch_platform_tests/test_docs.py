@@ -356,7 +356,7 @@ AUTOMATION_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*_(?:daily|features|train|predi
                              r"promote|rollback)|"
                              r"(?:[a-z][a-z0-9_]*_)?(?:landing_sensor|nightly_schedule|"
                              r"freshness_schedule|reports_follow_predictions)|"
-                             r"lake_maintenance(?:_schedule)?)$")
+                             r"lake_maintenance(?:_schedule)?|platform_run_sweeper)$")
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p != TUTORIAL], ids=page_id)

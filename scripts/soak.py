@@ -16,10 +16,17 @@ What it does, on a fresh data directory (a temporary one unless --data-dir is gi
    executor), `dagster asset materialize --partition D` (multiprocess executor) and, now and
    then, `batch-platform train` (features of the windows, then the model). Every few seconds
    it SIGKILLs a random running run (its whole process group) and queues it again;
-4. lets the last runs finish without kills, then counts every partition of every table in the
-   lake against the rows the landing files should give, checks the model
-   registry against the model files, and prints the figures. It exits 1 if anything was lost,
-   duplicated, torn or failed.
+4. lets the last runs finish without kills; then (``--gradual G``, default 3) starts the
+   Dagster daemon and lands G more days the way a feed does: each file written in pieces
+   (``--pieces``, ``--piece-seconds`` apart) under its final name, its manifest last, while the
+   landing sensor runs. After every poll (each second) it checks that no partial day was ever
+   published: each landed day holds, in every table, nothing or all of its rows (raw and
+   quarantine together hold the manifest's rows). The first ``--daemon-kills`` runs the sensor
+   starts are SIGKILLed after their first commit: each must end FAILURE, be undone, and have
+   its day requested again by the landing sensor;
+5. counts every partition of every table in the lake against the rows the landing files
+   should give, checks the model registry against the model files, and prints the figures.
+   It exits 1 if anything was lost, duplicated, torn, partial or failed.
 
 This is not part of the unit suite (pytest collects only batch_platform_tests/).
 """
@@ -254,6 +261,16 @@ def soak(args: argparse.Namespace) -> int:
             return 1
     sys.path.insert(0, str(ROOT))
     expected = expected_rows(data_dir / "landing", trained_days, scored_days)
+    # The days landed gradually come from a feed directory of their own, until they land.
+    gradual_days = days(scored_days[-1] + dt.timedelta(days=1),
+                        scored_days[-1] + dt.timedelta(days=args.gradual))
+    feed_dir = data_dir / "soak-feed"
+    if gradual_days:
+        from batch_platform.use_cases.flights import landing as flights_landing
+
+        flights_landing.land(feed_dir, gradual_days, with_reference=False)
+        for table, per_day in expected_rows(feed_dir, [], gradual_days).items():
+            expected[table].update(per_day)
     expected_file = data_dir / "soak-expected.json"
     expected_file.write_text(json.dumps(expected))
 
@@ -281,9 +298,13 @@ def soak(args: argparse.Namespace) -> int:
             queue.append(Job(kind, day))
         queue.insert(rng.randrange(len(queue) + 1), Job("train"))
 
+    landed = Landed()
     try:
         rounds = run_until(deadline, args, rng, queue, running, figures, refill, env, logs,
                            started)
+        if gradual_days:
+            land_gradually(args, rng, data_dir, feed_dir, gradual_days, expected, env, logs,
+                           landed)
     finally:
         for run in running:  # interrupted: take the runs down with the soak
             kill(run)
@@ -323,11 +344,23 @@ def soak(args: argparse.Namespace) -> int:
         print(f"           {table:<22} {counts['partitions']:3d} partitions, "
               f"{counts['expected']:6d} expected, {counts['present']:6d} present")
     print(f"  models:  {verdict['registry']}")
+    if gradual_days:
+        print(f"  landing: {len(gradual_days)} day(s) ({gradual_days[0]}..{gradual_days[-1]}) "
+              f"landed in {args.pieces} pieces per file over {landed.landing_seconds:.0f}s "
+              f"while the daemon ran; {landed.polls} polls, {len(landed.partial)} partial "
+              f"publication(s) seen")
+        print(f"  daemon:  {landed.runs} run(s) of flights_daily ({landed.retries} retries), "
+              f"{len(landed.killed)} killed after their first commit; "
+              + "; ".join(landed.killed_outcomes()))
+        print(f"  swept:   {landed.swept} run(s) of the soak marked failed by the sweep (their "
+              f"process gone), {landed.still_started} left STARTED")
     print(f"  after:   {verdict['leftovers']}")
-    for message in (figures.failures[:3] + reader_errors[:5] + verdict["problems"][:10]):
+    for message in (figures.failures[:3] + reader_errors[:5] + verdict["problems"][:10]
+                    + landed.problems[:10] + landed.partial[:5]):
         print(f"  ! {message}")
     clean = (not figures.failed and not failed_queries and not torn and not verdict["lost"]
-             and not verdict["duplicated"] and not verdict["extra"] and not verdict["problems"])
+             and not verdict["duplicated"] and not verdict["extra"] and not verdict["problems"]
+             and not landed.problems and not landed.partial)
     if clean and not args.keep:
         shutil.rmtree(data_dir)
     return 0 if clean else 1
@@ -380,6 +413,216 @@ def run_until(deadline: float, args: argparse.Namespace, rng: random.Random,
                   f"killed, {figures.succeeded} succeeded, {figures.failed} failed, "
                   f"{len(running)} running", flush=True)
     return rounds
+
+
+# --- landing gradually while the daemon's landing sensor runs ------------------------------
+
+@dataclass
+class Killed:
+    run_id: str
+    day: str
+    at: float
+    failed_after: float | None = None
+    retried_after: float | None = None
+
+
+@dataclass
+class Landed:
+    polls: int = 0
+    runs: int = 0
+    retries: int = 0
+    landing_seconds: float = 0.0
+    swept: int = 0  # runs of the whole soak marked failed by the sweep, their process gone
+    still_started: int = 0
+    killed: list[Killed] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def killed_outcomes(self) -> list[str]:
+        return [f"{k.day}: failed {k.failed_after:.0f}s after the kill, retried "
+                f"{k.retried_after:.0f}s after it" if k.retried_after is not None
+                and k.failed_after is not None else f"{k.day}: not failed and retried"
+                for k in self.killed]
+
+
+def pieces_of(feed_dir: Path, landing_dir: Path, day: dt.date, pieces: int
+              ) -> list[tuple[Path, bytes, str]]:
+    """The writes that land a day as a feed does: per source, the file in ``pieces`` appends
+    under its final name, then its manifest (whole, by a rename)."""
+    from batch_platform.platform.ingest import landing
+    from batch_platform.platform.ingest.completeness import manifest_path
+
+    writes = []
+    for source in ("weather", "flights"):
+        feed = landing.landing_file(feed_dir, source, day)
+        target = landing.landing_file(landing_dir, source, day)
+        payload = feed.read_bytes()
+        size = -(-len(payload) // pieces)
+        writes += [(target, payload[i:i + size], "append")
+                   for i in range(0, len(payload), size)]
+        writes.append((manifest_path(target), manifest_path(feed).read_bytes(), "replace"))
+    return writes
+
+
+def write_piece(path: Path, payload: bytes, how: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "append":
+        with open(path, "ab") as handle:
+            handle.write(payload)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def published(con, gradual: list[str]) -> dict[str, dict[str, int]]:
+    """Rows per table and gradual day, in one snapshot."""
+    counts: dict[str, dict[str, int]] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in KEYS:
+            counts[table] = dict(con.execute(
+                f"SELECT partition_date::VARCHAR, count(*) FROM {table} "
+                "WHERE partition_date::VARCHAR = ANY($days) GROUP BY ALL",
+                {"days": gradual}).fetchall())
+    finally:
+        con.execute("COMMIT")
+    return counts
+
+
+def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
+                   feed_dir: Path, gradual_days: list[dt.date],
+                   expected: dict[str, dict[str, int]], env: dict[str, str], logs: Path,
+                   landed: Landed) -> None:
+    """Start the daemon, land ``gradual_days`` piece by piece, poll every second until every
+    day is published whole, kill the first runs the sensor starts after their first commit."""
+    import dagster as dg
+
+    from batch_platform.orchestration.liveness import DIED_TAG, run_process
+    from batch_platform.platform.ingest.completeness import manifest_path, read_manifest
+    from batch_platform.platform.storage.lake import lake_of
+    from batch_platform.platform.storage.rollback import ROLLED_BACK_TABLE
+    from batch_platform.platform.storage.warehouse import table_exists
+    from batch_platform.settings import Settings
+
+    gradual = [day.isoformat() for day in gradual_days]
+    manifests = {}  # rows per source and day, from the feed's manifests
+    for day in gradual_days:
+        for source in ("flights", "weather"):
+            manifest = read_manifest(feed_dir / source / f"{day}.csv")
+            assert manifest is not None, manifest_path(feed_dir / source / f"{day}.csv")
+            manifests[(source, day.isoformat())] = manifest.rows
+    writes = [write for day in gradual_days
+              for write in pieces_of(feed_dir, data_dir / "landing", day, args.pieces)]
+    log = open(logs / "daemon.log", "w")  # noqa: SIM115 - closed below
+    # A code server on a saturated machine may take more than Dagster's 60 s to start a run,
+    # and the run is then failed before it started.
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m",
+                               "batch_platform.definitions"], cwd=ROOT,
+                              env=env | {"DAGSTER_GRPC_TIMEOUT_SECONDS": "300"}, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    lake = lake_of(Settings(data_dir=data_dir))
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance's dagster.yaml reads it
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    kills_left = args.daemon_kills
+    started = time.monotonic()
+    deadline = started + args.gradual_minutes * 60
+    next_write = started + 20  # the daemon's code server loads the definitions first
+    try:
+        while True:
+            now = time.monotonic()
+            if writes and now >= next_write:
+                write_piece(*writes.pop(0))
+                next_write = now + args.piece_seconds * rng.uniform(0.5, 1.5)
+                if not writes:
+                    landed.landing_seconds = now - started - 20
+            with lake.read_only() as con:
+                counts = published(con, gradual)
+                committed = {row[0] for row in con.execute(
+                    "SELECT json_extract_string(commit_extra_info, '$.run_id') FROM "
+                    "lake.snapshots() WHERE commit_extra_info IS NOT NULL").fetchall()}
+            landed.polls += 1
+            for day in gradual:
+                whole = {"raw.flights+quarantine.flights": manifests[("flights", day)],
+                         "raw.weather+quarantine.weather": manifests[("weather", day)]}
+                seen = {"raw.flights+quarantine.flights": counts["raw.flights"].get(day, 0)
+                        + counts["quarantine.flights"].get(day, 0),
+                        "raw.weather+quarantine.weather": counts["raw.weather"].get(day, 0)
+                        + counts["quarantine.weather"].get(day, 0)}
+                for table in ("features.flights", "predictions.flights",
+                              "reports.flights_daily"):
+                    whole[table], seen[table] = expected[table][day], counts[table].get(day, 0)
+                for table, rows in seen.items():
+                    if rows not in (0, whole[table]):
+                        landed.partial.append(f"{table} {day}: {rows} rows published, "
+                                              f"expected 0 or {whole[table]}")
+            runs = instance.get_run_records(dg.RunsFilter(job_name="flights_daily", tags={
+                "batch_platform/trigger": ["landing", "retry"]}))
+            landed.runs = len(runs)
+            landed.retries = sum(r.dagster_run.tags["batch_platform/trigger"] == "retry"
+                                 for r in runs)
+            for record in runs:
+                run = record.dagster_run
+                if (kills_left and run.status == dg.DagsterRunStatus.STARTED
+                        and run.tags["batch_platform/trigger"] == "landing"
+                        and run.run_id in committed):
+                    _, pid = run_process(instance, record)
+                    if pid is not None:  # its run worker only: the daemon lives on
+                        os.kill(pid, signal.SIGKILL)
+                        kills_left -= 1
+                        landed.killed.append(Killed(run.run_id, run.tags["dagster/partition"],
+                                                    now))
+            for killed in landed.killed:
+                run = instance.get_run_by_id(killed.run_id)
+                if killed.failed_after is None and run.status == dg.DagsterRunStatus.FAILURE:
+                    killed.failed_after = now - killed.at
+                if killed.retried_after is None and any(
+                        r.dagster_run.tags.get("batch_platform/retry_of") == killed.run_id
+                        for r in runs):
+                    killed.retried_after = now - killed.at
+            done = all(counts["predictions.flights"].get(day) == expected[
+                "predictions.flights"][day] and counts["reports.flights_daily"].get(day) ==
+                expected["reports.flights_daily"][day] for day in gradual)
+            busy = instance.get_runs_count(dg.RunsFilter(statuses=[
+                dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+            if not writes and done and not busy and all(
+                    k.retried_after is not None for k in landed.killed):
+                break
+            if now > deadline:
+                landed.problems.append(
+                    f"the gradual days were not all published within {args.gradual_minutes:g} "
+                    f"minutes ({busy} run(s) still busy); see {logs / 'daemon.log'}")
+                break
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+        killed = {k.run_id for k in landed.killed}
+        landed.swept = instance.get_runs_count(dg.RunsFilter(tags={DIED_TAG: "true"}))
+        landed.still_started = instance.get_runs_count(dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED]))
+        if landed.still_started:
+            landed.problems.append(f"{landed.still_started} run(s) left STARTED")
+        for record in instance.get_run_records(dg.RunsFilter(job_name="flights_daily", tags={
+                "batch_platform/trigger": ["landing", "retry"]})):
+            run = record.dagster_run
+            if run.status != dg.DagsterRunStatus.SUCCESS and run.run_id not in killed:
+                landed.problems.append(f"daemon run {run.run_id} of "
+                                       f"{run.tags.get('dagster/partition')} ended "
+                                       f"{run.status.value}")
+        with lake.read_only() as con:
+            undone = {row[0] for row in con.execute(
+                f"SELECT run_id FROM {ROLLED_BACK_TABLE}").fetchall()} if table_exists(
+                con, ROLLED_BACK_TABLE) else set()
+        landed.problems += [f"killed run {run_id} was never undone"
+                            for run_id in sorted(killed - undone)]
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        instance.dispose()
 
 
 def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
@@ -459,6 +702,17 @@ def main() -> int:
     parser.add_argument("--multiprocess-every", type=int, default=4,
                         help="every n-th score run uses dagster's multiprocess executor (0: never)")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--gradual", type=int, default=3,
+                        help="days landed piece by piece at the end while the daemon's landing "
+                             "sensor runs (0: none)")
+    parser.add_argument("--pieces", type=int, default=5, help="pieces each such file is "
+                        "written in")
+    parser.add_argument("--piece-seconds", type=float, default=2.0,
+                        help="mean seconds between two pieces")
+    parser.add_argument("--daemon-kills", type=int, default=1,
+                        help="runs of the landing sensor SIGKILLed after their first commit")
+    parser.add_argument("--gradual-minutes", type=float, default=20.0,
+                        help="how long the gradual days may take to be published")
     parser.add_argument("--data-dir", help="where to run (emptied first); default a temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     return soak(parser.parse_args())

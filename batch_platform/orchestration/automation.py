@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from batch_platform.orchestration.assets import UseCaseAssets
+from batch_platform.orchestration.jobs import partition_range_tags
+from batch_platform.orchestration.liveness import pending_undo
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import arrivals, landing
 from batch_platform.platform.storage.lake import lake_of
@@ -26,6 +28,15 @@ if TYPE_CHECKING:
 RUNNING = dg.DefaultSensorStatus.RUNNING
 LANDING_SENSOR_SECONDS = 30
 FRESHNESS_CRON = "*/30 * * * *"
+TRIGGER_TAG = "batch_platform/trigger"
+DIGEST_TAG = "batch_platform/digest"
+ATTEMPT_TAG = "batch_platform/attempt"
+RETRY_OF_TAG = "batch_platform/retry_of"
+# The runs the automation started, and so retries when they die: the sensor's, the nightly
+# schedule's, and its own retries. A run someone started is theirs to run again.
+AUTOMATED = ("landing", "nightly", "retry")
+MAX_ATTEMPTS = 3  # a day whose run died three times in a row is left to the operator
+RETRY_WITHIN = dt.timedelta(days=1)
 
 
 def partition_days(use_case: UseCase, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
@@ -47,6 +58,38 @@ def ingested_at(settings: Settings, use_case: UseCase) -> dict[dt.date, dt.datet
                                "_ingested_at", newest=False)
 
 
+def retry_requests(instance: dg.DagsterInstance, job_name: str) -> list[dg.RunRequest]:
+    """A run the automation started that failed without any step failing (its process died,
+    marked failed by the sweep or its code server; it never started) has its day requested
+    again, unless that day was run since. A run still STARTED is not: it is in progress."""
+    from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_FAILURE_REASON_TAG
+
+    failed = instance.get_run_records(dg.RunsFilter(
+        job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE],
+        tags={TRIGGER_TAG: list(AUTOMATED)},
+        updated_after=dt.datetime.now(dt.UTC) - RETRY_WITHIN))
+    requests = []
+    for record in failed:
+        run = record.dagster_run
+        key = run.tags.get(PARTITION_NAME_TAG)
+        attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
+        if (key is None or attempt >= MAX_ATTEMPTS
+                or run.tags.get(RUN_FAILURE_REASON_TAG) == "STEP_FAILURE"):
+            continue  # a step failed: bad input or a check, which running again cannot fix
+        since = [later for tags in ({PARTITION_NAME_TAG: key}, partition_range_tags(key, key))
+                 for later in instance.get_run_records(dg.RunsFilter(
+                     job_name=job_name, tags=tags, created_after=record.create_timestamp),
+                     limit=1)]
+        if since:
+            continue  # run again since (by the automation, or `score --date`)
+        tags = {TRIGGER_TAG: "retry", ATTEMPT_TAG: str(attempt + 1), RETRY_OF_TAG: run.run_id}
+        if DIGEST_TAG in run.tags:
+            tags[DIGEST_TAG] = run.tags[DIGEST_TAG]
+        requests.append(dg.RunRequest(run_key=f"retry-{run.run_id}", partition_key=key,
+                                      tags=tags))
+    return requests
+
+
 def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                    ) -> dg.SensorDefinition:
     folders = [source.folder for source in use_case.sources.values()]
@@ -57,7 +100,8 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
         description=f"A new or changed day under the landing directory ({', '.join(folders)} "
                     "all there) requests one run of that partition, raw to reports. Files are "
                     "compared by content; files younger than "
-                    "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick.",
+                    "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick. A day whose "
+                    "run by the automation died is requested again (three attempts in all).",
     )
     def _sensor(context: dg.SensorEvaluationContext, platform: PlatformResource
                 ) -> dg.SensorResult:
@@ -83,9 +127,21 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
             requests.append(dg.RunRequest(
                 run_key=f"{arrival.day}-{arrival.digest[:16]}",
                 partition_key=arrival.day.isoformat(),
-                tags={"batch_platform/trigger": "landing", "batch_platform/digest":
-                      arrival.digest[:16]}))
+                tags={TRIGGER_TAG: "landing", DIGEST_TAG: arrival.digest[:16]}))
         skipped = len(scan.arrivals) - len(requests)
+        retries = retry_requests(context.instance, job.name)
+        # A run failed by its code server is undone by the next sweep: its day waits for it.
+        undoing = pending_undo(settings, [retry.tags[RETRY_OF_TAG] for retry in retries])
+        for retry in retries:
+            if retry.tags[RETRY_OF_TAG] in undoing:
+                context.log.info(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died; "
+                                 "requested again once the sweep has undone it")
+                continue
+            context.log.warning(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died, "
+                                f"requested again (attempt {retry.tags[ATTEMPT_TAG]})")
+        retries = [r for r in retries if r.tags[RETRY_OF_TAG] not in undoing]
+        requests += [r for r in retries if r.partition_key not in
+                     {request.partition_key for request in requests}]
         context.log.info(f"{len(requests)} partition(s) requested, {skipped} already loaded"
                          + (" (first tick)" if first_tick else ""))
         return dg.SensorResult(run_requests=requests, cursor=arrivals.encode_cursor(scan.seen))
@@ -119,7 +175,7 @@ def nightly_schedule(use_case: UseCase, job: UnresolvedAssetJobDefinition
         if absent:
             return dg.SkipReason(f"{day} has not landed: no {', '.join(absent)}")
         return dg.RunRequest(run_key=f"nightly-{day}", partition_key=day.isoformat(),
-                             tags={"batch_platform/trigger": "nightly"})
+                             tags={TRIGGER_TAG: "nightly"})
 
     return _schedule
 

@@ -79,12 +79,9 @@ def undo_run(context: dg.AssetExecutionContext, warehouse: object, error: BaseEx
     run_id = context.run.run_id
     step = context.asset_key.to_user_string()
     reason = f"{step} failed: {' '.join(str(error).split())[:300]}"
-    restored: list[rollback.Restored] = []
     try:
-        warehouse.commit(lambda con: restored.extend(rollback.undo_run(con, run_id, reason,
-                                                                       days)),
-                         f"undo run {run_id} ({step} failed)",
-                         {"run_id": run_id, rollback.UNDO: run_id, "asset": step})
+        restored = rollback.undo(warehouse.commit, run_id, reason, f"{step} failed", days,
+                                 asset=step)
     except Exception as err:  # the step's own error is what the operator must see first
         context.log.error(f"run {run_id} could not be rolled back ({err}); rerun its days")
         return

@@ -95,6 +95,29 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (a UNIX time, to the clock tick), from
+    ``/proc``; None where there is no ``/proc`` or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    # Field 22, counted after the command name, which is in parentheses and may hold spaces.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_gone(pid: int, since: float) -> bool:
+    """Whether the process ``pid`` of this machine that was running at ``since`` (a UNIX time)
+    has ended: no such process, or one that started after ``since`` (the pid was reused)."""
+    if not process_alive(pid):
+        return True
+    started = process_started_at(pid)
+    return started is not None and started > since + 1.0  # /proc rounds to clock ticks
+
+
 
 @contextmanager
 def exclusive_lock(lock_path: Path, timeout_seconds: float, purpose: str) -> Iterator[None]:

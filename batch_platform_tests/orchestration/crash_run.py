@@ -17,6 +17,11 @@ the process when the write to TABLE reaches POINT:
 - ``model_file``: the model's temporary file written, not yet renamed into place.
 
 Exit code 3 means the run ended without reaching the point: the test must fail then.
+
+The run goes to an ephemeral instance, unless ``CRASH_RUN_INSTANCE`` holds a serialized
+``InstanceRef``: then the killed run stays in that instance's history, STARTED, as a killed
+run does. ``CRASH_RUN_TAGS`` (JSON) runs it as the landing sensor would: one partition, START,
+with those tags.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ def main(argv: list[str]) -> int:
     assert point in POINTS, point
 
     import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._serdes import deserialize_value
 
     from batch_platform.definitions import build_definitions
     from batch_platform.orchestration.jobs import partition_range_tags
@@ -148,9 +155,15 @@ def main(argv: list[str]) -> int:
     settings = Settings(data_dir=Path(data_dir), lock_timeout_seconds=30).validated()
     arm(table, point, settings.models_dir)
     tags = partition_range_tags(start, end) if start != "-" else {}
-    with dg.DagsterInstance.ephemeral() as instance:
+    partition = None
+    if "CRASH_RUN_TAGS" in os.environ:
+        tags, partition = json.loads(os.environ["CRASH_RUN_TAGS"]), start
+    ref = os.environ.get("CRASH_RUN_INSTANCE")
+    with (dg.DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)) if ref
+          else dg.DagsterInstance.ephemeral()) as instance:
         result = build_definitions(settings).resolve_job_def(job).execute_in_process(
-            instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+            instance=instance, tags=tags, partition_key=partition, run_config=run_config,
+            raise_on_error=False)
     print(f"the run ended ({'success' if result.success else 'failure'}) without reaching "
           f"{point} of {table}", flush=True)
     return 3

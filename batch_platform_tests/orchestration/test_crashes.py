@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,14 +59,15 @@ def listed_files_exist(platform: Platform) -> int:
 
 
 def crash(platform: Platform, job: str, table: str, point: str, start: dt.date | None = DAY,
-          run_config: dict | None = None) -> None:
-    """Run ``job`` in a process that SIGKILLs itself at ``point`` of its write to ``table``."""
+          run_config: dict | None = None, env: dict[str, str] | None = None) -> None:
+    """Run ``job`` in a process that SIGKILLs itself at ``point`` of its write to ``table``
+    (``env``: see ``crash_run``)."""
     day = start.isoformat() if start else "-"
     done = subprocess.run(
         [sys.executable, "-m", "batch_platform_tests.orchestration.crash_run",
          str(platform.settings.data_dir), job, day, day, table, point,
          json.dumps(run_config or {})],
-        capture_output=True, text=True, timeout=240)
+        capture_output=True, text=True, timeout=240, env=os.environ | (env or {}))
     assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout[-2000:],
                                                  done.stderr[-3000:])
 

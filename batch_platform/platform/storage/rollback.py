@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -128,6 +128,29 @@ def undo_run(con: duckdb.DuckDBPyConnection, run_id: str, reason: str,
                                "restored": [str(r) for r in restored],
                                "days": list(days) if days is not None else None})
     return restored
+
+
+def undo(commit: Callable[[Callable[[duckdb.DuckDBPyConnection], None], str, dict[str, str]],
+                          float],
+         run_id: str, reason: str, cause: str, days: Sequence[dt.date] | None = None,
+         asset: str | None = None) -> list[Restored]:
+    """``undo_run`` in a commit of its own, through ``commit`` (``Lake.commit`` or the
+    warehouse resource's); ``cause`` ends the commit's message."""
+    restored: list[Restored] = []
+    details = {"run_id": run_id, UNDO: run_id} | ({"asset": asset} if asset else {})
+    commit(lambda con: restored.extend(undo_run(con, run_id, reason, days)),
+           f"undo run {run_id} ({cause})", details)
+    return restored
+
+
+def never_undone(con: duckdb.DuckDBPyConnection, run_ids: Collection[str]) -> set[str]:
+    """Of ``run_ids`` (runs that failed), those that committed something to undo and were never
+    undone: their process died before a step could undo them. A run undone once (its failed
+    step undid it, maybe only some days of a range) is not undone again."""
+    wanted = set(run_ids)
+    mine = [c for c in commits(con) if c.run_id in wanted]
+    undone = {c.run_id for c in mine if c.undo}
+    return {c.run_id for c in mine if not c.kept and not c.undo} - undone
 
 
 def refuse_rolled_back(con: duckdb.DuckDBPyConnection, run_id: str,
