@@ -131,3 +131,38 @@ def test_a_refused_delivery_keeps_every_rejected_row_readable(own_platform: Plat
     own_platform.run("flights_daily", DAY, settings=strict)
     assert own_platform.query("SELECT count(*) FROM quarantine.flights_refused "
                               "WHERE partition_date = ?", [DAY]).item() == 0
+
+
+def test_half_a_day_with_a_consistent_manifest_is_blocked_by_its_history(own_platform: Platform
+                                                                          ) -> None:
+    """A feed that delivers part of a day, whole as far as its manifest says: the day's rows
+    against the same weekday of the three weeks before block it, naming both counts."""
+    day = WEEK[1] + dt.timedelta(weeks=1)  # a Monday after the slice's three Mondays
+    own_platform.land(day)
+    path = flights_file(own_platform, day)
+    whole = path.read_bytes()
+    frame = pl.read_csv(path, infer_schema=False)
+    frame.head(frame.height // 2).write_csv(path)
+    seal(path)
+    before = partition_snapshot(own_platform, LAYERS, [day])
+    result = own_platform.run("flights_daily", day, raise_on_error=False)
+    assert not result.success
+    mondays = own_platform.query(
+        "SELECT count(*) AS n FROM raw.flights WHERE partition_date IN ($1, $2, $3) "
+        "GROUP BY partition_date ORDER BY n",
+        [day - dt.timedelta(weeks=w) for w in (1, 2, 3)])["n"].to_list()
+    assert len(mondays) == 3
+    assert (f"flights: {day} has {frame.height // 2:,} rows, expected about {mondays[1]:,} "
+            "(the median of the same weekday over the previous 4 weeks, ±40%): a partial or "
+            "duplicated delivery?") in failure_messages(result)
+    after = partition_snapshot(own_platform, LAYERS, [day])
+    assert all(after[table].equals(before[table]) for table in LAYERS)
+    # The whole delivery passes, and every row of it is published.
+    path.write_bytes(whole)
+    seal(path)
+    own_platform.run("flights_daily", day)
+    published = own_platform.query("SELECT count(*) FROM predictions.flights "
+                                   "WHERE partition_date = $1", [day]).item()
+    quarantined = own_platform.query("SELECT count(*) FROM quarantine.flights "
+                                     "WHERE partition_date = $1", [day]).item()
+    assert published + quarantined == frame.height
