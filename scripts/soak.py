@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import datetime as dt
 import json
 import os
@@ -520,7 +521,8 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m",
                                "batch_platform.definitions"], cwd=ROOT,
                               env=env | {"DAGSTER_GRPC_TIMEOUT_SECONDS": "300"}, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                              stderr=subprocess.STDOUT, start_new_session=True,
+                              preexec_fn=_dies_with_its_parent)
     log.close()
     lake = lake_of(Settings(data_dir=data_dir))
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance's dagster.yaml reads it
@@ -623,6 +625,13 @@ def land_gradually(args: argparse.Namespace, rng: random.Random, data_dir: Path,
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         instance.dispose()
+
+
+def _dies_with_its_parent() -> None:
+    """In a child before it runs: SIGTERM when the soak dies, even killed with SIGKILL, so no
+    daemon outlives it (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
 
 
 def verify(data_dir: Path, expected: dict[str, dict[str, int]]) -> dict:
