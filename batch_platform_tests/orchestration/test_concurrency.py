@@ -102,13 +102,18 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(own_platform: Plat
                         "DAGSTER_HOME": str(settings.dagster_home),
                         "BATCH_PLATFORM_SCORING_THREADS": "1"}
     stop = tmp_path / "stop"
+    # Each analyst's standard error in a file: what it says if it fails to open the lake.
+    errors = [tmp_path / f"analyst-{mode}.err" for mode in ("session", "fresh")]
     analysts = [subprocess.Popen([sys.executable, "-c", ANALYST, attach_lake(settings.data_dir),
-                                  str(stop), mode], stdout=subprocess.PIPE, text=True)
-                for mode in ("session", "fresh")]
+                                  str(stop), mode], stdout=subprocess.PIPE,
+                                 stderr=error.open("w"), text=True)
+                for mode, error in zip(("session", "fresh"), errors, strict=True)]
     try:
-        for analyst in analysts:
+        for analyst, error in zip(analysts, errors, strict=True):
             assert analyst.stdout is not None
-            assert analyst.stdout.readline().strip() == "open"
+            opened = analyst.stdout.readline().strip()
+            assert opened == "open", (f"the analyst exited {analyst.wait(timeout=30)} before "
+                                      f"opening the lake: {error.read_text()[-3000:]!r}")
         started = time.monotonic()
         runs = [subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
