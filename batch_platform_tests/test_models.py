@@ -111,8 +111,8 @@ def registry_state(platform: Platform) -> tuple[list[tuple], list[tuple]]:
 def verdict(platform: Platform, min_days: int = 14) -> gate.Verdict:
     """The gate's verdict on the challenger, computed from the lake without the command."""
     with lake_of(platform.settings).read_only() as con:
-        champion, challenger = (lifecycle.status_row(con, USE_CASE, status)
-                                for status in (registry.CHAMPION, registry.CHALLENGER))
+        champion = registry.resolve(con, USE_CASE.name, None)
+        challenger = registry.challenger(con, USE_CASE.name)
         return lifecycle.judge(con, USE_CASE, champion, challenger,
                                gate.GateThresholds(min_days=min_days))
 

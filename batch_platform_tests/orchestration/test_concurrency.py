@@ -104,10 +104,12 @@ def test_four_parallel_runs_and_querying_analysts_all_succeed(own_platform: Plat
     stop = tmp_path / "stop"
     # Each analyst's standard error in a file: what it says if it fails to open the lake.
     errors = [tmp_path / f"analyst-{mode}.err" for mode in ("session", "fresh")]
-    analysts = [subprocess.Popen([sys.executable, "-c", ANALYST, attach_lake(settings.data_dir),
-                                  str(stop), mode], stdout=subprocess.PIPE,
-                                 stderr=error.open("w"), text=True)
-                for mode, error in zip(("session", "fresh"), errors, strict=True)]
+    analysts = []
+    for mode, error in zip(("session", "fresh"), errors, strict=True):
+        with error.open("w") as stderr:  # the analyst keeps its own copy of the descriptor
+            analysts.append(subprocess.Popen(
+                [sys.executable, "-c", ANALYST, attach_lake(settings.data_dir), str(stop), mode],
+                stdout=subprocess.PIPE, stderr=stderr, text=True))
     try:
         for analyst, error in zip(analysts, errors, strict=True):
             assert analyst.stdout is not None

@@ -30,11 +30,6 @@ def gate_thresholds(settings: Settings) -> gate.GateThresholds:
                                resamples=settings.gate_resamples)
 
 
-def status_row(con: duckdb.DuckDBPyConnection, use_case: UseCase, status: str) -> dict | None:
-    """The registry row of ``use_case``'s champion or challenger, or None."""
-    return _with_status(registry.versions(con, use_case.name), status)
-
-
 def _with_status(versions: pl.DataFrame, status: str) -> dict | None:
     rows = versions.filter(pl.col("status") == status)
     return rows.row(0, named=True) if rows.height else None
