@@ -174,6 +174,26 @@ def test_changes_are_durable_across_connections(lake: lakes.Lake) -> None:
         assert _rows(con) == [(D1, 1)]
 
 
+def test_no_connection_draws_a_progress_bar_on_standard_output(lake: lakes.Lake) -> None:
+    """DuckDB draws one for any query over 2 s of a connection, even into a pipe (not under
+    pytest, hence the process): an ATTACH on a loaded machine would write it into what reads
+    the process's output (`batch-platform sql` redirected to a file, a run's log)."""
+    _replace(lake, [("raw.t", _frame([(D1, 1)]))], [D1])
+    probe = (
+        "import duckdb, sys\n"
+        "from pathlib import Path\n"
+        "from batch_platform.platform.storage.lake import Lake\n"
+        "print(duckdb.connect().execute(\"SELECT current_setting('enable_progress_bar')\")"
+        ".fetchone()[0])\n"
+        "lake = Lake(sys.argv[1], Path(sys.argv[2]))\n"
+        "for read_only in (False, True):\n"
+        "    print(lake._open_instance(read_only).execute("
+        "\"SELECT current_setting('enable_progress_bar')\").fetchone()[0])\n")
+    shown = subprocess.run([sys.executable, "-c", probe, lake.catalog, str(lake.data_path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["True", "False", "False"]  # DuckDB's default, then the lake's instances
+
+
 def test_replace_table_replaces_every_row(lake: lakes.Lake,
                                           con: duckdb.DuckDBPyConnection) -> None:
     for tails in (["N1", "N2"], ["N3"]):

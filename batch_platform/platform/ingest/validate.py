@@ -26,6 +26,7 @@ from batch_platform.platform.ingest.reader import (  # noqa: F401 (the module's 
     text_chunks,
 )
 from batch_platform.platform.ingest.schema import MISSING_TOKENS, Column, SourceSchema
+from batch_platform.platform.storage.lake import no_progress_bar
 from batch_platform.platform.storage.staging import StagedTable, chunks
 
 REASON_COLUMN = "reason"
@@ -350,6 +351,7 @@ def duplicates_across_chunks(good: StagedTable, source_file: str, schema: Source
     con = duckdb.connect(config={"temp_directory": str(spill_dir),
                                  "memory_limit": memory_limit})
     try:
+        no_progress_bar(con)
         return con.execute(
             f"""WITH rows AS (SELECT {keys}, {LINE_COLUMN} AS line FROM read_parquet($files)
                               WHERE _source_file = $file),

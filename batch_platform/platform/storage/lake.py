@@ -56,6 +56,13 @@ _INSTANCES_PID = [os.getpid()]
 _INSTANCES_LOCK = threading.Lock()
 
 
+
+def no_progress_bar(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB draws a progress bar on standard output for any query of a connection (not of
+    its cursors) over 2 s, even into a pipe: an ATTACH on a loaded machine would write one into
+    whatever reads this process's output."""
+    con.execute("SET enable_progress_bar = false")
+
 class LakeUnavailableError(ConnectionError):
     """The catalog cannot be reached (a PostgreSQL server down): worth retrying."""
 
@@ -195,6 +202,7 @@ class Lake:
                                      "allow_unsigned_extensions": True,
                                      "temp_directory": str(self.data_path.parent / "tmp")})
         try:
+            no_progress_bar(con)
             self._load_extensions(con)
             con.execute(self.attach_sql(read_only))
             if read_only:
