@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
 from batch_platform.platform.files import write_bytes_atomic
 from batch_platform.platform.models.objectives import Calibration, Evaluation, objective
+
+if TYPE_CHECKING:  # imported where a model is trained or parsed: it brings pandas and scipy
+    import lightgbm as lgb
 
 # Defaults a declaration's model.params override; the objective comes from model.objective.
 DEFAULT_PARAMS: dict[str, object] = {
@@ -106,6 +109,8 @@ def train(
         raise ModelError("the training window holds no rows with a known outcome")
     levels = category_levels(rows, spec)
     matrix, _ = feature_matrix(rows, spec, levels)
+    import lightgbm as lgb
+
     dataset = lgb.Dataset(
         matrix,
         label=rows.get_column(spec.label_column).cast(pl.Float64).to_numpy(),
@@ -157,6 +162,8 @@ def read_model_text(path: Path) -> str:
 
 
 def parse(text: str, source: str) -> lgb.Booster:
+    import lightgbm as lgb
+
     try:
         return lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as err:

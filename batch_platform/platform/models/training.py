@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import polars as pl
 
 from batch_platform.platform.models import booster as model_core
@@ -19,6 +19,9 @@ from batch_platform.platform.models.objectives import Evaluation, objective
 from batch_platform.platform.models.registry import CHAMPION, ModelRecord
 from batch_platform.platform.monitoring import drift
 from batch_platform.platform.use_case import UseCase
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 Window = tuple[dt.date, dt.date]
 

@@ -27,12 +27,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
 
 from batch_platform.platform.files import exclusive_lock, write_bytes_atomic
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 LOG = logging.getLogger(__name__)
 
