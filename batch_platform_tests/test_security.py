@@ -12,11 +12,8 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -51,83 +48,6 @@ def sha256(path: Path) -> str:
 
 
 # --- servers -------------------------------------------------------------------------------
-
-def listening_sockets(root_pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket in LISTEN state owned by ``root_pid`` or below."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo += children.get(pid, [])
-    inodes = set()
-    for pid in tree:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state == "0A" and inode in inodes:  # 0A: LISTEN
-                address, port = local.split(":")
-                found.add((_address(address), int(port, 16)))
-    return found
-
-
-def _address(hex_address: str) -> str:
-    raw = bytes.fromhex(hex_address)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return socket.inet_ntop(socket.AF_INET6, words)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_the_ui_and_every_server_it_starts_listen_on_localhost_only(tmp_path: Path) -> None:
-    port = free_port()
-    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(tmp_path / "data")}
-    env.pop("DAGSTER_HOME", None)
-    ui = subprocess.Popen([str(Path(sys.executable).with_name("batch-platform")), "ui",
-                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        sockets: set[tuple[str, int]] = set()
-        # Wait for the web server, then a little for the code server and daemon it starts.
-        while time.monotonic() < deadline and port not in {p for _, p in sockets}:
-            assert ui.poll() is None, "the UI exited"
-            time.sleep(1)
-            sockets = listening_sockets(ui.pid)
-        time.sleep(3)
-        sockets = listening_sockets(ui.pid)
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
-            ui.wait(timeout=30)
-    assert ("127.0.0.1", port) in sockets
-    assert {address for address, _ in sockets} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, sockets
-
 
 def test_the_ui_host_is_localhost_unless_the_user_says_otherwise(monkeypatch, tmp_path: Path
                                                                   ) -> None:

@@ -1,9 +1,10 @@
 """The UI as operators use it: the asset graph in a real browser, and a partition launched through
 the GraphQL API the UI calls, executed by the daemon.
 
-One `dagster dev` (webserver + daemon) serves both tests, on 127.0.0.1 and a free port, with a
-temporary instance and a copy of the prepared slice's data directory (landed files, features, a
-trained model), so the launched run has everything a daily run needs and writes nowhere else.
+One `batch-platform ui` (webserver, code server and daemon) serves every test, on 127.0.0.1 and
+a free port, with a copy of the prepared slice's data directory (landed files, features, a
+trained model) and its instance, so the launched run has everything a daily run needs and
+writes nowhere else.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from batch_platform_tests.ui_support import (
     DagsterUI,
     UIError,
     chromium_path,
+    listening_sockets,
     running_dagster_ui,
 )
 
-pytestmark = pytest.mark.slow  # a browser and `dagster dev` with its daemon
+pytestmark = pytest.mark.slow  # a browser, and `dagster dev` with its daemon
 
 FLOW_ASSETS = ["raw/planes", "raw/airports", "raw/airlines", "raw/flights", "raw/weather",
                "features/flights", "models/flights", "predictions/flights",
@@ -153,6 +155,16 @@ def test_asset_graph_shows_every_asset_of_the_flow(dagster_ui: DagsterUI, page: 
         page.wait_for_url(lambda url, key=key: unquote(urlparse(url).path)
                           == f"/asset-groups/{key}")
         expect(selected).to_have_text(leaf)
+
+
+def test_the_ui_and_every_server_it_starts_listen_on_localhost_only(dagster_ui: DagsterUI
+                                                                   ) -> None:
+    """The webserver, and the code server and daemon it starts (the code server speaks over a
+    Unix socket here): loopback only, unless the user passes --host."""
+    port = int(dagster_ui.url.rsplit(":", 1)[1])
+    sockets = listening_sockets(dagster_ui.process.pid)
+    assert ("127.0.0.1", port) in sockets
+    assert {address for address, _ in sockets} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, sockets
 
 
 def test_each_use_case_is_its_own_group_with_its_own_jobs(dagster_ui: DagsterUI) -> None:

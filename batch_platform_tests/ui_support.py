@@ -1,7 +1,8 @@
-"""The Dagster UI as an operator runs it (`dagster dev`), and a client that speaks its GraphQL.
+"""The Dagster UI as an operator runs it (`batch-platform ui`), and a client that speaks its
+GraphQL.
 
 `running_dagster_ui` starts the webserver and the daemon on 127.0.0.1 against a data directory
-whose instance lives under it, the layout `batch-platform ui` uses, and stops the whole process
+whose instance lives under it, as `batch-platform ui` lays it out, and stops the whole process
 group afterwards.
 """
 
@@ -22,8 +23,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from batch_platform.cli import INSTANCE_YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCATION = "batch_platform"
@@ -78,18 +77,57 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_sockets(root_pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state owned by ``root_pid`` or below."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += children.get(pid, [])
+    inodes = set()
+    for pid in tree:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                found.add((_address(address), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+
 @contextmanager
 def running_dagster_ui(data_dir: Path) -> Iterator[DagsterUI]:
-    """`dagster dev -h 127.0.0.1` (webserver + daemon) on a free port, its instance under
+    """`batch-platform ui` (webserver + daemon on 127.0.0.1) on a free port, its instance under
     ``data_dir/dagster``; yields once the code location has loaded."""
-    home = data_dir / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
     port = free_port()
-    env = os.environ | {"DAGSTER_HOME": str(home), "BATCH_PLATFORM_DATA_DIR": str(data_dir)}
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
-               "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)  # the data directory's own instance, as a user's is
+    command = [str(Path(sys.executable).with_name("batch-platform")), "ui", "--port", str(port)]
     log_path = data_dir / "dagster-dev.log"
     # `dagster dev` shuts down cleanly only on SIGINT, and a shell without job control starts
     # background jobs (CI's, say) with SIGINT ignored, which children inherit. A handled signal
