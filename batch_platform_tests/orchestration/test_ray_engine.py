@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from batch_platform.platform.dates import days_between
 from batch_platform.platform.models import booster as model_core
 from batch_platform.platform.models import registry
 from batch_platform.platform.scoring import engines, ray_engine, ray_local, shadow
@@ -32,7 +33,6 @@ from batch_platform.platform.storage.staging import staging
 from batch_platform.platform.storage.warehouse import read_partitions
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import (
-    WEEK,
     Platform,
     PreparedSlice,
     failure_messages,
@@ -48,6 +48,8 @@ pytestmark = pytest.mark.slow  # a two-node cluster started for the module
 RUN_SPECIFIC = ("run_id", "scored_at")
 # Small batches: every actor of both nodes gets work, and a kill lands mid-partition.
 CHUNK_ROWS = 500
+# Three days of the scored week (about 2,600 flights): a range, in under half the week's time.
+DAYS = (dt.date(2013, 1, 19), dt.date(2013, 1, 21))
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +72,9 @@ def on_ray(platform: Platform, cluster: ray_local.LocalRayCluster, **changes: ob
         "chunk_rows": CHUNK_ROWS, **changes})
 
 
-def week_predictions(platform: Platform) -> pl.DataFrame:
+def range_predictions(platform: Platform) -> pl.DataFrame:
     return platform.query("SELECT * FROM predictions.flights WHERE partition_date BETWEEN ? "
-                          "AND ? ORDER BY partition_date, flight_id", list(WEEK))
+                          "AND ? ORDER BY partition_date, flight_id", list(DAYS))
 
 
 def assert_same_rows(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
@@ -88,16 +90,16 @@ def staging_left(settings: Settings) -> list[Path]:
     return list(root.rglob("*")) if root.exists() else []
 
 
-def test_a_week_scored_on_two_nodes_equals_the_local_engine(
+def test_days_scored_on_two_nodes_equal_the_local_engine(
     own_platform: Platform, cluster: ray_local.LocalRayCluster
 ) -> None:
-    local = week_predictions(own_platform)  # as the local engine scored it
+    local = range_predictions(own_platform)  # as the local engine scored it
     assert set(local["scorer"]) == {"lightgbm"}
     assert local["reason_1"].null_count() < local.height  # explain=all: reasons to compare
     settings = on_ray(own_platform, cluster)
-    result = own_platform.run("flights_predict", *WEEK, settings=settings)
+    result = own_platform.run("flights_predict", *DAYS, settings=settings)
     assert result.success, failure_messages(result)
-    on_cluster = week_predictions(own_platform)
+    on_cluster = range_predictions(own_platform)
     assert_same_rows(on_cluster, local)
     assert set(on_cluster["run_id"]) == {result.run_id}
     metadata = predictions_metadata(result)
@@ -121,11 +123,11 @@ def scoring_platform(prepared_slice: PreparedSlice, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="module")
-def week(scoring_platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
+def scored_range(scoring_platform: Platform) -> tuple[pl.DataFrame, model_core.LoadedModel]:
     settings = scoring_platform.settings
     with lake_of(settings).read_only() as con:
         record = registry.resolve(con, FLIGHTS.use_case, None)
-        frame = read_partitions(con, "features.flights", *WEEK,
+        frame = read_partitions(con, "features.flights", *DAYS,
                                 order_by=("partition_date", FLIGHTS.id_column))
     loaded = model_core.load_registered(settings.data_dir, settings.models_dir,
                                         record["model_path"], record["model_version"],
@@ -140,12 +142,12 @@ LINEAGE = ScoringLineage("v", "code", "run-1", dt.datetime(2024, 1, 1, tzinfo=dt
                                                  ("predicted_positive", "compiled")])
 def test_every_explain_mode_and_scorer_match_the_local_engine(
     scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
-    week: tuple[pl.DataFrame, model_core.LoadedModel], explain: str, scorer: str
+    scored_range: tuple[pl.DataFrame, model_core.LoadedModel], explain: str, scorer: str
 ) -> None:
-    frame, loaded = week
+    frame, loaded = scored_range
     lineage = ScoringLineage(loaded.version, "code", "run-1", LINEAGE.scored_at)
     changes = {"explain": explain, "explain_max_rows": 40, "scorer": scorer}
-    scope = ("predictions/flights", *WEEK)
+    scope = ("predictions/flights", *DAYS)
     local_settings = scoring_platform.settings.with_overrides(**changes)
     local, local_stats, _ = engines.score(frame, loaded, FLIGHTS, lineage, local_settings, scope)
     remote, stats, report = engines.score(frame, loaded, FLIGHTS, lineage,
@@ -157,21 +159,21 @@ def test_every_explain_mode_and_scorer_match_the_local_engine(
     assert stats.unknown_categories == local_stats.unknown_categories
     assert stats.scorer.used == local_stats.scorer.used == scorer
     if explain == "riskiest":  # 40 a day, chosen over the whole day, not per batch
-        assert stats.explained_rows == 40 * 7
+        assert stats.explained_rows == 40 * len(days_between(*DAYS))
 
 
 def test_an_actor_that_cannot_load_the_model_fails_clearly_and_writes_nothing(
     scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
-    week: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
+    scored_range: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
 ) -> None:
-    frame, loaded = week
+    frame, loaded = scored_range
     assert loaded.path is not None
     tampered = tmp_path / loaded.path.name
     tampered.write_text(loaded.path.read_text().replace("tree\n", "tree\n\n", 1))
     moved = model_core.LoadedModel(loaded.version, loaded.booster, loaded.calibration,
                                    loaded.categorical_levels, tampered)
     settings = on_ray(scoring_platform, cluster)
-    staging = ray_engine.staging_dir(settings.staging_location, "bad-model", "p", *WEEK)
+    staging = ray_engine.staging_dir(settings.staging_location, "bad-model", "p", *DAYS)
     target = ray_engine.RayTarget(cluster.address, 2, settings.staging_location)
     started = time.monotonic()
     with pytest.raises(ray_engine.ModelLoadError) as raised:
@@ -202,7 +204,7 @@ def kill_an_actor_mid_partition(cluster: ray_local.LocalRayCluster, killed: list
 def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
     own_platform: Platform, cluster: ray_local.LocalRayCluster
 ) -> None:
-    local = week_predictions(own_platform)  # as the local engine scored it
+    local = range_predictions(own_platform)  # as the local engine scored it
     # Small batches make the partition long enough on the cluster to be killed in the middle.
     settings = on_ray(own_platform, cluster, chunk_rows=100)
     killed: list[int] = []
@@ -210,32 +212,32 @@ def test_a_worker_killed_mid_partition_never_leaves_half_a_partition(
     killer = threading.Thread(target=kill_an_actor_mid_partition, args=(cluster, killed, stop))
     killer.start()
     try:
-        result = own_platform.run("flights_predict", *WEEK, settings=settings, raise_on_error=False)
+        result = own_platform.run("flights_predict", *DAYS, settings=settings, raise_on_error=False)
     finally:
         stop.set()
         killer.join()
     assert killed, "no scoring actor was seen to kill"
-    after = week_predictions(own_platform)
+    after = range_predictions(own_platform)
     if result.success:  # Ray restarted the actor and retried its batches
         assert set(after["run_id"]) == {result.run_id}
     else:  # the partition is exactly what it was before
         assert after.equals(local, null_equal=True), failure_messages(result)
     assert_same_rows(after, local)
     assert staging_left(settings) == []
-    rerun = own_platform.run("flights_predict", *WEEK, settings=settings)
+    rerun = own_platform.run("flights_predict", *DAYS, settings=settings)
     assert rerun.success, failure_messages(rerun)
-    assert_same_rows(week_predictions(own_platform), local)
+    assert_same_rows(range_predictions(own_platform), local)
     print(f"killed actor {killed[0]}: the run {'succeeded' if result.success else 'failed'}")
 
 
 def test_the_shadow_scored_on_the_cluster_equals_the_local_engine(
     scoring_platform: Platform, cluster: ray_local.LocalRayCluster,
-    week: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
+    scored_range: tuple[pl.DataFrame, model_core.LoadedModel], tmp_path: Path
 ) -> None:
     """The champion and, in the shadow, a challenger scored one after the other in one run and
     range on the cluster: each in its own staging, each the local engine's rows. The champion's
     own file stands in for the challenger."""
-    frame, loaded = week
+    frame, loaded = scored_range
     changes = {"explain": "riskiest", "explain_max_rows": 40}  # few explanations: fast
     settings = on_ray(scoring_platform, cluster, **changes).resolved(USE_CASE)
     features_file = tmp_path / "features.parquet"
@@ -243,13 +245,13 @@ def test_the_shadow_scored_on_the_cluster_equals_the_local_engine(
     with lake_of(settings).read_only() as con:
         record = registry.resolve(con, FLIGHTS.use_case, None)
     lineage = ScoringLineage(loaded.version, "code", "run-1", LINEAGE.scored_at)
-    scope = ("predictions/flights", *WEEK)
+    scope = ("predictions/flights", *DAYS)
     warnings: list[str] = []
     with staging(tmp_path / "staging", "run-1", "predictions", settings.chunk_rows) as folder:
         scored = score_staged(settings, FLIGHTS, folder, features_file, loaded, None, lineage,
-                              "the week", scope, warnings.append)
+                              "the days", scope, warnings.append)
         outcome = shadow.score_shadow(settings, FLIGHTS, folder, features_file, record, scored,
-                                      lineage, "the week", scope, warnings.append)
+                                      lineage, "the days", scope, warnings.append)
         assert outcome.withheld is None and outcome.scores is not None
         assert (scored.engine.engine, outcome.scores.engine.engine) == ("ray", "ray")
         champion_rows = pl.read_parquet(scored.predictions.files)
