@@ -132,7 +132,8 @@ def test_an_analyst_session_neither_blocks_nor_is_blocked_by_a_run(own_platform:
         [sys.executable, "-c", textwrap.dedent(f"""
             import duckdb, sys, time
             # No progress bar on the standard output this test reads (an ATTACH over 2 s).
-            con = duckdb.connect(config={{"enable_progress_bar": False}})
+            con = duckdb.connect()
+            con.execute("SET enable_progress_bar = false")
             con.execute({attach_lake(own_platform.settings.data_dir)!r})
             print("open", flush=True)
             deadline = time.monotonic() + 60

@@ -49,9 +49,12 @@ ANALYST = textwrap.dedent("""
     attach, stop, fresh = sys.argv[1], sys.argv[2], sys.argv[3] == "fresh"
     # No progress bar: an ATTACH over 2 s on a loaded machine would draw one on the standard
     # output this test reads "open" from.
-    config = {"enable_progress_bar": False}
-    con = duckdb.connect(config=config)
-    con.execute(attach)
+    def connect():
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+        con.execute(attach)
+        return con
+    con = connect()
     print("open", flush=True)
     latencies, errors = [], []
     while not os.path.exists(stop):
@@ -59,8 +62,7 @@ ANALYST = textwrap.dedent("""
         try:
             if fresh:
                 con.close()
-                con = duckdb.connect(config=config)
-                con.execute(attach)
+                con = connect()
             con.execute("SELECT partition_date, count(*), count(DISTINCT flight_id) "
                         "FROM predictions.flights GROUP BY ALL").fetchall()
         except Exception as err:
