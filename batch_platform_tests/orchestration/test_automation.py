@@ -138,22 +138,46 @@ def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
     assert result.run_requests == []
 
 
-def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform) -> None:
+def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The conditions on predictions read the lake the environment names.
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(own_platform.settings.data_dir))
+    defs, instance = own_platform.defs, own_platform.instance
+    conditions = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert conditions.total_requested == 0
     corrected_day = landing.landing_file(own_platform.settings.landing_dir, "flights", DAY)
     settings = own_platform.settings.with_overrides(landing_settle_seconds=0)
-    cursor = tick(settings, own_platform.instance, None).cursor
+    cursor = tick(settings, instance, None).cursor
     lines = corrected_day.read_text().splitlines()
     corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
     seal(corrected_day)
-    result = tick(settings, own_platform.instance, cursor)
+    result = tick(settings, instance, cursor)
     [request] = result.run_requests
-    run = own_platform.defs.resolve_job_def("flights_daily").execute_in_process(
-        instance=own_platform.instance, partition_key=request.partition_key, tags=request.tags)
+    assert request.partition_key == DAY.isoformat()
+    before = instance.event_log_storage.get_maximum_record_id() or 0
+    runs = instance.get_runs_count()
+    run = defs.resolve_job_def("flights_daily").execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags)
     assert run.success
     scored = own_platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
                                 "WHERE partition_date = ?", [DAY]).row(0, named=True)
     assert scored == {"n": len(lines) - 1 - 5, "run": run.run_id}
-    assert tick(settings, own_platform.instance, result.cursor).run_requests == []
+    # Exactly that day ran, once, at every stage of the daily flow, and nothing else did.
+    graph = defs.resolve_asset_graph()
+    flow = [key for key in graph.get_all_asset_keys() if graph.get(key).group_name == "flights"
+            and key.path[0] != "models"]
+    ran = {key.to_user_string(): sorted(
+        (record.partition_key for record in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=before), limit=100).records),
+        key=str) for key in flow}
+    partitioned = {"raw/flights", "raw/weather", "features/flights", "predictions/flights",
+                   "reports/flights_daily"}
+    assert ran == {key: [DAY.isoformat()] if key in partitioned else [None] for key in ran}
+    assert instance.get_runs_count() == runs + 1
+    assert tick(settings, instance, result.cursor).run_requests == []
+    # Neither the rescoring nor the reports' conditions want anything more.
+    assert dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                             cursor=conditions.cursor).total_requested == 0
 
 
 def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
