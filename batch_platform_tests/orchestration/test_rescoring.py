@@ -1,6 +1,6 @@
 """After a change of champion, exactly the stale scored days are rescored, once, through
 Dagster's staleness machinery: the model asset's data version, and the condition on predictions
-that the ``<use case>_rescore_stale_days`` sensor evaluates, evaluated here as it does.
+that the ``<use case>_rescore_stale_days`` sensor evaluates, ticked here as the daemon ticks it.
 
 The slice's champion was trained on 2013-01-01..14 and validated on 01-15..21, the days it
 scored. A challenger validated on 01-11..17 should score 01-18..21 once it is champion: not
@@ -56,19 +56,30 @@ def lake_platform(own_platform: Platform, monkeypatch: pytest.MonkeyPatch
 
 
 class Automation:
-    """The predictions' condition evaluated tick after tick with its cursor, as the sensor does."""
+    """The ``flights_rescore_stale_days`` sensor ticked with its cursor, as the daemon does."""
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.defs = platform.defs
-        self.cursor = None
+        self.repository = platform.defs.get_repository_def()
+        self.sensor = self.repository.get_sensor_def("flights_rescore_stale_days")
+        self.cursor: str | None = None
 
     def tick(self) -> set[str]:
-        result = dg.evaluate_automation_conditions(
-            defs=self.defs, instance=self.platform.instance,
-            asset_selection=dg.AssetSelection.assets(PREDICTIONS), cursor=self.cursor)
+        """The partitions of predictions the tick requested: a backfill for several days."""
+        result = self.sensor.evaluate_tick(dg.build_sensor_context(
+            instance=self.platform.instance, repository_def=self.repository,
+            cursor=self.cursor))
         self.cursor = result.cursor
-        return {key for key in result.get_requested_partitions(PREDICTIONS) if key}
+        requested: set[str] = set()
+        for request in result.run_requests or []:
+            if request.requires_backfill_daemon():
+                subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+                assert set(subsets) == {PREDICTIONS}
+                requested |= set(subsets[PREDICTIONS].get_partition_keys())
+            else:
+                assert request.asset_selection == [PREDICTIONS]
+                requested.add(request.partition_key)
+        return requested
 
 
 def train_challenger(platform: Platform, train: tuple[int, int], valid: tuple[int, int]) -> str:
