@@ -225,3 +225,23 @@ def test_a_rollback_from_the_command_rescores_the_days_after_the_restored_champi
     assert versions_by_day(platform) == {day(15): first, day(16): first,
                                          **{d: restored for d in days_between(day(17), day(21))}}
     assert automation.tick() == set()
+
+
+def test_a_day_still_being_scored_by_the_previous_champion_is_requested_once_its_run_ends(
+        lake_platform: Platform) -> None:
+    platform = lake_platform
+    automation = Automation(platform)
+    assert automation.tick() == set()
+    challenger = register_directly(platform, (1, 10), (11, 17), challenger=True)
+    # A run scoring 01-19 started before the promotion: it scores with the previous champion.
+    job = platform.defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={PREDICTIONS})
+    running = platform.instance.create_run_for_job(
+        job_def=job, asset_selection=frozenset({PREDICTIONS}),
+        status=dg.DagsterRunStatus.STARTED, tags=partition_range_tags("2013-01-19", "2013-01-19"))
+    promote_by_job(platform, challenger)
+    assert automation.tick() == keys(18, 20, 21)
+    assert automation.tick() == set()
+    platform.instance.report_run_failed(running)  # it ended; its day holds the old version
+    assert automation.tick() == keys(19)
+    assert automation.tick() == set()
