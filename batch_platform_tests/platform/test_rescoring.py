@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 import duckdb
 import polars as pl
-import pytest
 
 from batch_platform.platform.models import registry
 from batch_platform.platform.models.rescoring import (
@@ -24,15 +22,6 @@ from batch_platform_tests.platform.test_registry import V1, V2, V3, _record
 
 def day(month: int, n: int) -> dt.date:
     return dt.date(2013, month, n)
-
-
-@pytest.fixture
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def scored(con: duckdb.DuckDBPyConnection, rows: list[tuple[dt.date, str]]) -> None:
