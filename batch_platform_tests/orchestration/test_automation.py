@@ -226,10 +226,11 @@ def retraining(**declared: object) -> UseCase:
 
 def retraining_tick(settings: Settings, instance: dg.DagsterInstance, use_case: UseCase
                     ) -> dg.RunRequest | dg.SkipReason:
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=dt.datetime(2013, 2, 1, 4, tzinfo=NEW_YORK),
-        resources={"platform": PlatformResource.from_settings(settings)})
-    return retraining_schedule(use_case, MODEL, dg.define_asset_job("flights_train"))(context)
+    # Entered, so that what the evaluation opens is closed with it.
+    with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2013, 2, 1, 4, tzinfo=NEW_YORK),
+            resources={"platform": PlatformResource.from_settings(settings)}) as context:
+        return retraining_schedule(use_case, MODEL, dg.define_asset_job("flights_train"))(context)
 
 
 def test_the_retraining_schedule_trains_a_challenger_on_the_trailing_window(
