@@ -289,6 +289,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> None:
     else:
         change = lifecycle.rollback(lake, use_case, args.reason, actor(), **where)
     done = change.promotion
+    record_champion(use_case, done)
     verb = "promoted" if done.action == registry.PROMOTE else "rolled back to"
     forced = " (forced)" if done.forced else ""
     print(f"{verb} {done.model_version}{forced}: champion of {use_case.name}, was "
@@ -299,6 +300,19 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> None:
 
 
 METRIC_NAMES = {"auc": "AUC", "brier": "Brier", "mae": "MAE", "rmse": "RMSE"}
+
+
+def record_champion(use_case: UseCase, promotion: registry.Promotion) -> None:
+    """The model asset's new data version, the new champion's, in the Dagster instance: the
+    days it makes stale show in the UI, and the automation rescores them."""
+    import dagster as dg
+
+    from batch_platform.orchestration.assets import UseCaseAssets
+    from batch_platform.orchestration.rescoring import champion_materialization
+
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            champion_materialization(UseCaseAssets(use_case).model_key, promotion))
 
 
 def models_listing(use_case: UseCase, listed: lifecycle.Listing) -> list[str]:

@@ -87,6 +87,12 @@ def test_each_use_case_is_a_group_with_its_own_jobs_sensors_and_schedules(tmp_pa
                       if s.name == "temperature_reports_follow_predictions")
     selected = automation.asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert {groups[k.to_user_string()] for k in selected} == {"temperature"}
+    # Predictions are the rescoring sensor's alone: an asset is evaluated by one sensor.
+    assert dg.AssetKey(["predictions", "temperature"]) not in selected
+    rescoring = next(s for s in repository.sensor_defs
+                     if s.name == "temperature_rescore_stale_days")
+    assert rescoring.asset_selection.resolve(graph) == {  # type: ignore[union-attr]
+        dg.AssetKey(["predictions", "temperature"])}
 
 
 @pytest.mark.skipif(shutil.which("dg", path=str(Path(sys.executable).parent)) is None,
@@ -162,6 +168,11 @@ def load_error(root: Path) -> str:
      r"sources\.orders\.columns\.first_order: .*bool"),
     (edit(r"validation: \{start: 2024-03-15", "validation: {start: 2024-03-10"),
      r"training\.validation: starts \(2024-03-10\) before the training window ends"),
+    (edit(r"\n  partitions:", "\n  automation:\n    retraining: {window_days: 28, "
+          "validation_days: 28}\n  partitions:"),
+     r"automation\.retraining\.validation_days: 28 leaves no training day in window_days 28"),
+    (edit(r"\n  partitions:", "\n  automation:\n    retraining: {cron: monthly}\n  partitions:"),
+     r"automation\.retraining\.cron: 'monthly' is not a cron schedule"),
 ])
 def test_a_wrong_declaration_names_its_file_and_attribute(
         tmp_path: Path, change: Callable[[Path], None], expected: str) -> None:

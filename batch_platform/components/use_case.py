@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import polars as pl
+from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field, PrivateAttr
 
 from batch_platform.platform.features.spec import BINARY, FeatureSpec
@@ -36,6 +37,7 @@ from batch_platform.platform.use_case import (
     ModelSpec,
     Partitions,
     ReferenceSource,
+    Retraining,
     Scoring,
     ThresholdPolicy,
     UseCase,
@@ -175,11 +177,21 @@ class ChecksDecl(dg.Resolvable, dg.Model):
     freshness_lag_minutes: float = Field(default=60.0, gt=0)
 
 
+class RetrainingDecl(dg.Resolvable, dg.Model):
+    cron: str = Retraining.cron
+    window_days: int = Field(default=Retraining.window_days, ge=2)
+    validation_days: int = Field(default=Retraining.validation_days, ge=1)
+    rounds: int | None = Field(default=None, ge=1)
+
+
 class AutomationDecl(dg.Resolvable, dg.Model):
     landing_sensor: bool = True
     nightly_schedule: bool = True
     freshness_schedule: bool = True
     reports_follow_predictions: bool = True
+    rescore_after_champion_change: bool = True
+    retraining_schedule: bool = False
+    retraining: RetrainingDecl = Field(default_factory=RetrainingDecl)
 
 
 class DemoDecl(dg.Resolvable, dg.Model):
@@ -278,11 +290,24 @@ def resolve(decl: UseCaseComponent, folder: Path) -> UseCase:
             psi_warn=c.psi_warn, psi_error=c.psi_error, psi_min_rows=c.psi_min_rows,
             score_psi_warn=c.score_psi_warn, max_null_fraction=c.max_null_fraction),
             c.freshness_lag_minutes),
-        automation=Automation(**decl.automation.model_dump()),
+        automation=_automation(decl.automation, fail),
         lander=_function(folder, decl.lander, "lander", fail) if decl.lander else None,
         demo_score=(decl.demo.score.start, decl.demo.score.end) if decl.demo.score else None,
         declared_in=folder,
     )
+
+
+def _automation(decl: AutomationDecl, fail) -> Automation:
+    r = decl.retraining
+    if not is_valid_cron_string(r.cron):
+        raise fail("automation.retraining.cron", f"{r.cron!r} is not a cron schedule (five "
+                                                 "fields, such as '0 4 1 * *')")
+    if r.validation_days >= r.window_days:
+        raise fail("automation.retraining.validation_days",
+                   f"{r.validation_days} leaves no training day in window_days {r.window_days}")
+    switches = decl.model_dump(exclude={"retraining"})
+    return Automation(**switches, retraining=Retraining(r.cron, r.window_days,
+                                                        r.validation_days, r.rounds))
 
 
 def _timezone(name: str, fail) -> str:

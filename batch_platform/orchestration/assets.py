@@ -37,6 +37,7 @@ from batch_platform.orchestration.metadata import (
     table_metadata,
     timing_metadata,
 )
+from batch_platform.orchestration.rescoring import rescore_after_champion_change
 from batch_platform.orchestration.resources import PlatformResource, WarehouseResource
 from batch_platform.orchestration.stages import Progress, stage
 from batch_platform.platform.dates import days_between
@@ -474,6 +475,9 @@ class UseCaseAssets:
             self.predictions_key, checks=prediction_checks(kind),
             freshness_policy=NIGHTLY_FRESHNESS, kinds={"duckdb", "lightgbm"},
             deps=[self.features_key, self.model_key],
+            automation_condition=(rescore_after_champion_change(self.model_key, use_case)
+                                  if use_case.automation.rescore_after_champion_change
+                                  else None),
             description=f"One row per feature row of {use_case.features_table}: {what}, top "
                         "reasons, and the model, code and run that scored it.",
         )

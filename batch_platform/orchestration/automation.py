@@ -1,6 +1,7 @@
-"""Running a use case unattended: its landing sensor, nightly schedule, freshness schedule and
-the automation sensor that makes its reports follow predictions. Each is on unless the
-declaration's ``automation`` switches it off."""
+"""Running a use case unattended: its landing sensor, nightly schedule, freshness schedule, the
+automation sensors that make its reports follow predictions and rescore the days a change of
+champion made stale, and its retraining schedule. Each is on unless the declaration's
+``automation`` switches it off, but the retraining schedule, which is off unless switched on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.orchestration.liveness import pending_undo
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import arrivals, landing
+from batch_platform.platform.models import registry
+from batch_platform.platform.models.rescoring import last_day_with_outcomes, trailing_windows
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.platform.storage.warehouse import partition_times
 from batch_platform.platform.use_case import UseCase
@@ -180,22 +183,86 @@ def nightly_schedule(use_case: UseCase, job: UnresolvedAssetJobDefinition
     return _schedule
 
 
+def retraining_schedule(use_case: UseCase, model_key: dg.AssetKey,
+                        job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    """On its cron, the model asset trains a challenger on the declared trailing window, ending
+    at the last day whose outcomes are known; the champion stays until a promotion."""
+    retraining = use_case.automation.retraining
+    timezone = use_case.partitions.timezone
+
+    @dg.schedule(
+        name=f"{use_case.name}_retraining_schedule", job=job,
+        cron_schedule=retraining.cron, execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"At {retraining.cron} ({timezone}), train a challenger on the "
+                    f"{retraining.window_days} days ending at the last day with outcomes, "
+                    f"the last {retraining.validation_days} of them for validation.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext, platform: PlatformResource
+                  ) -> dg.RunRequest | dg.SkipReason:
+        lake = lake_of(platform.settings)
+        if not lake.exists():
+            return dg.SkipReason(f"no warehouse yet: nothing to train {use_case.name} on")
+        with lake.read_only() as con:
+            champion = registry.champion_version(con, use_case.name)
+            last_day = last_day_with_outcomes(con, use_case)
+        if champion is None:
+            return dg.SkipReason(f"{use_case.name} has no champion yet: a challenger is judged "
+                                 "against one (batch-platform train)")
+        if last_day is None:
+            return dg.SkipReason(f"{use_case.features_table} has no day with outcomes yet")
+        windows = trailing_windows(last_day, retraining.window_days, retraining.validation_days,
+                                   use_case.partitions.start)
+        if windows is None:
+            return dg.SkipReason(
+                f"the last day with outcomes, {last_day}, leaves no training day before the "
+                f"{retraining.validation_days} validation days after {use_case.partitions.start}")
+        (train_start, train_end), (valid_start, valid_end) = windows
+        config: dict[str, object] = {
+            "train_start": train_start.isoformat(), "train_end": train_end.isoformat(),
+            "valid_start": valid_start.isoformat(), "valid_end": valid_end.isoformat(),
+            "challenger": True}
+        if retraining.rounds is not None:
+            config["rounds"] = retraining.rounds
+        # One challenger per window: the same last day next month trains nothing again.
+        return dg.RunRequest(
+            run_key=f"retraining-{train_start}..{valid_end}",
+            run_config={"ops": {model_key.to_python_identifier(): {"config": config}}},
+            tags={TRIGGER_TAG: "retraining"})
+
+    return _schedule
+
+
 def use_case_automation(assets: UseCaseAssets, daily_job: UnresolvedAssetJobDefinition,
-                        freshness_job: UnresolvedAssetJobDefinition
+                        freshness_job: UnresolvedAssetJobDefinition,
+                        train_job: UnresolvedAssetJobDefinition
                         ) -> tuple[list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
     use_case = assets.use_case
     switches = use_case.automation
     sensors: list[dg.SensorDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
+    predictions = dg.AssetSelection.assets(assets.predictions_key)
     if switches.landing_sensor:
         sensors.append(landing_sensor(use_case, daily_job))
     if switches.reports_follow_predictions:
+        # Predictions have a sensor of their own: an asset is evaluated by one sensor only.
         sensors.append(dg.AutomationConditionSensorDefinition(
             f"{use_case.name}_reports_follow_predictions",
-            target=dg.AssetSelection.groups(use_case.group), default_status=RUNNING,
-            minimum_interval_seconds=30,
+            target=dg.AssetSelection.groups(use_case.group) - predictions,
+            default_status=RUNNING, minimum_interval_seconds=30,
             description="Evaluates the automation conditions of this use case's assets: "
                         "reports follow any update of predictions."))
+    if switches.rescore_after_champion_change:
+        sensors.append(dg.AutomationConditionSensorDefinition(
+            f"{use_case.name}_rescore_stale_days", target=predictions,
+            default_status=RUNNING, minimum_interval_seconds=30,
+            # The condition reads the lake: evaluated in the code server, not the daemon.
+            use_user_code_server=True,
+            description="After a change of champion, requests each scored day it should "
+                        "score again once: the days after its validation window that hold "
+                        "predictions by another version."))
+    if switches.retraining_schedule:
+        schedules.append(retraining_schedule(use_case, assets.model_key, train_job))
     if switches.nightly_schedule:
         schedules.append(nightly_schedule(use_case, daily_job))
     if switches.freshness_schedule:

@@ -24,9 +24,10 @@ def use_case_definitions(use_case: UseCase) -> dg.Definitions:
     freshness_job = dg.define_asset_job(
         use_case.job_name("freshness"), selection=dg.AssetSelection.checks(*checks),
         description="The partition-aware freshness checks of predictions and reports.")
-    sensors, schedules = use_case_automation(assets, jobs[0], freshness_job)
+    daily_job, _, train_job, _ = jobs
+    sensors, schedules = use_case_automation(assets, daily_job, freshness_job, train_job)
     return dg.Definitions(assets=assets.all(), asset_checks=checks,
-                          jobs=[*jobs, freshness_job, *lifecycle_jobs(use_case)],
+                          jobs=[*jobs, freshness_job, *lifecycle_jobs(use_case, assets.model_key)],
                           sensors=sensors, schedules=schedules)
 
 

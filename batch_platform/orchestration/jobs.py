@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from batch_platform.orchestration.assets import DAILY_FLOW_TAG, UseCaseAssets
+from batch_platform.orchestration.rescoring import champion_materialization
 from batch_platform.orchestration.resources import PlatformResource, WarehouseResource
 from batch_platform.platform.models import lifecycle
 from batch_platform.platform.use_case import UseCase
@@ -61,14 +62,16 @@ class RollbackConfig(dg.Config):
     reason: str = Field(description="why: recorded in models.promotions")
 
 
-def lifecycle_jobs(use_case: UseCase) -> list[dg.JobDefinition]:
+def lifecycle_jobs(use_case: UseCase, model_key: dg.AssetKey) -> list[dg.JobDefinition]:
     """``<use case>_promote`` and ``<use case>_rollback``: the changes of champion of
     ``batch-platform models promote`` and ``models rollback``, launched with config from the
     UI. Each is one op that calls ``platform/models/lifecycle.py``; the actor recorded in
-    models.promotions is the run."""
+    models.promotions is the run. The op records the model asset's new data version (the new
+    champion's), so Dagster sees which scored days are now stale."""
 
     def report(context: dg.OpExecutionContext, change: lifecycle.Change) -> dg.Output:
         promotion = change.promotion
+        context.log_event(champion_materialization(model_key, promotion))
         summary = change.verdict.summary if change.verdict else "the gate was not asked"
         context.log.info(f"{promotion.action}: {promotion.model_version} is the champion of "
                          f"{use_case.name} (was {promotion.previous_champion}); {summary}")

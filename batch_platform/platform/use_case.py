@@ -112,11 +112,26 @@ class Checks:
 
 
 @dataclass(frozen=True)
+class Retraining:
+    """A challenger trained on a cron, on a trailing window ending at the last day with outcomes:
+    ``window_days`` in all, the last ``validation_days`` of them for validation."""
+
+    cron: str = "0 4 1 * *"  # 04:00 on the first of every month, in the use case's time zone
+    window_days: int = 240
+    validation_days: int = 30
+    rounds: int | None = None  # unset: the declaration's training.rounds
+
+
+@dataclass(frozen=True)
 class Automation:
     landing_sensor: bool = True
     nightly_schedule: bool = True
     freshness_schedule: bool = True
     reports_follow_predictions: bool = True
+    # After a change of champion, rescore the days it should score (platform/models/rescoring.py).
+    rescore_after_champion_change: bool = True
+    retraining_schedule: bool = False
+    retraining: Retraining = field(default_factory=Retraining)
 
 
 @dataclass(frozen=True)

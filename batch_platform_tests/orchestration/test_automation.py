@@ -7,6 +7,7 @@ data directory of its own: a copy of the platform (``own_platform``) or an empty
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -17,10 +18,17 @@ import dagster as dg
 import pytest
 
 from batch_platform.definitions import build_definitions
-from batch_platform.orchestration.automation import landing_sensor, nightly_schedule
+from batch_platform.orchestration.assets import ModelConfig
+from batch_platform.orchestration.automation import (
+    landing_sensor,
+    nightly_schedule,
+    retraining_schedule,
+)
+from batch_platform.orchestration.factory import use_case_definitions
 from batch_platform.orchestration.jobs import partition_range_tags
 from batch_platform.orchestration.resources import PlatformResource
 from batch_platform.platform.ingest import landing
+from batch_platform.platform.use_case import Retraining, UseCase
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import landing as flights_landing
 from batch_platform_tests.conftest import LAST, WEEK, Platform, platform_at, seal
@@ -30,6 +38,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 DAY = dt.date(2013, 1, 17)
 REPORTS = dg.AssetKey(["reports", "flights_daily"])
 PREDICTIONS = dg.AssetKey(["predictions", "flights"])
+MODEL = dg.AssetKey(["models", "flights"])
 
 
 JOB = dg.define_asset_job("flights_daily")
@@ -138,22 +147,46 @@ def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
     assert result.run_requests == []
 
 
-def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform) -> None:
+def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The conditions on predictions read the lake the environment names.
+    monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(own_platform.settings.data_dir))
+    defs, instance = own_platform.defs, own_platform.instance
+    conditions = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert conditions.total_requested == 0
     corrected_day = landing.landing_file(own_platform.settings.landing_dir, "flights", DAY)
     settings = own_platform.settings.with_overrides(landing_settle_seconds=0)
-    cursor = tick(settings, own_platform.instance, None).cursor
+    cursor = tick(settings, instance, None).cursor
     lines = corrected_day.read_text().splitlines()
     corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
     seal(corrected_day)
-    result = tick(settings, own_platform.instance, cursor)
+    result = tick(settings, instance, cursor)
     [request] = result.run_requests
-    run = own_platform.defs.resolve_job_def("flights_daily").execute_in_process(
-        instance=own_platform.instance, partition_key=request.partition_key, tags=request.tags)
+    assert request.partition_key == DAY.isoformat()
+    before = instance.event_log_storage.get_maximum_record_id() or 0
+    runs = instance.get_runs_count()
+    run = defs.resolve_job_def("flights_daily").execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags)
     assert run.success
     scored = own_platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
                                 "WHERE partition_date = ?", [DAY]).row(0, named=True)
     assert scored == {"n": len(lines) - 1 - 5, "run": run.run_id}
-    assert tick(settings, own_platform.instance, result.cursor).run_requests == []
+    # Exactly that day ran, once, at every stage of the daily flow, and nothing else did.
+    graph = defs.resolve_asset_graph()
+    flow = [key for key in graph.get_all_asset_keys() if graph.get(key).group_name == "flights"
+            and key.path[0] != "models"]
+    ran = {key.to_user_string(): sorted(
+        (record.partition_key for record in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=before), limit=100).records),
+        key=str) for key in flow}
+    partitioned = {"raw/flights", "raw/weather", "features/flights", "predictions/flights",
+                   "reports/flights_daily"}
+    assert ran == {key: [DAY.isoformat()] if key in partitioned else [None] for key in ran}
+    assert instance.get_runs_count() == runs + 1
+    assert tick(settings, instance, result.cursor).run_requests == []
+    # Neither the rescoring nor the reports' conditions want anything more.
+    assert dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                             cursor=conditions.cursor).total_requested == 0
 
 
 def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
@@ -181,6 +214,65 @@ def test_nightly_schedule_skips_days_not_landed_or_not_partitions(platform: Plat
     assert "flights/2013-01-22.csv" in skipped.skip_message
     beyond = schedule_tick(platform, dt.datetime(2026, 11, 29, 2, 30, tzinfo=NEW_YORK))
     assert beyond.skip_message == "2026-11-28 is not a partition (2013-01-01..2013-12-31)"
+
+
+def retraining(**declared: object) -> UseCase:
+    """Flights with the retraining schedule switched on, as declared."""
+    automation = USE_CASE.automation
+    return dataclasses.replace(USE_CASE, automation=dataclasses.replace(
+        automation, retraining_schedule=True,
+        retraining=dataclasses.replace(automation.retraining, **declared)))
+
+
+def retraining_tick(settings: Settings, instance: dg.DagsterInstance, use_case: UseCase
+                    ) -> dg.RunRequest | dg.SkipReason:
+    # Entered, so that what the evaluation opens is closed with it.
+    with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2013, 2, 1, 4, tzinfo=NEW_YORK),
+            resources={"platform": PlatformResource.from_settings(settings)}) as context:
+        return retraining_schedule(use_case, MODEL, dg.define_asset_job("flights_train"))(context)
+
+
+def test_the_retraining_schedule_trains_a_challenger_on_the_trailing_window(
+        platform: Platform) -> None:
+    declared = retraining(window_days=14, validation_days=4, rounds=5)
+    [schedule] = [s for s in use_case_definitions(declared).schedules
+                  if s.name == "flights_retraining_schedule"]
+    assert (schedule.cron_schedule, schedule.job_name, schedule.execution_timezone) == (
+        Retraining.cron, "flights_train", "America/New_York")
+    assert not [s for s in use_case_definitions(USE_CASE).schedules
+                if s.name == "flights_retraining_schedule"]  # off unless declared
+    # The slice's outcomes are known up to its last day, 2013-01-21: the window ends there.
+    request = retraining_tick(platform.settings, platform.instance, declared)
+    assert isinstance(request, dg.RunRequest)
+    config = {"train_start": "2013-01-08", "train_end": "2013-01-17",
+              "valid_start": "2013-01-18", "valid_end": "2013-01-21", "challenger": True,
+              "rounds": 5}
+    assert request.run_config == {"ops": {"models__flights": {"config": config}}}
+    assert request.run_key == "retraining-2013-01-08..2013-01-21"
+    assert request.tags == {"batch_platform/trigger": "retraining"}
+    ModelConfig(**config)  # what the model asset accepts
+    # A window longer than the partitions so far starts at the first partition; rounds unset
+    # are the declaration's training.rounds.
+    longer = retraining_tick(platform.settings, platform.instance,
+                             retraining(window_days=240, validation_days=7))
+    assert isinstance(longer, dg.RunRequest)
+    assert longer.run_config["ops"]["models__flights"]["config"] == {
+        "train_start": "2013-01-01", "train_end": "2013-01-14", "valid_start": "2013-01-15",
+        "valid_end": "2013-01-21", "challenger": True}
+    all_validation = retraining_tick(platform.settings, platform.instance,
+                                     retraining(window_days=240, validation_days=21))
+    assert isinstance(all_validation, dg.SkipReason)
+    assert all_validation.skip_message == (
+        "the last day with outcomes, 2013-01-21, leaves no training day before the 21 "
+        "validation days after 2013-01-01")
+
+
+def test_the_retraining_schedule_skips_without_a_warehouse(
+        fresh: Settings, instance: dg.DagsterInstance) -> None:
+    skipped = retraining_tick(fresh, instance, retraining())
+    assert isinstance(skipped, dg.SkipReason)
+    assert skipped.skip_message == "no warehouse yet: nothing to train flights on"
 
 
 def test_reports_follow_predictions(own_platform: Platform) -> None:

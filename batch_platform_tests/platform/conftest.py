@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import lightgbm as lgb
 import numpy as np
 import polars as pl
@@ -19,6 +21,16 @@ from batch_platform_tests.flights import FLIGHTS, FLIGHTS_SOURCE, PLANES, WEATHE
 from batch_platform_tests.platform.support import DAY_1, DAY_3, DAYS, raw_rows, validate_file
 
 TINY_ROUNDS = 20
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB (a module may give ``con`` a lake of its own instead)."""
+    connection = duckdb.connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 @dataclass(frozen=True)

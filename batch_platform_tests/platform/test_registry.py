@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import duckdb
 import pytest
@@ -29,15 +28,6 @@ def _record(version: str, use_case: str = "flights", auc: float = 0.7) -> regist
         num_trees=20, model_path=f"models/{use_case}/{version}.txt",
         code_version="0.1.0+test", run_id="run-1",
     )
-
-
-@pytest.fixture
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def _statuses(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
