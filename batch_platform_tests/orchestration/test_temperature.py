@@ -125,8 +125,8 @@ def test_the_report_is_the_regressions_and_beats_persistence(temperature: Temper
 
 def test_the_monitoring_page_shows_the_regressions_errors_residuals_and_rejects(
         temperature: Temperature) -> None:
-    settings = temperature.settings
     use_case = catalog.use_case("temperature")
+    settings = temperature.settings.resolved(use_case)
     path = monitoring.page_path(settings.reports_dir, "temperature")
     assert "MAE" in path.read_text() and "residual" in path.read_text()
     with lake_of(settings).read_only() as con:

@@ -242,6 +242,10 @@ def _chunks(con: duckdb.DuckDBPyConnection, sql: str, params: dict, chunk_rows: 
 
 # --- the figures and the page -------------------------------------------------------------
 
+def _day_count(data: MonitoringData) -> int:
+    return (data.last_day - data.first_day).days + 1
+
+
 def _days(frame: pl.DataFrame) -> list[str]:
     return [day.isoformat() for day in frame["partition_date"]]
 
@@ -252,7 +256,10 @@ def monitoring_figures(data: MonitoringData) -> dict[str, go.Figure]:
             VOLUME: _volume_figure(data), DRIFT: _drift_figure(data)}
 
 
-def _layout(figure: go.Figure, title: str, height: int) -> go.Figure:
+def _layout(figure: go.Figure, title: str, height: int, days: int | None = None) -> go.Figure:
+    """Common looks; ``days``: the x axes are days, labelled as days (at most 12 ticks)."""
+    if days is not None:
+        figure.update_xaxes(type="date", tickformat="%b %d", nticks=max(2, min(days, 12)))
     figure.update_layout(title=title, height=height, template="none", plot_bgcolor="white",
                          legend={"orientation": "h", "y": -0.15}, margin={"t": 90, "b": 40})
     return figure
@@ -275,7 +282,7 @@ def _quality_figure(data: MonitoringData) -> go.Figure:
                 line={"color": COLOURS[role]}, customdata=rows["rows"].to_list(),
                 hovertemplate=f"%{{x}}: {METRIC_NAMES[metric]} %{{y:.4f}} "
                               "on %{customdata} rows"), row=index, col=1)
-    return _layout(figure, TITLES[QUALITY], 520)
+    return _layout(figure, TITLES[QUALITY], 520, _day_count(data))
 
 
 def _calibration_figure(data: MonitoringData) -> go.Figure:
@@ -324,7 +331,7 @@ def _volume_figure(data: MonitoringData) -> go.Figure:
     figure.add_trace(go.Bar(x=_days(volume), y=volume["rejected"].to_list(),
                             name="rows rejected", marker={"color": "#ff7f0e"}), row=2, col=1)
     figure.update_yaxes(rangemode="tozero")
-    return _layout(figure, TITLES[VOLUME], 460)
+    return _layout(figure, TITLES[VOLUME], 460, _day_count(data))
 
 
 def _drift_figure(data: MonitoringData) -> go.Figure:
@@ -349,13 +356,13 @@ def _drift_figure(data: MonitoringData) -> go.Figure:
                              (2, limits.score_psi_warn, "warn")):
         figure.add_hline(y=level, row=row, col=1, line={"dash": "dot", "color": "#7f7f7f"},
                          annotation_text=f"{name} {level}", annotation_position="top left")
-    return _layout(figure, TITLES[DRIFT], 560)
+    return _layout(figure, TITLES[DRIFT], 560, _day_count(data))
 
 
 EXPLANATIONS = {
     QUALITY: "Per day with known outcomes: the champion is the predictions analysts read "
-             "(the daily report's figures; the Brier score from the same rows), the "
-             "challenger its shadow rows on the days the shadow comparison judged.",
+             "(the daily report's figures{brier}), the challenger its shadow rows on the days "
+             "the shadow comparison judged.",
     CALIBRATION: "Rows with known outcomes split into ten equal groups by the model's output. "
                  "Binary: a calibrated model's points lie on the diagonal. Regression: the "
                  "mean residual per group (bars: 10 % to 90 % of the residuals) sits at zero.",
@@ -366,11 +373,16 @@ EXPLANATIONS = {
 }
 
 
+def explanation(data: MonitoringData, key: str) -> str:
+    brier = "; the Brier score from the same rows" if data.binary else ""
+    return EXPLANATIONS[key].format(brier=brier)
+
+
 def monitoring_page(data: MonitoringData, plotly_src: str = f"../{PLOTLY_JS}") -> str:
     """The whole page: a header, then each figure with a line saying what it shows."""
     figures = monitoring_figures(data)
     sections = "\n".join(
-        f'<section><p class="explain">{html.escape(EXPLANATIONS[key])}</p>\n'
+        f'<section><p class="explain">{html.escape(explanation(data, key))}</p>\n'
         + figure.to_html(full_html=False, include_plotlyjs=False, div_id=key,
                          config={"displaylogo": False, "responsive": True})
         + "</section>" for key, figure in figures.items())
