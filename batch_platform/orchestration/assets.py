@@ -623,6 +623,7 @@ class UseCaseAssets:
         metadata. The page is a view of committed tables: if it cannot be written, the report
         stands and the run says why."""
         use_case = self.use_case
+        started = time.perf_counter()
         try:
             with warehouse.get_connection() as con:
                 data = monitoring.monitoring_data(
@@ -636,7 +637,8 @@ class UseCaseAssets:
                                 f"page could not be written ({err}); the next report rewrites it")
             return {"monitoring_page": f"not written: {err}"}
         return {"monitoring_page": dg.MetadataValue.path(str(path)),
-                "monitoring_page_url": dg.MetadataValue.url(path.as_uri())}
+                "monitoring_page_url": dg.MetadataValue.url(path.as_uri()),
+                "monitoring_page_seconds": round(time.perf_counter() - started, 3)}
 
 
 class ModelConfig(dg.Config):
