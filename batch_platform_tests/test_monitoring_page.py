@@ -10,6 +10,7 @@ import polars as pl
 from playwright.sync_api import sync_playwright
 
 from batch_platform.platform.reports import monitoring
+from batch_platform.platform.reports import monitoring_page as pages
 from batch_platform_tests.conftest import WEEK, Platform
 from batch_platform_tests.ui_support import CHROMIUM_ARGS, chromium_path
 
@@ -63,8 +64,8 @@ def test_the_page_shows_its_charts_in_chromium_offline(platform: Platform) -> No
     assert not errors
     assert requested and all(url.startswith("file://") for url in requested), requested
     charts = {chart["id"]: chart for chart in drawn}
-    assert list(charts) == list(monitoring.TITLES)
-    for key, title in monitoring.TITLES.items():
+    assert list(charts) == list(pages.TITLES)
+    for key, title in pages.TITLES.items():
         assert charts[key]["title"].startswith(title)
     days = report.height
     # Quality: the AUC and Brier lines of the champion, a marker a day each.

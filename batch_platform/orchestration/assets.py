@@ -631,7 +631,9 @@ class UseCaseAssets:
                     settings.audit_thresholds(), generated_at, settings.chunk_rows)
             if data is None:
                 return {}
-            path = monitoring.write_monitoring_page(settings.reports_dir, data)
+            # Here, not at the top: Plotly's import costs every load of the definitions.
+            from batch_platform.platform.reports.monitoring_page import write_monitoring_page
+            path = write_monitoring_page(settings.reports_dir, data)
         except (OSError, duckdb.Error, MissingDataError) as err:
             context.log.warning(f"{use_case.name}: the report is committed but its monitoring "
                                 f"page could not be written ({err}); the next report rewrites it")

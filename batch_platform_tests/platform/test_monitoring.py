@@ -13,6 +13,7 @@ from batch_platform.orchestration.assets import champion_profile
 from batch_platform.platform.models.objectives import brier_expr
 from batch_platform.platform.monitoring import drift
 from batch_platform.platform.reports import monitoring
+from batch_platform.platform.reports import monitoring_page as pages
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform_tests.conftest import WEEK, Platform
 from batch_platform_tests.flights import FLIGHTS, USE_CASE
@@ -62,7 +63,7 @@ def test_quality_and_volume_are_the_reports_figures(platform: Platform,
     assert page_data.challenger is None
 
     # The figure plots those values.
-    figure = monitoring.monitoring_figures(page_data)[monitoring.QUALITY]
+    figure = pages.monitoring_figures(page_data)[pages.QUALITY]
     auc, brier = (trace for trace in figure.data)
     index = list(auc.x).index(DAY.isoformat())
     assert (auc.y[index], brier.y[index]) == (day["auc"], day["brier"])
@@ -108,22 +109,22 @@ def test_drift_is_the_checks_psi_against_the_champions_profile(
 
 def test_the_page_is_written_whole_and_loads_plotly_from_beside_it(
         page_data: monitoring.MonitoringData, tmp_path: Path) -> None:
-    path = monitoring.write_monitoring_page(tmp_path, page_data)
+    path = pages.write_monitoring_page(tmp_path, page_data)
     assert path == tmp_path / "flights" / "monitoring.html"
-    script = tmp_path / monitoring.PLOTLY_JS
+    script = tmp_path / pages.PLOTLY_JS
     assert script.stat().st_size > 1_000_000
     text = path.read_text()
-    assert f'<script src="../{monitoring.PLOTLY_JS}"></script>' in text
+    assert f'<script src="../{pages.PLOTLY_JS}"></script>' in text
     assert "cdn" not in text.lower() and "https://" not in text
     assert text.count("Plotly.newPlot(") == 4
-    for key in monitoring.TITLES:
+    for key in pages.TITLES:
         assert f'id="{key}"' in text
     # Rewriting it leaves no temporary file, and the script is written once.
     before = script.stat().st_mtime_ns
-    monitoring.write_monitoring_page(tmp_path, page_data)
+    pages.write_monitoring_page(tmp_path, page_data)
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
-        ["flights", "monitoring.html", monitoring.PLOTLY_JS])
+        ["flights", "monitoring.html", pages.PLOTLY_JS])
     assert script.stat().st_mtime_ns == before
     # The figures' data is in the page as plain numbers.
-    auc = monitoring.monitoring_figures(page_data)[monitoring.QUALITY].data[0].y
+    auc = pages.monitoring_figures(page_data)[pages.QUALITY].data[0].y
     assert repr(auc[0]) in text
