@@ -94,17 +94,17 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
     report_table = table_name(use_case.report_table)
     if report_table not in tables:
         return None
-    first, last = con.execute(f"SELECT min(partition_date), max(partition_date) "
-                              f"FROM {report_table}").fetchone()
-    if last is None:
+    # A row a day: every day's, then the latest PAGE_DAYS.
+    report = con.execute(f"SELECT * FROM {report_table} WHERE segment_type = '{ALL_SEGMENT}' "
+                         "ORDER BY partition_date").pl()
+    if report.height == 0:
         return None
-    first = max(first, last - dt.timedelta(days=PAGE_DAYS - 1))
+    last = report["partition_date"][-1]
+    first = max(report["partition_date"][0], last - dt.timedelta(days=PAGE_DAYS - 1))
+    report = report.filter(pl.col("partition_date") >= first)
     window = {"start": first, "end": last}
     binary = spec.is_binary
     output = objective(spec.objective).output
-    report = con.execute(
-        f"SELECT * FROM {report_table} WHERE segment_type = '{ALL_SEGMENT}' "
-        "AND partition_date BETWEEN $start AND $end ORDER BY partition_date", window).pl()
     versions = dict(con.execute(
         "SELECT status, model_version FROM models.registry WHERE use_case = $u "
         "AND status IN ('champion', 'challenger')", {"u": use_case.name}).fetchall())
