@@ -32,7 +32,8 @@ from batch_platform.platform.reports.shadow_comparison import DAY
 from batch_platform.platform.storage.warehouse import table_name
 from batch_platform.platform.use_case import UseCase
 
-PAGE_DAYS = 365
+# A quarter: enough to see a trend, and each report reads no more than that of the history.
+PAGE_DAYS = 92
 CALIBRATION_DAYS = 30
 DECILES = 10
 PAGE_NAME = "monitoring.html"
