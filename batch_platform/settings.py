@@ -128,6 +128,11 @@ class Settings:
         return self.data_dir / "models"
 
     @property
+    def reports_dir(self) -> Path:
+        """The monitoring pages: ``<use case>/monitoring.html``, rewritten with each report."""
+        return self.data_dir / "reports"
+
+    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
 

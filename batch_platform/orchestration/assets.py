@@ -49,6 +49,7 @@ from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.models.training import build_model, check_windows
 from batch_platform.platform.monitoring import audits, drift
 from batch_platform.platform.reports import daily as reports
+from batch_platform.platform.reports import monitoring
 from batch_platform.platform.reports.shadow_comparison import shadow_comparison
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.scoring import shadow
@@ -600,6 +601,7 @@ class UseCaseAssets:
                     con, [(use_case.report_table, report),
                           (use_case.shadow_comparison_table, comparison)],
                     days, verdict.publish))
+            page = self.monitoring_page(context, settings, warehouse, reported_at)
             overall = report.filter(pl.col("segment_type") == reports.ALL_SEGMENT)
             rows = int(overall.get_column("rows").sum())
             quality = ({"predicted_positive": int(overall.get_column("predicted_positive").sum()),
@@ -612,10 +614,37 @@ class UseCaseAssets:
                 **quality,
                 **report_summary(report, spec.is_binary),
                 **comparison_metadata(comparison, kind),
+                **page,
                 **timing_metadata(rows, started, commit_seconds),
             }, days, report))
 
         return _report
+
+    def monitoring_page(self, context: dg.AssetExecutionContext, settings: Settings,
+                        warehouse: WarehouseResource, generated_at: dt.datetime
+                        ) -> dict[str, object]:
+        """Rewrite the use case's monitoring page from the lake as it now is; its link for the
+        metadata. The page is a view of committed tables: if it cannot be written, the report
+        stands and the run says why."""
+        use_case = self.use_case
+        started = time.perf_counter()
+        try:
+            with warehouse.get_connection() as con:
+                data = monitoring.monitoring_data(
+                    con, use_case, champion_profile(con, settings, use_case),
+                    settings.audit_thresholds(), generated_at, settings.chunk_rows)
+            if data is None:
+                return {}
+            # Here, not at the top: Plotly's import costs every load of the definitions.
+            from batch_platform.platform.reports.monitoring_page import write_monitoring_page
+            path = write_monitoring_page(settings.reports_dir, data)
+        except (OSError, duckdb.Error, MissingDataError) as err:
+            context.log.warning(f"{use_case.name}: the report is committed but its monitoring "
+                                f"page could not be written ({err}); the next report rewrites it")
+            return {"monitoring_page": f"not written: {err}"}
+        return {"monitoring_page": dg.MetadataValue.path(str(path)),
+                "monitoring_page_url": dg.MetadataValue.url(path.as_uri()),
+                "monitoring_page_seconds": round(time.perf_counter() - started, 3)}
 
 
 class ModelConfig(dg.Config):

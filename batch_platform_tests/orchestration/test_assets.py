@@ -3,6 +3,7 @@
 Tests that run anything run it on their own copy of the platform (``own_platform``)."""
 
 import datetime as dt
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from batch_platform import code_version
+from batch_platform.definitions import build_definitions
 from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.booster import feature_matrix, levels_from_model
@@ -200,3 +202,24 @@ def test_the_maintenance_job_keeps_every_row_and_reports_what_it_did(
     assert {"files_merged", "orphan_files_deleted"} <= metadata.keys()
     assert {table: own_platform.query(f"SELECT count(*) FROM {table}").item()
             for table in counts} == counts
+
+
+def test_a_monitoring_page_that_cannot_be_written_leaves_the_report_committed(
+        own_platform: Platform) -> None:
+    settings = own_platform.settings
+    page = settings.reports_dir / "flights" / "monitoring.html"
+    assert page.is_file()  # the slice's report wrote it
+    shutil.rmtree(settings.reports_dir)
+    settings.reports_dir.write_text("a file where the pages' folder belongs")
+    report = dg.AssetKey(["reports", "flights_daily"])
+    result = build_definitions(settings).resolve_implicit_global_asset_job_def(
+        ).execute_in_process(instance=own_platform.instance, asset_selection=[report],
+                             partition_key=WEEK[1].isoformat())
+    assert result.success
+    metadata = result.asset_materializations_for_node("reports__flights_daily")[0].metadata
+    assert str(metadata["monitoring_page"].value).startswith("not written: ")
+    assert "monitoring_page_url" not in metadata
+    # The report is committed all the same, by this run.
+    last = own_platform.query("SELECT commit_message FROM lake.snapshots() "
+                              "ORDER BY snapshot_id DESC LIMIT 1").item()
+    assert last == f"reports/flights_daily {WEEK[1]} by run {result.run_id}"

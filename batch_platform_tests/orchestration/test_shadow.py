@@ -19,6 +19,7 @@ import pytest
 from batch_platform.platform.models import gate, registry
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.models.training import build_model
+from batch_platform.platform.reports import monitoring
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.scoring import shadow
 from batch_platform.platform.storage.lake import lake_of
@@ -124,6 +125,24 @@ def test_a_challenger_is_scored_in_the_shadow_and_compared_in_the_report(
     report = result.asset_materializations_for_node("reports__flights_daily")[0].metadata
     assert report["challenger_version"].value == challenger
     assert report["shadow_days_judged"].value == 2
+    # The monitoring page the report rewrote shows the challenger beside the champion, with
+    # the comparison's figures.
+    page = monitoring.page_path(platform.settings.reports_dir, "flights")
+    assert report["monitoring_page"].value == str(page)
+    assert f"challenger ({challenger})" in page.read_text()
+    with lake_of(settings).read_only() as con:
+        data = monitoring.monitoring_data(con, USE_CASE, None, settings.audit_thresholds(),
+                                          dt.datetime.now(dt.UTC))
+    assert data is not None and data.challenger == challenger
+    challenger_shown = data.quality.filter(pl.col("model") == monitoring.CHALLENGER).select(
+        "partition_date", "rows", "auc", "brier")
+    assert challenger_shown.rows() == by_day.select(
+        "partition_date", "rows", "challenger_auc", "challenger_brier").rows()
+    champion_shown = data.quality.filter((pl.col("model") == monitoring.CHAMPION)
+                                         & pl.col("partition_date").is_in(DAYS))
+    assert champion_shown["brier"].to_list() == pytest.approx(
+        by_day["champion_brier"].to_list(), abs=1e-12)
+    assert set(data.calibration["model"]) == {monitoring.CHAMPION, monitoring.CHALLENGER}
     # The analysts' example query reads it.
     shown = platform.query(analysts_shadow_query())
     assert shown.select("partition_date", "span", "rows").rows() == [

@@ -19,6 +19,7 @@ from batch_platform import catalog
 from batch_platform.definitions import build_definitions
 from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
 from batch_platform.platform.dates import days_between
+from batch_platform.platform.reports import monitoring
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
 from batch_platform_tests.conftest import seal
@@ -120,6 +121,36 @@ def test_the_report_is_the_regressions_and_beats_persistence(temperature: Temper
     assert per_day["mae"].mean() == pytest.approx(
         temperature.query("SELECT avg(mae) FROM reports.temperature_daily "
                           "WHERE segment_type = 'all'").item())
+
+
+def test_the_monitoring_page_shows_the_regressions_errors_residuals_and_rejects(
+        temperature: Temperature) -> None:
+    use_case = catalog.use_case("temperature")
+    settings = temperature.settings.resolved(use_case)
+    path = monitoring.page_path(settings.reports_dir, "temperature")
+    assert "MAE" in path.read_text() and "residual" in path.read_text()
+    with lake_of(settings).read_only() as con:
+        data = monitoring.monitoring_data(con, use_case, None, settings.audit_thresholds(),
+                                          dt.datetime.now(dt.UTC))
+    assert data is not None and not data.binary and data.metrics == ("mae", "rmse")
+    report = temperature.query("SELECT partition_date, rows, outcomes_known, mae, rmse FROM "
+                               "reports.temperature_daily WHERE segment_type = 'all' "
+                               "ORDER BY partition_date")
+    assert data.quality.select("partition_date", "rows", "mae", "rmse").rows() == report.select(
+        "partition_date", "outcomes_known", "mae", "rmse").rows()
+    # The wind of 1,048 mph at EWR on 2013-02-12 is the one rejected row.
+    assert data.volume.select("partition_date", "rows", "rejected").rows() == [
+        (day, rows, int(day == SCORED[1])) for day, rows in report.select(
+            "partition_date", "rows").rows()]
+    residuals = temperature.query(
+        "SELECT f.temp - p.prediction AS residual FROM predictions.temperature p JOIN "
+        "features.temperature f USING (observation_id) WHERE f.temp IS NOT NULL")["residual"]
+    deciles = data.calibration
+    assert deciles["rows"].sum() == residuals.len()
+    assert (deciles["rows"] * deciles["mean_residual"]).sum() / residuals.len() == \
+        pytest.approx(residuals.mean(), abs=1e-9)
+    assert (deciles["residual_p10"] <= deciles["mean_residual"]).all()
+    assert (deciles["mean_residual"] <= deciles["residual_p90"]).all()
 
 
 def test_a_rerun_replaces_its_day_exactly(temperature: Temperature) -> None:

@@ -1,0 +1,232 @@
+"""What a use case's monitoring page shows, read from the lake as small Polars frames (one row
+per day, decile, or day and column); ``monitoring_page.py`` draws them.
+
+Over the ``PAGE_DAYS`` reported days up to the latest one:
+
+- realised quality per day: the daily report's own figures for the predictions analysts read
+  (AUC and, from the same rows, the Brier score; MAE and RMSE), and the challenger's from
+  ``reports.<use case>_shadow_comparison`` on the days it was judged;
+- calibration over the latest ``CALIBRATION_DAYS`` days with known outcomes: per decile of the
+  output, the mean score against the realised positive rate (binary), or the mean residual and
+  its 10-90 % range (regression), for the predictions and for the challenger's shadow rows;
+- rows scored per day, and input rows rejected into quarantine per day;
+- drift: each day's PSI of every drift feature and of the output against the current
+  champion's profile, computed by ``monitoring/drift.py`` as the drift checks compute it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from batch_platform.platform.models.objectives import objective
+from batch_platform.platform.monitoring import drift
+from batch_platform.platform.monitoring.audits import AuditThresholds
+from batch_platform.platform.reports.daily import ALL_SEGMENT
+from batch_platform.platform.reports.shadow_comparison import DAY
+from batch_platform.platform.storage.warehouse import table_name
+from batch_platform.platform.use_case import UseCase
+
+# A quarter: enough to see a trend, and each report reads no more than that of the history.
+PAGE_DAYS = 92
+CALIBRATION_DAYS = 30
+DECILES = 10
+PAGE_NAME = "monitoring.html"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class MonitoringData:
+    """What the page shows; every frame is small (per day, per decile, per day and column)."""
+
+    use_case: str
+    binary: bool
+    output: str  # score or prediction
+    first_day: dt.date
+    last_day: dt.date
+    champion: str | None  # the registry's, now
+    challenger: str | None
+    # partition_date, model ("champion", "challenger"), model_version, rows, and each metric
+    quality: pl.DataFrame
+    # model, decile, rows, mean_output, then realised_rate (binary) or mean_residual,
+    # residual_p10, residual_p90 (regression)
+    calibration: pl.DataFrame
+    calibration_window: tuple[dt.date, dt.date] | None
+    volume: pl.DataFrame  # partition_date, rows, rejected
+    drift: pl.DataFrame  # partition_date, kind ("feature", "output"), column, rows, psi
+    # The windows the PSI compares with: the features' (training) and the output's
+    # (validation); None without a profile.
+    drift_reference: tuple[str, str] | None
+    thresholds: AuditThresholds
+    generated_at: dt.datetime
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The objective's realised metrics, as the shadow comparison names them."""
+        return realised_metrics(self.binary)
+
+
+def realised_metrics(binary: bool) -> tuple[str, ...]:
+    kind = objective("binary" if binary else "regression")
+    return tuple(name for name, _ in kind.realised_metrics)
+
+
+def page_path(reports_dir: Path, use_case: str) -> Path:
+    """Where the use case's page lives: ``<reports dir>/<use case>/monitoring.html``."""
+    return reports_dir / use_case / PAGE_NAME
+
+
+def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
+                    profile: drift.ModelProfile | None, thresholds: AuditThresholds,
+                    generated_at: dt.datetime, chunk_rows: int = 100_000
+                    ) -> MonitoringData | None:
+    """The page's figures from the lake; None while the use case has no report yet."""
+    spec = use_case.spec
+    # Which tables exist, in one look at the catalog (each look costs a catalog query).
+    tables = {f"{schema}.{name}" for schema, name in con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database()").fetchall()}
+    report_table = table_name(use_case.report_table)
+    if report_table not in tables:
+        return None
+    # A row a day: every day's, then the latest PAGE_DAYS.
+    report = con.execute(f"SELECT * FROM {report_table} WHERE segment_type = '{ALL_SEGMENT}' "
+                         "ORDER BY partition_date").pl()
+    if report.height == 0:
+        return None
+    last = report["partition_date"][-1]
+    first = max(report["partition_date"][0], last - dt.timedelta(days=PAGE_DAYS - 1))
+    report = report.filter(pl.col("partition_date") >= first)
+    window = {"start": first, "end": last}
+    binary = spec.is_binary
+    output = objective(spec.objective).output
+    versions = dict(con.execute(
+        "SELECT status, model_version FROM models.registry WHERE use_case = $u "
+        "AND status IN ('champion', 'challenger')", {"u": use_case.name}).fetchall())
+    labelled = _labelled_rows_sql(use_case, use_case.predictions_table, output)
+    quality = _champion_quality(con, report, labelled, binary, window)
+    calibration_window = (
+        None if quality.height == 0 else
+        (max(first, quality["partition_date"].max() - dt.timedelta(days=CALIBRATION_DAYS - 1)),
+         quality["partition_date"].max()))
+    if use_case.shadow_comparison_table in tables:
+        challenger_quality = _challenger_quality(con, use_case, binary, window)
+        if challenger_quality.height:
+            quality = pl.concat([quality, challenger_quality], how="diagonal_relaxed")
+    calibration = pl.DataFrame()
+    if calibration_window is not None:
+        sources = [(CHAMPION, labelled, None)]
+        if versions.get(CHALLENGER) and use_case.shadow_table in tables:
+            sources.append((CHALLENGER, _labelled_rows_sql(use_case, use_case.shadow_table,
+                                                           output), versions[CHALLENGER]))
+        calibration = pl.concat([_calibration(con, sql, role, binary, calibration_window,
+                                              version) for role, sql, version in sources],
+                                how="diagonal_relaxed")
+    quarantined = [table_name(use_case.quarantine_table(source)) for source in use_case.sources
+                   if use_case.quarantine_table(source) in tables]
+    rejected = dict(con.execute(
+        "SELECT partition_date, count(*) FROM (" + " UNION ALL ".join(
+            f"SELECT partition_date FROM {table} WHERE partition_date BETWEEN $start AND $end"
+            for table in quarantined) + ") GROUP BY ALL", window).fetchall()) if quarantined else {}
+    volume = report.select("partition_date", "rows").with_columns(
+        pl.col("partition_date").replace_strict(rejected, default=0, return_dtype=pl.Int64)
+        .alias("rejected"))
+    drift_frame, reference = _drift(con, use_case, profile, output, window, chunk_rows, tables)
+    return MonitoringData(
+        use_case=use_case.name, binary=binary, output=output, first_day=first, last_day=last,
+        champion=versions.get(CHAMPION), challenger=versions.get(CHALLENGER), quality=quality,
+        calibration=calibration, calibration_window=calibration_window, volume=volume,
+        drift=drift_frame, drift_reference=reference, thresholds=thresholds,
+        generated_at=generated_at)
+
+
+def _labelled_rows_sql(use_case: UseCase, predictions_table: str, output: str) -> str:
+    """Each scored row of $start..$end whose outcome is known: day, output, outcome, version."""
+    spec = use_case.spec
+    key, label = f'"{spec.id_column}"', f'"{spec.label_column}"'
+    return (f"SELECT p.partition_date, p.{output} AS output, "
+            f"CAST(f.{label} AS DOUBLE) AS outcome, p.model_version "
+            f"FROM {table_name(predictions_table)} p JOIN "
+            f"{table_name(use_case.features_table)} f USING (partition_date, {key}) "
+            f"WHERE p.partition_date BETWEEN $start AND $end AND f.{label} IS NOT NULL")
+
+
+def _champion_quality(con: duckdb.DuckDBPyConnection, report: pl.DataFrame, labelled: str,
+                      binary: bool, window: dict) -> pl.DataFrame:
+    """The report's realised figures per day (AUC; MAE, RMSE), and for a probability the Brier
+    score of the same rows, which the report does not carry."""
+    metrics = ["auc"] if binary else ["mae", "rmse"]
+    quality = report.select(
+        "partition_date", pl.lit(CHAMPION).alias("model"), "model_version",
+        pl.col("outcomes_known").alias("rows"), *metrics)
+    if binary:
+        brier = con.execute(
+            f"SELECT partition_date, avg(power(output - outcome, 2)) AS brier "
+            f"FROM ({labelled}) GROUP BY ALL", window).pl()
+        quality = quality.join(brier, on="partition_date", how="left")
+    return quality.filter(pl.col("rows") > 0)
+
+
+def _challenger_quality(con: duckdb.DuckDBPyConnection, use_case: UseCase, binary: bool,
+                        window: dict) -> pl.DataFrame:
+    """The challenger's figures on the days the shadow comparison judged."""
+    metrics = realised_metrics(binary)
+    frame = con.execute(
+        "SELECT partition_date, challenger_version AS model_version, rows, "
+        + ", ".join(f"challenger_{m} AS {m}" for m in metrics)
+        + f" FROM {table_name(use_case.shadow_comparison_table)} WHERE span = '{DAY}' "
+        "AND partition_date BETWEEN $start AND $end ORDER BY partition_date", window).pl()
+    return frame.with_columns(pl.lit(CHALLENGER).alias("model"))
+
+
+def _calibration(con: duckdb.DuckDBPyConnection, labelled: str, role: str, binary: bool,
+                 days: tuple[dt.date, dt.date], version: str | None) -> pl.DataFrame:
+    """Per decile of the output (equal counts of rows): its mean, and what was realised."""
+    realised = ("avg(outcome) AS realised_rate" if binary else
+                "avg(outcome - output) AS mean_residual, "
+                "quantile_cont(outcome - output, 0.1) AS residual_p10, "
+                "quantile_cont(outcome - output, 0.9) AS residual_p90")
+    only_version = "WHERE model_version = $version" if version else ""
+    params = {"start": days[0], "end": days[1]} | ({"version": version} if version else {})
+    frame = con.execute(
+        f"SELECT decile, count(*) AS rows, avg(output) AS mean_output, {realised} FROM ("
+        f"SELECT output, outcome, ntile({DECILES}) OVER (ORDER BY output) AS decile "
+        f"FROM ({labelled}) {only_version}) GROUP BY decile ORDER BY decile", params).pl()
+    return frame.with_columns(pl.lit(role).alias("model"))
+
+
+def _drift(con: duckdb.DuckDBPyConnection, use_case: UseCase,
+           profile: drift.ModelProfile | None, output: str, window: dict, chunk_rows: int,
+           tables: set[str]) -> tuple[pl.DataFrame, tuple[str, str] | None]:
+    schema = {"partition_date": pl.Date(), "kind": pl.String(), "column": pl.String(),
+              "rows": pl.Int64(), "psi": pl.Float64()}
+    if profile is None:
+        return pl.DataFrame(schema=schema), None
+    rows = []
+    for kind, reference, table in (("feature", profile.features, use_case.features_table),
+                                   ("output", profile.scores, use_case.predictions_table)):
+        if not reference.columns or table not in tables:
+            continue
+        columns = ", ".join(f'"{c}"' for c in reference.columns)
+        counter = drift.DriftCounter(reference)
+        for chunk in _chunks(con, f"SELECT partition_date, {columns} FROM {table_name(table)} "
+                             "WHERE partition_date BETWEEN $start AND $end", window, chunk_rows):
+            counter.add(chunk)
+        for day, by_column in counter.psi_by_day().items():
+            rows += [{"partition_date": day, "kind": kind, "column": column,
+                      "rows": counter.rows[day], "psi": value}
+                     for column, value in by_column.items()]
+    return pl.DataFrame(rows, schema=schema), (profile.features.window, profile.scores.window)
+
+
+def _chunks(con: duckdb.DuckDBPyConnection, sql: str, params: dict, chunk_rows: int
+            ) -> Iterator[pl.DataFrame]:
+    reader = con.execute(sql, params).to_arrow_reader(chunk_rows)
+    for batch in reader:
+        yield pl.from_arrow(batch)  # type: ignore[misc]
