@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from batch_platform import code_version
 from batch_platform.definitions import build_definitions
 from batch_platform.settings import Settings
 
@@ -65,6 +66,17 @@ def test_sensors_and_schedules_run_by_default(tmp_path: Path) -> None:
     assert automation["lake_maintenance_schedule"]["job"] == "lake_maintenance"
     assert automation["flights_nightly_schedule"]["timezone"] == "America/New_York"
     assert automation["temperature_nightly_schedule"]["job"] == "temperature_daily"
+
+
+def test_features_and_predictions_carry_the_code_version(tmp_path: Path) -> None:
+    """Dagster shows a day computed by other code than the running one as unsynced."""
+    graph = build_definitions(Settings(data_dir=tmp_path)).resolve_asset_graph()
+    versions = {key.to_user_string(): graph.get(key).code_version
+                for key in graph.get_all_asset_keys()}
+    for use_case in ("flights", "temperature"):
+        assert versions[f"features/{use_case}"] == versions[f"predictions/{use_case}"] == (
+            code_version())
+        assert versions[f"reports/{use_case}_daily"] is None
 
 
 def test_asset_graph_matches_snapshot(tmp_path: Path) -> None:

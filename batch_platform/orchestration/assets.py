@@ -323,6 +323,8 @@ class UseCaseAssets:
 
         @self.daily_asset(
             self.features_key, checks=FEATURE_CHECKS, kinds={"duckdb", "polars"},
+            # Dagster shows a day computed by other code as unsynced (nothing reruns for it).
+            code_version=code_version(),
             # Same-day dependencies, although a day may read earlier days (lookback_days):
             # with a TimeWindowPartitionMapping(start_offset=-1), UI backfills in Dagster 1.13
             # add the day after the range to the downstream run.
@@ -473,7 +475,7 @@ class UseCaseAssets:
                 if spec.is_binary else "a predicted value and its band")
 
         @self.daily_asset(
-            self.predictions_key, checks=prediction_checks(kind),
+            self.predictions_key, checks=prediction_checks(kind), code_version=code_version(),
             freshness_policy=NIGHTLY_FRESHNESS, kinds={"duckdb", "lightgbm"},
             deps=[self.features_key, self.model_key],
             automation_condition=(rescore_after_champion_change(self.model_key, use_case)
