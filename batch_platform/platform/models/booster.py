@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from batch_platform.platform.features.spec import FeatureSpec
+from batch_platform.platform.features.spec import FeatureSetError, FeatureSpec
 from batch_platform.platform.files import write_bytes_atomic
 from batch_platform.platform.models.objectives import Calibration, Evaluation, objective
 
@@ -214,11 +214,22 @@ def check_version(path: Path, text: str, expected_version: str) -> None:
 
 def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: str,
                     calibration: Calibration, spec: FeatureSpec) -> LoadedModel:
-    """The registered model, loaded only from the model directory and proven to be ``version``."""
+    """The registered model, loaded only from the model directory and proven to be ``version``,
+    with its features (by name) among ``spec``'s."""
     path = registered_path(data_dir, models_dir, model_path)
     booster = load(path, version)
+    spec = model_spec(spec, booster.feature_name(), str(path))
     return LoadedModel(version=version, booster=booster, calibration=calibration,
                        categorical_levels=levels_from_model(booster, spec, str(path)), path=path)
+
+
+def model_spec(spec: FeatureSpec, names: list[str], source: str) -> FeatureSpec:
+    """The spec of a model of ``spec``'s use case that uses the features ``names``: the
+    features table holds every declared feature, a model reads its own by name."""
+    try:
+        return spec.for_model(names)
+    except FeatureSetError as err:
+        raise ModelError(f"model {source} cannot score: {err}") from None
 
 
 def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,
