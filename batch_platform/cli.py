@@ -252,7 +252,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
 
         try:
             read_brought_model(Path(config["model_file"]),
-                               use_case.training(args.challenger).spec)
+                               use_case.feature_sets(args.challenger))
         except ModelError as err:
             raise CliError(str(err)) from None
     windows = ModelConfig(**config)

@@ -185,6 +185,12 @@ class UseCase:
         return Training(self.spec.for_model(chosen.columns or self.spec.feature_columns),
                         chosen.rounds, chosen.params)
 
+    def feature_sets(self, challenger: bool = False) -> list[FeatureSpec]:
+        """The specs of the declared feature sets, the champion's and the challenger's, the
+        one of ``challenger`` first."""
+        sets = [self.training(challenger).spec, self.training(not challenger).spec]
+        return sets if sets[0] != sets[1] else sets[:1]
+
     @property
     def group(self) -> str:
         return self.name

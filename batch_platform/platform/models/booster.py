@@ -8,6 +8,7 @@ reads, so a model file is complete on its own: nothing is pickled, nothing rides
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,14 +171,23 @@ def parse(text: str, source: str) -> lgb.Booster:
         raise ModelError(f"model {source} cannot be loaded by LightGBM: {err}") from None
 
 
-def read_brought_model(path: Path, spec: FeatureSpec
-                       ) -> tuple[str, lgb.Booster, dict[str, list[str]]]:
+def read_brought_model(path: Path, specs: FeatureSpec | Sequence[FeatureSpec]
+                       ) -> tuple[str, lgb.Booster, dict[str, list[str]], FeatureSpec]:
     """A model file a user brings, checked against the use case's features before anything is
-    built from it: its text, the booster and its category levels."""
+    built from it: its text, the booster, its category levels and the spec it matches.
+
+    ``specs``: the feature sets the use case declares, the one asked for first; the model
+    must use exactly one of them. A model that matches none is refused with what it lacks
+    against the first.
+    """
     text = read_model_text(path)
     origin = f"file {path}"
     booster = parse(text, origin)
-    return text, booster, levels_from_model(booster, spec, origin)
+    candidates = [specs] if isinstance(specs, FeatureSpec) else list(specs)
+    for spec in candidates[1:]:
+        if booster.feature_name() == list(spec.feature_columns):
+            return text, booster, levels_from_model(booster, spec, origin), spec
+    return text, booster, levels_from_model(booster, candidates[0], origin), candidates[0]
 
 
 def load(path: Path, expected_version: str | None = None) -> lgb.Booster:

@@ -64,7 +64,9 @@ def build_model(use_case: UseCase, train: pl.DataFrame | None, valid: pl.DataFra
     # The text that will be saved is parsed and validated before anything is saved or registered.
     if brought_file is not None:
         source = "user_file"
-        text, booster, levels = model_core.read_brought_model(brought_file, spec)
+        # A brought model may use either declared feature set; the registry records its own.
+        text, booster, levels, spec = model_core.read_brought_model(
+            brought_file, use_case.feature_sets(challenger))
     else:
         assert train is not None
         source, origin = "trained", f"trained on {use_case.features_table}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
-from batch_platform.platform.models.booster import LoadedModel, model_spec
+from batch_platform.platform.models.booster import LoadedModel
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.monitoring import audits, drift
 from batch_platform.platform.monitoring.summary import PredictionSummary
@@ -56,7 +56,7 @@ def score_staged(settings: Settings, spec: FeatureSpec, staging: Staging, featur
     staged as ``name`` (another model scoring the same features takes another name). The model
     reads its own features by name: the table may hold more (another model's)."""
     started = time.perf_counter()
-    spec = model_spec(spec, loaded.booster.feature_name(), loaded.version)
+    spec = scoring.own_features(spec, loaded)
     kind = objective(spec.objective)
     feature_rows = row_count(features_file)
     predictions = staging.table(name)
