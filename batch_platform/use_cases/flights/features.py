@@ -153,7 +153,7 @@ def flight_feature_context(
                 window.group_by("partition_date", "origin")
                 .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_day")),
                 *(table.filter(applies_in_window) for table in _previous_day_statistics(flights)),
-                *(_history_statistics(flights, name, keys).filter(applies_in_window)
+                *(_history_statistics(flights, name, keys, start, end)
                   for name, keys in HISTORY_KEYS.items()),
             ],
             engine="streaming",
@@ -284,15 +284,18 @@ def _plane_day(flights: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _history_statistics(flights: pl.LazyFrame, name: str, keys: tuple[str, ...]
-                        ) -> pl.LazyFrame:
-    """The late rate and the labelled flights of the ``HISTORY_DAYS`` days before each day,
-    by ``keys``: each day's counts are added to each of the days after it, never its own."""
+def _history_statistics(flights: pl.LazyFrame, name: str, keys: tuple[str, ...],
+                        start: dt.date, end: dt.date) -> pl.LazyFrame:
+    """The late rate and the labelled flights of the ``HISTORY_DAYS`` days before each day of
+    ``start``..``end``, by ``keys``: each day's counts are added to each of the days after it,
+    never its own; only days of the window are kept (before the sums: a large last day adds
+    nothing to sum)."""
     late = (pl.col("arr_delay") > LATE_MINUTES).cast(pl.Int64)
     daily = (flights.filter(pl.col("arr_delay").is_not_null())
              .group_by("partition_date", *keys)
              .agg(late.sum().alias("_late"), pl.len().cast(pl.Int64).alias("_flights")))
     later = pl.concat([daily.with_columns(pl.col("partition_date") + pl.duration(days=offset))
+                       .filter(pl.col("partition_date").is_between(start, end))
                        for offset in range(1, HISTORY_DAYS + 1)])
     return later.group_by("partition_date", *keys).agg(
         (pl.col("_late").sum() / pl.col("_flights").sum()).alias(
