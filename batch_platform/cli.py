@@ -251,7 +251,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         from batch_platform.platform.models.booster import ModelError, read_brought_model
 
         try:
-            read_brought_model(Path(config["model_file"]), use_case.spec)
+            read_brought_model(Path(config["model_file"]),
+                               use_case.feature_sets(args.challenger))
         except ModelError as err:
             raise CliError(str(err)) from None
     windows = ModelConfig(**config)

@@ -173,6 +173,12 @@ def load_error(root: Path) -> str:
      r"automation\.retraining\.validation_days: 28 leaves no training day in window_days 28"),
     (edit(r"\n  partitions:", "\n  automation:\n    retraining: {cron: monthly}\n  partitions:"),
      r"automation\.retraining\.cron: 'monthly' is not a cron schedule"),
+    (edit(r"    rounds: 60\n", "    rounds: 60\n    columns: [channel, colour]\n"),
+     r"training\.columns: \['colour'\] are not in features\.columns"),
+    (edit(r"    rounds: 60\n", "    rounds: 60\n    challenger: {columns: [channel, channel]}\n"),
+     r"training\.challenger\.columns: \['channel'\] are listed twice"),
+    (edit(r"    rounds: 60\n", "    rounds: 60\n    challenger: {params: {objective: huber}}\n"),
+     r"training\.challenger\.params: \['objective'\] are set by the platform"),
 ])
 def test_a_wrong_declaration_names_its_file_and_attribute(
         tmp_path: Path, change: Callable[[Path], None], expected: str) -> None:
@@ -252,3 +258,27 @@ def test_the_command_refuses_a_wrong_declaration_in_one_line(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert f"{root}/orders/defs.yaml:" in err and "rows_form" in err
+
+
+def test_the_flights_champion_keeps_its_features_and_the_challenger_takes_them_all() -> None:
+    """The features table holds every declared column; the champion trains (and a champion
+    registered before the table grew scores) on the first 27, the challenger on all of them,
+    with the champion's rounds and parameters."""
+    flights = catalog.use_case("flights")
+    champion, challenger = flights.training(), flights.training(challenger=True)
+    assert champion.spec.feature_columns == flights.spec.feature_columns[:27]
+    assert champion.spec.feature_columns[-1] == "prev_day_carrier_late_rate"
+    assert challenger.spec.feature_columns == flights.spec.feature_columns
+    assert len(challenger.spec.feature_columns) > len(champion.spec.feature_columns)
+    assert (champion.rounds, dict(champion.params)) == (challenger.rounds,
+                                                         dict(challenger.params))
+    assert champion.spec.categorical_columns == challenger.spec.categorical_columns
+    assert [s.feature_columns for s in flights.feature_sets(challenger=True)] == [
+        challenger.spec.feature_columns, champion.spec.feature_columns]
+    # A model naming a column the table lacks cannot score it.
+    with pytest.raises(ValueError, match=r"features \['secret'\] are not columns of "
+                                         r"features\.flights"):
+        flights.spec.for_model(["carrier", "secret"])
+    # Without a declared set, a use case's models use every feature column.
+    temperature = catalog.use_case("temperature")
+    assert temperature.feature_sets() == [temperature.spec]

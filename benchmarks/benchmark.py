@@ -231,6 +231,8 @@ def child_floor(data_dir: Path, scorer: str) -> None:
         frame = read_partitions(con, "features.flights", DAY, DAY)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
                                    record["model_version"], registry.calibration(record), FLIGHTS)
+    # The champion's own features, by name: the table holds the challenger's too.
+    FLIGHTS = model.model_spec(FLIGHTS, loaded.booster.feature_name(), loaded.version)
     matrix, _ = model.feature_matrix(frame, FLIGHTS, loaded.categorical_levels)
     del frame
     if scorer == "compiled":
@@ -297,6 +299,8 @@ def child_layouts(data_dir: Path, limit: int) -> None:
         frame = read_partitions(con, "features.flights", DAY, DAY).head(limit)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
                                    record["model_version"], registry.calibration(record), FLIGHTS)
+    # The champion's own features, by name: the table holds the challenger's too.
+    FLIGHTS = model.model_spec(FLIGHTS, loaded.booster.feature_name(), loaded.version)
     booster = loaded.booster
     matrix, _ = model.feature_matrix(frame, FLIGHTS, loaded.categorical_levels)
     encoded = pl.DataFrame(matrix, schema=list(FLIGHTS.feature_columns), orient="row")
@@ -360,6 +364,8 @@ def child_ray(data_dir: Path, chunk_rows: int) -> None:
                                 order_by=("partition_date", FLIGHTS.id_column))
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
                                    record["model_version"], registry.calibration(record), FLIGHTS)
+    # The champion's own features, by name: the table holds the challenger's too.
+    FLIGHTS = model.model_spec(FLIGHTS, loaded.booster.feature_name(), loaded.version)
     lineage = ScoringLineage(loaded.version, "benchmark", "benchmark", dt.datetime.now(dt.UTC))
     base = Settings(data_dir=data_dir, explain="none", chunk_rows=chunk_rows).validated()
     scope = ("predictions/flights", DAY, DAY)

@@ -68,18 +68,20 @@ def main(data_dir: Path) -> None:
         record = registry.resolve(con, "flights", None)
     loaded = model.load_registered(data_dir, data_dir / "models", record["model_path"],
                                    record["model_version"], registry.calibration(record), FLIGHTS)
+    # The champion's own features, by name: the table holds the challenger's too.
+    spec = model.model_spec(FLIGHTS, loaded.booster.feature_name(), loaded.version)
     lineage_of_scores = scoring.ScoringLineage(loaded.version, "stages", "stages",
                                                dt.datetime.now(dt.UTC))
     matrix, _ = timed("encode the feature matrix", lambda: model.feature_matrix(
-        frame, FLIGHTS, loaded.categorical_levels))
+        frame, spec, loaded.categorical_levels))
     timed("Booster.predict (the floor)", lambda: loaded.booster.predict(matrix))
     predictions, _ = timed("score(), LightGBM, explain none", lambda: scoring.score(
-        frame, loaded, FLIGHTS, lineage_of_scores, explain="none"))
+        frame, loaded, spec, lineage_of_scores, explain="none"))
     timed("score(), compiled, explain none", lambda: scoring.score(
-        frame, loaded, FLIGHTS, lineage_of_scores, explain="none", scorer="compiled"))
+        frame, loaded, spec, lineage_of_scores, explain="none", scorer="compiled"))
     timed("score(), compiled, explain riskiest (1,000 rows)", lambda: scoring.score(
-        frame, loaded, FLIGHTS, lineage_of_scores, explain="riskiest", scorer="compiled"))
-    timed("daily report", lambda: reports.daily_report(predictions, frame, FLIGHTS,
+        frame, loaded, spec, lineage_of_scores, explain="riskiest", scorer="compiled"))
+    timed("daily report", lambda: reports.daily_report(predictions, frame, spec,
                                                        dt.datetime.now(dt.UTC)))
     with tempfile.TemporaryDirectory() as scratch:
         scratch_lake = Lake(f"sqlite:{scratch}/lake/catalog.sqlite", Path(scratch) / "lake" / "f")

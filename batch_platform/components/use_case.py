@@ -33,6 +33,7 @@ from batch_platform.platform.use_case import (
     Automation,
     Checks,
     Features,
+    FeatureSet,
     LandingSource,
     ModelSpec,
     Partitions,
@@ -150,6 +151,12 @@ class ThresholdDecl(dg.Resolvable, dg.Model):
     value: float | None = None
 
 
+class ChallengerDecl(dg.Resolvable, dg.Model):
+    columns: list[str] | None = None
+    rounds: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelDecl(dg.Resolvable, dg.Model):
     objective: Literal["binary", "regression"]
     train: WindowDecl
@@ -157,6 +164,8 @@ class ModelDecl(dg.Resolvable, dg.Model):
     rounds: int = Field(default=300, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
     threshold: ThresholdDecl | None = None
+    columns: list[str] | None = None
+    challenger: ChallengerDecl | None = None
 
 
 class ScoringDecl(dg.Resolvable, dg.Model):
@@ -260,7 +269,7 @@ def resolve(decl: UseCaseComponent, folder: Path) -> UseCase:
     clash = sorted(set(sources) & set(references))
     if clash:
         raise fail("references", f"{clash} are also daily sources: a table has one source")
-    model = _model(decl.training, decl.partitions, fail)
+    model = _model(decl.training, decl.partitions, decl.features.columns, fail)
     spec = FeatureSpec(
         use_case=decl.name, id_column=decl.features.id_column,
         label_column=decl.features.label, feature_columns=tuple(decl.features.columns),
@@ -399,7 +408,24 @@ def _reference(name: str, decl: ReferenceDecl, timezone: str, fail) -> Reference
                            f"reference/{name}.csv")
 
 
-def _model(decl: ModelDecl, partitions: PartitionsDecl, fail) -> ModelSpec:
+def _feature_set(attribute: str, columns: list[str] | None, declared: list[str], fail
+                 ) -> tuple[str, ...]:
+    """A model's declared features: columns of features.columns, each once; none: all."""
+    if columns is None:
+        return ()
+    unknown = [c for c in columns if c not in declared]
+    if unknown:
+        raise fail(attribute, f"{unknown} are not in features.columns")
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise fail(attribute, f"{duplicated} are listed twice")
+    if not columns:
+        raise fail(attribute, "name at least one feature, or leave it out for all of them")
+    return tuple(columns)
+
+
+def _model(decl: ModelDecl, partitions: PartitionsDecl, declared: list[str], fail
+           ) -> ModelSpec:
     for attribute, window in (("training.train", decl.train), ("training.validation",
                                                             decl.validation)):
         if window.end < window.start:
@@ -416,13 +442,23 @@ def _model(decl: ModelDecl, partitions: PartitionsDecl, fail) -> ModelSpec:
         raise fail("training.threshold.value", f"policy {threshold.policy} needs a value")
     if threshold.value is not None and not 0 < threshold.value < 1:
         raise fail("training.threshold.value", f"{threshold.value} must be between 0 and 1")
-    reserved = {"objective", "num_threads"} & set(decl.params)
-    if reserved:
-        raise fail("training.params", f"{sorted(reserved)} are set by the platform "
-                                   "(training.objective; BATCH_PLATFORM_SCORING_THREADS)")
+    for attribute, params in (("training.params", decl.params), ("training.challenger.params",
+                              decl.challenger.params if decl.challenger else {})):
+        reserved = {"objective", "num_threads"} & set(params)
+        if reserved:
+            raise fail(attribute, f"{sorted(reserved)} are set by the platform "
+                                  "(training.objective; BATCH_PLATFORM_SCORING_THREADS)")
+    challenger = None
+    if decl.challenger is not None:
+        c = decl.challenger
+        # A challenger's parameters are the champion's, changed where it says.
+        challenger = FeatureSet(
+            _feature_set("training.challenger.columns", c.columns, declared, fail),
+            c.rounds or decl.rounds, {**decl.params, **c.params})
     return ModelSpec(decl.objective, (decl.train.start, decl.train.end),
                      (decl.validation.start, decl.validation.end), decl.rounds,
-                     dict(decl.params), ThresholdPolicy(threshold.policy, threshold.value))
+                     dict(decl.params), ThresholdPolicy(threshold.policy, threshold.value),
+                     _feature_set("training.columns", decl.columns, declared, fail), challenger)
 
 
 def _features(decl: FeaturesDecl, spec: FeatureSpec, folder: Path,

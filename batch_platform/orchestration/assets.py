@@ -432,7 +432,8 @@ class UseCaseAssets:
                 brought_file=(Path(config.model_file).expanduser() if config.model_file
                               else None),
                 rounds=config.rounds, num_threads=settings.scoring_threads,
-                run_id=context.run.run_id, code_version=code_version())
+                run_id=context.run.run_id, code_version=code_version(),
+                challenger=bool(config.challenger))
             register = (registry.register_challenger if config.challenger
                         else registry.register_champion)
             commit_seconds = commit(context, warehouse, lambda con: register(con, built.record))

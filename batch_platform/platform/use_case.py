@@ -85,6 +85,24 @@ class ThresholdPolicy:
 
 
 @dataclass(frozen=True)
+class FeatureSet:
+    """What one kind of model trains on: columns of the features table, rounds, parameters."""
+
+    columns: tuple[str, ...] = ()  # in the model's order; empty: every feature column
+    rounds: int = 300
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Training:
+    """A model to train: the spec of its features, its rounds and LightGBM parameters."""
+
+    spec: FeatureSpec
+    rounds: int
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     objective: str
     train: tuple[dt.date, dt.date]
@@ -92,6 +110,10 @@ class ModelSpec:
     rounds: int = 300
     params: Mapping[str, Any] = field(default_factory=dict)
     threshold: ThresholdPolicy = field(default_factory=ThresholdPolicy)
+    # The features a trained champion uses; empty: every feature column.
+    columns: tuple[str, ...] = ()
+    # What `train --challenger` trains; None: the same as a champion.
+    challenger: FeatureSet | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +176,20 @@ class UseCase:
     @property
     def spec(self) -> FeatureSpec:
         return self.features.spec
+
+    def training(self, challenger: bool = False) -> Training:
+        """What a champion (or, with ``challenger``, a challenger) is trained on."""
+        model = self.model
+        chosen = (model.challenger if challenger and model.challenger is not None
+                  else FeatureSet(model.columns, model.rounds, model.params))
+        return Training(self.spec.for_model(chosen.columns or self.spec.feature_columns),
+                        chosen.rounds, chosen.params)
+
+    def feature_sets(self, challenger: bool = False) -> list[FeatureSpec]:
+        """The specs of the declared feature sets, the champion's and the challenger's, the
+        one of ``challenger`` first."""
+        sets = [self.training(challenger).spec, self.training(not challenger).spec]
+        return sets if sets[0] != sets[1] else sets[:1]
 
     @property
     def group(self) -> str:

@@ -21,7 +21,7 @@ from batch_platform.platform.dates import days_between
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.models.booster import feature_matrix, levels_from_model
 from batch_platform_tests.conftest import FIRST, LAST, WEEK, Platform, attach_lake
-from batch_platform_tests.flights import FLIGHTS
+from batch_platform_tests.flights import USE_CASE
 
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")
 
@@ -93,7 +93,9 @@ def test_stored_scores_equal_rescoring_with_the_saved_model_file(platform: Platf
     booster = lgb.Booster(model_file=str(platform.settings.data_dir / champion["model_path"]))
     features = platform.query("SELECT * FROM features.flights WHERE partition_date BETWEEN ? AND ? "
                               "ORDER BY flight_id", list(WEEK))
-    matrix, _ = feature_matrix(features, FLIGHTS, levels_from_model(booster, FLIGHTS, "saved"))
+    # The champion reads its own features of the table, by name.
+    spec = USE_CASE.training().spec
+    matrix, _ = feature_matrix(features, spec, levels_from_model(booster, spec, "saved"))
     stored = platform.query("SELECT flight_id, score, label, model_version, code_version "
                             "FROM predictions.flights ORDER BY flight_id")
     assert stored["flight_id"].to_list() == features["flight_id"].to_list()
@@ -109,7 +111,7 @@ def test_registry_records_an_honest_model(platform: Platform) -> None:
         0, named=True)
     assert record["source"] == "trained"
     assert 0.6 < record["auc"] < 0.85  # leakage (dep_delay) would push it to ~0.9
-    assert record["feature_list"] == list(FLIGHTS.feature_columns)
+    assert record["feature_list"] == list(USE_CASE.training().spec.feature_columns)
     model_file = platform.settings.data_dir / record["model_path"]
     assert model_file.name == f"{record['model_version']}.txt"
     assert model_file.read_text().startswith("tree\n")

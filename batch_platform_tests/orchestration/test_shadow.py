@@ -39,12 +39,14 @@ def register(platform: Platform, *, champion: tuple, challenger: tuple) -> tuple
     settings = platform.settings
     features = platform.query("SELECT * FROM features.flights ORDER BY partition_date, flight_id")
     built = []
-    for train, valid, rounds in (champion, challenger):
+    # Each with its declared feature set: the challenger reads more columns of the table.
+    for (train, valid, rounds), role in ((champion, False), (challenger, True)):
         def window(edges: tuple[dt.date, dt.date]) -> pl.DataFrame:
             return features.filter(pl.col("partition_date").is_between(*edges))
         built.append(build_model(USE_CASE, window(train), window(valid), train, valid,
                                  settings.models_dir, settings.data_dir, rounds=rounds,
-                                 num_threads=2, run_id="test", code_version="test"))
+                                 num_threads=2, run_id="test", code_version="test",
+                                 challenger=role))
     lake_of(settings).commit(lambda con: (registry.register_champion(con, built[0].record),
                                           registry.register_challenger(con, built[1].record)),
                              "a champion and a challenger", {"run_id": "test"})
@@ -88,6 +90,8 @@ def test_a_challenger_is_scored_in_the_shadow_and_compared_in_the_report(
     features = rows_of(platform, "features.flights")
     with lake_of(settings).read_only() as con:
         models = shadow.scoring_models(con, "flights", None)
+    assert (models.scoring["feature_list"], models.challenger["feature_list"]) == (
+        list(USE_CASE.training().spec.feature_columns), list(FLIGHTS.feature_columns))
     for record, stored in ((models.challenger, shadowed), (models.scoring, predictions)):
         loaded, _ = shadow.load_model(settings, FLIGHTS, record)
         direct, _ = scoring.score(

@@ -303,7 +303,7 @@ def test_a_chunk_of_previous_day_rows_gives_no_rows(
     assert built.schema == whole.schema
 
 
-def test_the_context_holds_no_per_flight_table(
+def test_the_context_holds_narrow_tables_without_outcomes(
     raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame
 ) -> None:
     context = features.flight_feature_context(raw_flights.lazy(), raw_weather.lazy(), planes,
@@ -328,9 +328,114 @@ def test_the_context_holds_no_per_flight_table(
         assert table.get_column("partition_date").is_between(DAY_2, DAY_3).all()
     assert context.weather_at_hour.height <= raw_weather.height
     assert context.plane_facts.height == planes.get_column("tailnum").n_unique()
-    # The weather and the planes are reference tables: their size does not follow the flights.
+    # The plane's schedule: one row per departure of a known plane, the keys and numbers only.
+    planned = window.filter(pl.col("tailnum").is_not_null())
+    assert context.plane_day.height == planned.select(
+        "partition_date", "tailnum", "sched_dep_time").n_unique()
+    assert context.plane_day.columns == ["partition_date", "tailnum", "sched_dep_time",
+                                         *features.PLANE_DAY_FEATURES]
+    # The history: one row per key that flew in the days before, for the window's days only.
+    for name, table in context.history.items():
+        assert table.get_column("partition_date").is_between(DAY_2, DAY_3).all(), name
+        assert table.height <= days * raw_flights.select(
+            features.HISTORY_KEYS[name]).n_unique(), name
+    # No context table holds an outcome, a flight id or a whole flight row.
     for field in dataclasses.fields(context):
         value = getattr(context, field.name)
-        if isinstance(value, pl.DataFrame):
-            assert not {"flight_id", "flight", "tailnum"} & set(value.columns) or (
-                value is context.plane_facts), field.name
+        tables = value.values() if isinstance(value, dict) else [value]
+        for table in tables:
+            if isinstance(table, pl.DataFrame):
+                assert not {"flight_id", *OUTCOME_COLUMNS} & set(table.columns), field.name
+
+
+def _outcomes_rewritten(flights: pl.DataFrame, rewritten: pl.Expr) -> pl.DataFrame:
+    """Every outcome column of the flights where ``rewritten`` holds set to other values."""
+    return flights.with_columns(
+        pl.when(rewritten).then(None).otherwise(pl.col("dep_time")).alias("dep_time"),
+        pl.when(rewritten).then(pl.lit(500.0)).otherwise(pl.col("dep_delay")).alias("dep_delay"),
+        pl.when(rewritten).then(None).otherwise(pl.col("arr_time")).alias("arr_time"),
+        pl.when(rewritten).then(pl.lit(600.0)).otherwise(pl.col("arr_delay")).alias("arr_delay"),
+        pl.when(rewritten).then(pl.lit(1.0)).otherwise(pl.col("air_time")).alias("air_time"),
+    )
+
+
+def test_no_feature_reads_an_outcome_of_the_day_or_later(
+    raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame
+) -> None:
+    """No leakage, the plane's day and the week's history included: the outcomes of every
+    flight of the scored day (the flight itself and all others) and of the day after are
+    rewritten, and no feature of the day changes; only the label does."""
+    assert set(OUTCOME_COLUMNS) == {"dep_time", "dep_delay", "arr_time", "arr_delay",
+                                    "air_time"}
+    perturbed = _outcomes_rewritten(raw_flights, pl.col("partition_date") >= DAY_2)
+    before = _build(raw_flights, raw_weather, planes, DAY_2, DAY_2)
+    after = _build(perturbed, raw_weather, planes, DAY_2, DAY_2)
+    columns = ["flight_id", "partition_date", *FLIGHTS.feature_columns]
+    assert set(features.PLANE_DAY_FEATURES + features.HISTORY_FEATURES) <= set(columns)
+    assert_frame_equal(after.select(columns), before.select(columns))
+    assert after.get_column("arrived_late").all()
+    assert not before.get_column("arrived_late").fill_null(True).all()
+    # The day after is in the input: it is read (it has rows) but never looked at.
+    assert raw_flights.filter(pl.col("partition_date") == DAY_3).height > 0
+
+
+def test_earlier_days_outcomes_feed_the_history(
+    raw_flights: pl.DataFrame, raw_weather: pl.DataFrame, planes: pl.DataFrame
+) -> None:
+    """The control: the outcomes of the days before are legitimate inputs of the history."""
+    perturbed = _outcomes_rewritten(raw_flights, pl.col("partition_date") < DAY_3)
+    after = _build(perturbed, raw_weather, planes, DAY_3, DAY_3)
+    for name in ("route", "dest", "flight"):
+        rates = after.get_column(f"{name}_late_rate_{features.HISTORY_DAYS}d").drop_nulls()
+        assert rates.len() > 0.5 * after.height, name
+        assert rates.unique().to_list() == [1.0], name
+
+
+def test_the_plane_day_of_one_plane_by_hand(day_2_3: pl.DataFrame) -> None:
+    """N239JB on 2013-01-02 (from the package's flights): four JetBlue departures from JFK,
+    09:20 to RDU (427 mi, due 11:08), 13:55 to PWM (273 mi, due 15:10), 17:49 to IAD (228 mi,
+    due 19:09) and 21:55 to RDU (427 mi, due 23:37)."""
+    day = day_2_3.filter(pl.col("flight_id").is_in([
+        "20130102-B61103-JFK-0920", "20130102-B6602-JFK-1355", "20130102-B61307-JFK-1749",
+        "20130102-B61109-JFK-2155"])).sort("sched_dep_minute")
+    got = day.select(features.PLANE_DAY_FEATURES).rows()
+    # leg, legs, minutes since the previous departure, its distance and scheduled duration,
+    # the plane's first departure (09:20 is minute 560).
+    assert got == [
+        (1, 4, None, None, None, 560),
+        (2, 4, 835 - 560, 427.0, 108, 560),
+        (3, 4, 1069 - 835, 273.0, 75, 560),
+        (4, 4, 1315 - 1069, 228.0, 80, 560),
+    ]
+
+
+def test_the_plane_day_counts_only_that_plane_and_day(day_2_3: pl.DataFrame,
+                                                      raw_with_ids: pl.DataFrame) -> None:
+    joined = day_2_3.join(raw_with_ids.select("flight_id", "tailnum"), on="flight_id")
+    legs = joined.filter(pl.col("tailnum").is_not_null()).group_by(
+        "partition_date", "tailnum").agg(pl.len().alias("n"),
+                                         pl.col("plane_legs_of_day").unique().alias("legs"),
+                                         pl.col("plane_leg_of_day").sort().alias("order"))
+    for n, legs_of_day, order in legs.select("n", "legs", "order").iter_rows():
+        assert legs_of_day == [n]
+        assert order == list(range(1, n + 1))
+    # No tail number: no plane to follow.
+    unknown = joined.filter(pl.col("tailnum").is_null())
+    assert unknown.height > 0
+    assert unknown.get_column("plane_leg_of_day").null_count() == unknown.height
+
+
+def test_the_route_history_by_hand(day_2_3: pl.DataFrame, raw_flights: pl.DataFrame) -> None:
+    """JFK to RDU on 2013-01-03: the late rate of the labelled flights of the days before
+    (days 1 and 2 are all there are), never of the day itself."""
+    route = raw_flights.filter((pl.col("origin") == "JFK") & (pl.col("dest") == "RDU")
+                               & (pl.col("partition_date") < DAY_3))
+    delays = [d for d in route.get_column("arr_delay").to_list() if d is not None]
+    assert len(delays) >= 5
+    rows = day_2_3.filter((pl.col("partition_date") == DAY_3) & (pl.col("origin") == "JFK")
+                          & (pl.col("dest") == "RDU"))
+    assert rows.height > 0
+    days = features.HISTORY_DAYS
+    assert rows.get_column(f"route_flights_{days}d").unique().to_list() == [len(delays)]
+    assert rows.get_column(f"route_late_rate_{days}d").unique().to_list() == [
+        pytest.approx(sum(d > 15 for d in delays) / len(delays))]

@@ -132,8 +132,9 @@ def verdict(models: Models, champion: str, challenger: str) -> gate.Verdict:
     scored = {}
     for name in (champion, challenger):
         built = models.built[name]
-        levels = model.levels_from_model(built.booster, FLIGHTS, name)
-        matrix, _ = model.feature_matrix(rows, FLIGHTS, levels)
+        spec = FLIGHTS.for_model(built.record.feature_list)  # its own features, by name
+        levels = model.levels_from_model(built.booster, spec, name)
+        matrix, _ = model.feature_matrix(rows, spec, levels)
         scored[name] = rows.select("partition_date", "flight_id").with_columns(
             pl.Series("score", built.booster.predict(matrix)),
             pl.lit(models.version(name)).alias("model_version"))

@@ -3,11 +3,16 @@ scoring. The feature functions themselves belong to each use case (``use_cases/<
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 BINARY = "binary"
 REGRESSION = "regression"
 OBJECTIVES = (BINARY, REGRESSION)
+
+
+class FeatureSetError(ValueError):
+    """A model's features that are not all columns of its use case's features table."""
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,18 @@ class FeatureSpec:
         extra = tuple(c for c in self.segment_columns if c not in self.feature_columns)
         return (self.id_column, "partition_date", *self.feature_columns, *extra,
                 self.label_column)
+
+    def for_model(self, columns: Sequence[str]) -> FeatureSpec:
+        """The spec of a model that uses ``columns`` of the features table, in that order: the
+        table holds every declared feature, a model (the champion, a challenger) uses its own
+        set of them, recorded in the registry and selected by name when it scores."""
+        unknown = [c for c in columns if c not in self.feature_columns]
+        if unknown:
+            raise FeatureSetError(
+                f"features {unknown} are not columns of features.{self.use_case} "
+                f"({', '.join(self.feature_columns)}): declare them in features.columns")
+        chosen = tuple(columns)
+        return replace(self, feature_columns=chosen,
+                       categorical_columns=tuple(c for c in self.categorical_columns
+                                                 if c in chosen),
+                       drift_columns=tuple(c for c in self.drift_columns if c in chosen))

@@ -8,6 +8,7 @@ reads, so a model file is complete on its own: nothing is pickled, nothing rides
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from batch_platform.platform.features.spec import FeatureSpec
+from batch_platform.platform.features.spec import FeatureSetError, FeatureSpec
 from batch_platform.platform.files import write_bytes_atomic
 from batch_platform.platform.models.objectives import Calibration, Evaluation, objective
 
@@ -170,14 +171,23 @@ def parse(text: str, source: str) -> lgb.Booster:
         raise ModelError(f"model {source} cannot be loaded by LightGBM: {err}") from None
 
 
-def read_brought_model(path: Path, spec: FeatureSpec
-                       ) -> tuple[str, lgb.Booster, dict[str, list[str]]]:
+def read_brought_model(path: Path, specs: FeatureSpec | Sequence[FeatureSpec]
+                       ) -> tuple[str, lgb.Booster, dict[str, list[str]], FeatureSpec]:
     """A model file a user brings, checked against the use case's features before anything is
-    built from it: its text, the booster and its category levels."""
+    built from it: its text, the booster, its category levels and the spec it matches.
+
+    ``specs``: the feature sets the use case declares, the one asked for first; the model
+    must use exactly one of them. A model that matches none is refused with what it lacks
+    against the first.
+    """
     text = read_model_text(path)
     origin = f"file {path}"
     booster = parse(text, origin)
-    return text, booster, levels_from_model(booster, spec, origin)
+    candidates = [specs] if isinstance(specs, FeatureSpec) else list(specs)
+    for spec in candidates[1:]:
+        if booster.feature_name() == list(spec.feature_columns):
+            return text, booster, levels_from_model(booster, spec, origin), spec
+    return text, booster, levels_from_model(booster, candidates[0], origin), candidates[0]
 
 
 def load(path: Path, expected_version: str | None = None) -> lgb.Booster:
@@ -214,11 +224,22 @@ def check_version(path: Path, text: str, expected_version: str) -> None:
 
 def load_registered(data_dir: Path, models_dir: Path, model_path: str, version: str,
                     calibration: Calibration, spec: FeatureSpec) -> LoadedModel:
-    """The registered model, loaded only from the model directory and proven to be ``version``."""
+    """The registered model, loaded only from the model directory and proven to be ``version``,
+    with its features (by name) among ``spec``'s."""
     path = registered_path(data_dir, models_dir, model_path)
     booster = load(path, version)
+    spec = model_spec(spec, booster.feature_name(), str(path))
     return LoadedModel(version=version, booster=booster, calibration=calibration,
                        categorical_levels=levels_from_model(booster, spec, str(path)), path=path)
+
+
+def model_spec(spec: FeatureSpec, names: list[str], source: str) -> FeatureSpec:
+    """The spec of a model of ``spec``'s use case that uses the features ``names``: the
+    features table holds every declared feature, a model reads its own by name."""
+    try:
+        return spec.for_model(names)
+    except FeatureSetError as err:
+        raise ModelError(f"model {source} cannot score: {err}") from None
 
 
 def evaluate_on(booster: lgb.Booster, frame: pl.DataFrame, spec: FeatureSpec,

@@ -51,22 +51,28 @@ def check_windows(train: Window | None, valid: Window) -> None:
 def build_model(use_case: UseCase, train: pl.DataFrame | None, valid: pl.DataFrame,
                 train_window: Window | None, valid_window: Window, models_dir: Path,
                 data_dir: Path, *, brought_file: Path | None = None, rounds: int | None = None,
-                num_threads: int = 0, run_id: str, code_version: str) -> BuiltModel:
+                num_threads: int = 0, run_id: str, code_version: str,
+                challenger: bool = False) -> BuiltModel:
     """Train on ``train`` (or read ``brought_file``), validate on ``valid``, store the files.
 
-    ``train`` is None exactly when a model file is brought.
+    ``train`` is None exactly when a model file is brought. The model uses the features
+    declared for a champion, or with ``challenger`` for a challenger (``UseCase.training``);
+    its registry row records them.
     """
-    spec = use_case.spec
+    training = use_case.training(challenger)
+    spec = training.spec
     # The text that will be saved is parsed and validated before anything is saved or registered.
     if brought_file is not None:
         source = "user_file"
-        text, booster, levels = model_core.read_brought_model(brought_file, spec)
+        # A brought model may use either declared feature set; the registry records its own.
+        text, booster, levels, spec = model_core.read_brought_model(
+            brought_file, use_case.feature_sets(challenger))
     else:
         assert train is not None
         source, origin = "trained", f"trained on {use_case.features_table}"
         text = model_core.model_text(model_core.train(
-            train, spec, rounds=rounds or use_case.model.rounds, params=dict(
-                use_case.model.params), num_threads=num_threads))
+            train, spec, rounds=rounds or training.rounds, params=dict(training.params),
+            num_threads=num_threads))
         booster = model_core.parse(text, origin)
         levels = model_core.levels_from_model(booster, spec, origin)
     policy = use_case.model.threshold

@@ -55,7 +55,9 @@ def score(
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[pl.DataFrame, ScoringStats, EngineReport]:
     """Score ``features`` with the engine the settings name. ``scope`` (asset, first and last
-    day) names the Ray engine's staging directory, together with the run id."""
+    day) names the Ray engine's staging directory, together with the run id. The model reads
+    its own features, by name (the actors get the narrowed spec)."""
+    spec = scoring.own_features(spec, model)
     if settings.engine != "ray" or features.height == 0:  # no rows: nothing to distribute
         predictions, stats = scoring.score(
             features, model, spec, lineage, chunk_rows=settings.chunk_rows,

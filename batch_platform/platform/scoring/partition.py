@@ -53,8 +53,10 @@ def score_staged(settings: Settings, spec: FeatureSpec, staging: Staging, featur
                  value_range: tuple[float, float] = (0.0, 1.0),
                  name: str = "predictions") -> StagedScores:
     """Score the staged features with ``settings`` (resolved for the use case); the rows are
-    staged as ``name`` (another model scoring the same features takes another name)."""
+    staged as ``name`` (another model scoring the same features takes another name). The model
+    reads its own features by name: the table may hold more (another model's)."""
     started = time.perf_counter()
+    spec = scoring.own_features(spec, loaded)
     kind = objective(spec.objective)
     feature_rows = row_count(features_file)
     predictions = staging.table(name)

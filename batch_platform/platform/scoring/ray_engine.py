@@ -258,8 +258,10 @@ def score(
     """``scoring.score`` on a Ray cluster: the same rows, columns, types and order.
 
     ``staging`` is this call's own directory (see :func:`staging_dir`); it is removed on the
-    way out. ``num_threads`` is per actor (each actor takes one CPU of the cluster).
+    way out. ``num_threads`` is per actor (each actor takes one CPU of the cluster). The model
+    reads its own features, by name: the actors get the narrowed spec.
     """
+    spec = scoring.own_features(spec, model)
     if model.path is None:
         raise RayEngineError(f"model {model.version} has no registered file: scoring actors "
                              "load the model from its file")

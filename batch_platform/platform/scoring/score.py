@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from batch_platform.platform.features.spec import FeatureSpec
-from batch_platform.platform.models.booster import LoadedModel, feature_matrix
+from batch_platform.platform.models.booster import LoadedModel, feature_matrix, model_spec
 from batch_platform.platform.models.objectives import objective
 from batch_platform.platform.scoring import compiled
 from batch_platform.platform.scoring.compiled import LIGHTGBM, Scorer, ScorerReport
@@ -57,6 +57,12 @@ def check_features(frame: pl.DataFrame, spec: FeatureSpec, where: str) -> None:
         if name not in spec.categorical_columns and not (dtype.is_numeric() or dtype == pl.Null):
             raise FeatureMismatchError(
                 f"{where}: numeric feature '{name}' must be a number, found {dtype}")
+
+
+def own_features(spec: FeatureSpec, model: LoadedModel) -> FeatureSpec:
+    """``spec`` narrowed to the model's own features, by name: a use case's features table
+    may hold more columns than one model uses (another model's)."""
+    return model_spec(spec, model.booster.feature_name(), model.version)
 
 
 def top_reasons(contributions: np.ndarray, names: tuple[str, ...], k: int = TOP_REASONS
@@ -102,6 +108,7 @@ def score(
     The streaming path (a partition too large for memory) uses the same pieces:
     ``choose_scorer``, ``score_chunk``, ``Riskiest`` and ``fill_reasons``.
     """
+    spec = own_features(spec, model)
     chosen, report = choose_scorer(features, model, spec, scorer, num_threads, warn)
     riskiest = (Riskiest(explain_max_rows, spec.id_column, objective(spec.objective).output)
                 if explain == "riskiest" else None)
@@ -137,6 +144,7 @@ def score_chunk(chunk: pl.DataFrame, model: LoadedModel, spec: FeatureSpec, chos
                 explain: str, num_threads: int) -> ScoredChunk:
     """Score and post-process one chunk (a probability, label and band; or a value and its
     band) and, per ``explain`` (never for "riskiest"), explain it."""
+    spec = own_features(spec, model)
     matrix, unknown = feature_matrix(chunk, spec, model.categorical_levels)
     outputs = chosen.predict(matrix, num_threads)
     kind = objective(spec.objective)
@@ -167,6 +175,7 @@ def choose_scorer(features: pl.DataFrame, model: LoadedModel, spec: FeatureSpec,
                   ) -> tuple[Scorer, ScorerReport]:
     """The scorer for these rows: the compiled one only if it passed parity on a sample of
     ``features`` (a chunk of the partition is sample enough)."""
+    spec = own_features(spec, model)
     sample = np.empty((0, len(spec.feature_columns)))
     if requested != LIGHTGBM and features.height:
         rows = features[compiled.stride_rows(features.height)]
@@ -202,6 +211,7 @@ class Riskiest:
     def explain(self, feature_chunks: Iterable[pl.DataFrame], model: LoadedModel,
                 spec: FeatureSpec, num_threads: int) -> pl.DataFrame:
         """The reasons of the chosen rows, keyed by id: a second pass over the features."""
+        spec = own_features(spec, model)
         chosen = self.ids().implode()
         parts = []
         for chunk in feature_chunks:

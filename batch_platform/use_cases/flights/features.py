@@ -2,9 +2,11 @@
 
 Only what is known before departure goes in: the schedule, carrier and route, the plane, the
 weather observed at the origin at the scheduled hour (standing in for a forecast), how busy
-the origin is scheduled to be, and delay statistics of the previous day. What happens to the
-flight itself (the declaration's ``outcomes``) is never a feature; ``arr_delay`` only makes
-the label. The platform calls ``flight_context`` once per range, then ``flight_rows`` chunk
+the origin is scheduled to be, the plane's scheduled departures that day, and delay statistics
+of earlier days (the previous day; the week before by route, destination and flight number).
+Of the day itself only schedules are read; outcomes come from earlier days only. What happens
+to the flight itself (the declaration's ``outcomes``) is never a feature; ``arr_delay`` only
+makes the label. The platform calls ``flight_context`` once per range, then ``flight_rows`` chunk
 by chunk (``defs.yaml``, ``features``).
 """
 
@@ -25,6 +27,20 @@ WEATHER_FEATURES = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gus
                     "pressure", "visib")
 PREVIOUS_DAY_FEATURES = ("prev_day_origin_late_rate", "prev_day_origin_mean_dep_delay",
                          "prev_day_origin_cancelled_rate", "prev_day_carrier_late_rate")
+# The plane's New York departures scheduled that day (the data hold no other airport's).
+PLANE_DAY_FEATURES = ("plane_leg_of_day", "plane_legs_of_day", "plane_minutes_since_prev_dep",
+                      "plane_prev_leg_distance", "plane_prev_leg_sched_duration",
+                      "plane_first_dep_minute")
+# Late rates (and labelled flights) of the HISTORY_DAYS days before, by route, destination
+# and flight number: earlier days' outcomes only (the declaration's lookback_days).
+HISTORY_DAYS = 7
+HISTORY_KEYS: dict[str, tuple[str, ...]] = {
+    "route": ("origin", "dest"),
+    "dest": ("dest",),
+    "flight": ("carrier", "flight", "origin"),
+}
+HISTORY_FEATURES = tuple(f"{name}_{measure}_{HISTORY_DAYS}d" for name in HISTORY_KEYS
+                         for measure in ("late_rate", "flights"))
 
 # What flight_rows produces besides the id, the date and the label.
 FEATURE_COLUMNS = (
@@ -35,13 +51,15 @@ FEATURE_COLUMNS = (
     *WEATHER_FEATURES,
     "origin_flights_scheduled_hour", "origin_flights_scheduled_day",
     *PREVIOUS_DAY_FEATURES,
+    *PLANE_DAY_FEATURES,
+    *HISTORY_FEATURES,
 )
 
 
 def flight_context(sources: Mapping[str, pl.LazyFrame], references: Mapping[str, pl.DataFrame],
                    start: dt.date, end: dt.date) -> FlightFeatureContext:
-    """The platform's entry point: ``sources`` hold the raw rows from the day before ``start``
-    (``lookback_days: 1``) to ``end``."""
+    """The platform's entry point: ``sources`` hold the raw rows from ``HISTORY_DAYS`` days
+    before ``start`` (``lookback_days``) to ``end``."""
     return flight_feature_context(sources["flights"], sources["weather"], references["planes"],
                                   start, end)
 
@@ -76,9 +94,10 @@ def build_flight_features(
 ) -> pl.DataFrame:
     """Features of every flight scheduled from ``start`` to ``end``.
 
-    ``flights`` must hold the raw rows of the day before ``start`` too: they feed the
-    previous-day statistics. One output row per input flight of the window, ordered by day
-    and flight id, so the same input always gives the same frame (and the same model).
+    ``flights`` must hold the raw rows of the ``HISTORY_DAYS`` days before ``start`` too: they
+    feed the statistics of earlier days. One output row per input flight of the window,
+    ordered by day and flight id, so the same input always gives the same frame (and the same
+    model).
     The whole-frame form of :func:`flight_feature_context` plus :func:`flight_features_chunk`.
     """
     context = flight_feature_context(flights.lazy(), weather.lazy(), planes, start, end)
@@ -89,9 +108,10 @@ def build_flight_features(
 class FlightFeatureContext:
     """What the features of any chunk of a window's flights need beyond the chunk's own rows.
 
-    Only small tables: their heights grow with days x origins (x hours), days x carriers, the
-    weather observations and the planes, never with the flights, so a stage can hold the
-    context while it streams a partition of any size chunk by chunk.
+    Narrow tables: their heights grow with days x origins (x hours), days x carriers, days x
+    routes and flight numbers, the weather observations and the planes; only ``plane_day`` has
+    one row per scheduled departure of a plane (a few small columns), so a stage can hold the
+    context while it streams a partition chunk by chunk.
     """
 
     # Flights scheduled per (partition_date, origin, hour) and per (partition_date, origin),
@@ -101,6 +121,10 @@ class FlightFeatureContext:
     # Delay statistics of a day, keyed by the day after it (the day they apply to).
     previous_origin: pl.DataFrame
     previous_carrier: pl.DataFrame
+    # Per (partition_date, tailnum, sched_dep_time): the plane's schedule that day.
+    plane_day: pl.DataFrame
+    # Per HISTORY_KEYS name: late rates of the days before, keyed by the day they apply to.
+    history: Mapping[str, pl.DataFrame]
     weather_at_hour: pl.DataFrame
     plane_facts: pl.DataFrame
     start: dt.date
@@ -114,23 +138,28 @@ def flight_feature_context(
     start: dt.date,
     end: dt.date,
 ) -> FlightFeatureContext:
-    """The day-level aggregates of the raw flights from the day before ``start`` to ``end``.
+    """The aggregates of the raw flights from ``HISTORY_DAYS`` days before ``start`` to ``end``.
 
     ``flights`` is lazy (e.g. ``pl.scan_parquet``): only the aggregates are collected, with the
     streaming engine, so a partition of millions of flights is never held whole.
     """
     window = flights.filter(pl.col("partition_date").is_between(start, end))
     applies_in_window = pl.col("partition_date").is_between(start, end)
-    scheduled_hour, scheduled_day, previous_origin, previous_carrier = pl.collect_all(
-        [
-            window.group_by("partition_date", "origin", "hour")
-            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_hour")),
-            window.group_by("partition_date", "origin")
-            .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_day")),
-            *(table.filter(applies_in_window) for table in _previous_day_statistics(flights)),
-        ],
-        engine="streaming",
-    )
+    scheduled_hour, scheduled_day, previous_origin, previous_carrier, *history = (
+        pl.collect_all(
+            [
+                window.group_by("partition_date", "origin", "hour")
+                .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_hour")),
+                window.group_by("partition_date", "origin")
+                .agg(pl.len().cast(pl.Int32).alias("origin_flights_scheduled_day")),
+                *(table.filter(applies_in_window) for table in _previous_day_statistics(flights)),
+                *(_history_statistics(flights, name, keys, start, end)
+                  for name, keys in HISTORY_KEYS.items()),
+            ],
+            engine="streaming",
+        ))
+    # Window functions over each plane's day: the in-memory engine (small, narrow columns).
+    plane_day = _plane_day(window).collect(engine="in-memory")
     # Small inputs, collected in memory: keep="first" must see the weather in its given order.
     weather_at_hour = weather.select(
         "origin", "time_hour", *(pl.col(c).cast(pl.Float64) for c in WEATHER_FEATURES)
@@ -148,6 +177,8 @@ def flight_feature_context(
         scheduled_day=scheduled_day,
         previous_origin=previous_origin,
         previous_carrier=previous_carrier,
+        plane_day=plane_day,
+        history=dict(zip(HISTORY_KEYS, history, strict=True)),
         weather_at_hour=weather_at_hour,
         plane_facts=plane_facts,
         start=start,
@@ -163,7 +194,7 @@ def flight_features_chunk(chunk: pl.DataFrame, context: FlightFeatureContext) ->
     """
     # Every join keeps the chunk's order, so the caller decides whether (and how) to sort.
     join = {"how": "left", "maintain_order": "left"}
-    return (
+    featured = (
         chunk.lazy()
         .filter(pl.col("partition_date").is_between(context.start, context.end))
         .with_columns(
@@ -187,7 +218,14 @@ def flight_features_chunk(chunk: pl.DataFrame, context: FlightFeatureContext) ->
                       .cast(pl.Float64).alias("plane_age"))
         .join(context.previous_origin.lazy(), on=["partition_date", "origin"], **join)
         .join(context.previous_carrier.lazy(), on=["partition_date", "carrier"], **join)
-        .select(
+        .join(context.plane_day.lazy(), on=["partition_date", "tailnum", "sched_dep_time"],
+              **join)
+    )
+    for name, keys in HISTORY_KEYS.items():
+        featured = featured.join(context.history[name].lazy(), on=["partition_date", *keys],
+                                 **join)
+    return (
+        featured.select(
             ID_COLUMN,
             "partition_date",
             *(pl.col(c) for c in FEATURE_COLUMNS),
@@ -213,3 +251,54 @@ def _previous_day_statistics(flights: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.La
         late.mean().alias("prev_day_carrier_late_rate"),
     ).with_columns(next_day)
     return origin, carrier
+
+
+def _plane_day(flights: pl.LazyFrame) -> pl.LazyFrame:
+    """Each plane's New York departures of each day, from the schedule alone: per departure,
+    its leg number, the day's legs, the minutes since the previous one and that leg's
+    scheduled distance and duration, and when the plane's first departure is.
+
+    One row per (partition_date, tailnum, sched_dep_time): two flights of a plane at the same
+    scheduled minute (a data error) share one row, so the join never duplicates a flight.
+    """
+    legs = (flights.filter(pl.col("tailnum").is_not_null())
+            .with_columns(_minute_of_day("sched_dep_time").alias("_dep"),
+                          ((_minute_of_day("sched_arr_time") - _minute_of_day("sched_dep_time"))
+                           % 1440).alias("_duration"))
+            .group_by("partition_date", "tailnum", "sched_dep_time")
+            .agg(pl.col("_dep").first(), pl.col("distance").max().alias("_distance"),
+                 pl.col("_duration").max())
+            .sort("partition_date", "tailnum", "_dep"))
+    plane = ["partition_date", "tailnum"]
+    return legs.select(
+        "partition_date", "tailnum", "sched_dep_time",
+        pl.col("_dep").rank("ordinal").over(plane).cast(pl.Int32).alias("plane_leg_of_day"),
+        pl.len().over(plane).cast(pl.Int32).alias("plane_legs_of_day"),
+        (pl.col("_dep") - pl.col("_dep").shift(1).over(plane)).cast(pl.Int32)
+        .alias("plane_minutes_since_prev_dep"),
+        pl.col("_distance").shift(1).over(plane).cast(pl.Float64)
+        .alias("plane_prev_leg_distance"),
+        pl.col("_duration").shift(1).over(plane).cast(pl.Int32)
+        .alias("plane_prev_leg_sched_duration"),
+        pl.col("_dep").min().over(plane).cast(pl.Int32).alias("plane_first_dep_minute"),
+    )
+
+
+def _history_statistics(flights: pl.LazyFrame, name: str, keys: tuple[str, ...],
+                        start: dt.date, end: dt.date) -> pl.LazyFrame:
+    """The late rate and the labelled flights of the ``HISTORY_DAYS`` days before each day of
+    ``start``..``end``, by ``keys``: each day's counts are added to each of the days after it,
+    never its own; only days of the window are kept (before the sums: a large last day adds
+    nothing to sum)."""
+    late = (pl.col("arr_delay") > LATE_MINUTES).cast(pl.Int64)
+    daily = (flights.filter(pl.col("arr_delay").is_not_null())
+             .group_by("partition_date", *keys)
+             .agg(late.sum().alias("_late"), pl.len().cast(pl.Int64).alias("_flights")))
+    later = pl.concat([daily.with_columns(pl.col("partition_date") + pl.duration(days=offset))
+                       .filter(pl.col("partition_date").is_between(start, end))
+                       for offset in range(1, HISTORY_DAYS + 1)])
+    return later.group_by("partition_date", *keys).agg(
+        (pl.col("_late").sum() / pl.col("_flights").sum()).alias(
+            f"{name}_late_rate_{HISTORY_DAYS}d"),
+        pl.col("_flights").sum().cast(pl.Int32).alias(f"{name}_flights_{HISTORY_DAYS}d"),
+    )
