@@ -234,17 +234,6 @@ def _champion_rows(con: duckdb.DuckDBPyConnection, use_case: UseCase,
             if columns])
 
 
-def _labelled_rows_sql(use_case: UseCase, predictions_table: str, output: str) -> str:
-    """Each scored row of $start..$end whose outcome is known: day, output, outcome, version."""
-    spec = use_case.spec
-    key, label = f'"{spec.id_column}"', f'"{spec.label_column}"'
-    return (f"SELECT p.partition_date, p.{output} AS output, "
-            f"CAST(f.{label} AS DOUBLE) AS outcome, p.model_version "
-            f"FROM {table_name(predictions_table)} p JOIN "
-            f"{table_name(use_case.features_table)} f USING (partition_date, {key}) "
-            f"WHERE p.partition_date BETWEEN $start AND $end AND f.{label} IS NOT NULL")
-
-
 def _challenger_quality(con: duckdb.DuckDBPyConnection, use_case: UseCase, binary: bool,
                         window: dict) -> pl.DataFrame:
     """The challenger's figures on the days the shadow comparison judged."""
