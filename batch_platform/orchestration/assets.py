@@ -638,7 +638,8 @@ class UseCaseAssets:
                     settings.audit_thresholds(), generated_at, settings.chunk_rows)
             if data is None:
                 return {}
-            # Here, not at the top: Plotly's import costs every load of the definitions.
+            # Here, not at the top: only a report writes a page, and looking up Plotly's
+            # installed version would cost every load of the definitions.
             from batch_platform.platform.reports.monitoring_page import write_monitoring_page
             path = write_monitoring_page(settings.reports_dir, data)
         except (OSError, duckdb.Error, MissingDataError) as err:

@@ -84,3 +84,25 @@ def test_counts_added_over_chunks_give_each_days_psi(reference: pl.Series) -> No
         assert by_day[day] == pytest.approx(whole, rel=1e-12)
         assert counter.rows[day] == 1500
     assert by_day[days[1]]["x"] > by_day[days[0]]["x"] > 0
+
+
+def test_the_counter_counts_each_day_as_bin_counts_counts_its_rows(
+        reference: pl.Series) -> None:
+    frame = pl.DataFrame({"x": reference, "c": ["a", "b", "c", "d"] * 1250})
+    profile = drift.build_profile(frame, ["x", "c"], "w")
+    days = [dt.date(2013, 1, 15), dt.date(2013, 1, 16), dt.date(2013, 1, 17)]
+    rng = np.random.default_rng(3)
+    # Unseen levels, missing values, NaN and values beyond the edges, days out of order.
+    fresh = pl.DataFrame({
+        "partition_date": [days[i] for i in rng.integers(0, 3, 600)],
+        "x": [None if i % 7 == 0 else float("nan") if i % 11 == 0 else v
+              for i, v in enumerate(rng.normal(105, 30, 600))],
+        "c": [None if i % 5 == 0 else ["a", "b", "zz"][i % 3] for i in range(600)]})
+    counter = drift.DriftCounter(profile).add(fresh.head(250)).add(fresh.tail(350))
+    for day in days:
+        rows = fresh.filter(pl.col("partition_date") == day)
+        assert counter.rows[day] == rows.height
+        for name, column in profile.columns.items():
+            assert counter.counts[day][name].tolist() == drift.bin_counts(
+                column, rows.get_column(name)).tolist()
+    assert list(counter.psi_by_day()) == days

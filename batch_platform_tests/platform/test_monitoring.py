@@ -64,9 +64,10 @@ def test_quality_and_volume_are_the_reports_figures(platform: Platform,
 
     # The figure plots those values.
     figure = pages.monitoring_figures(page_data)[pages.QUALITY]
-    auc, brier = (trace for trace in figure.data)
-    index = list(auc.x).index(DAY.isoformat())
-    assert (auc.y[index], brier.y[index]) == (day["auc"], day["brier"])
+    auc, brier = figure["data"]
+    assert (auc["yaxis"], brier["yaxis"]) == ("y", "y2")  # a row each
+    index = auc["x"].index(DAY.isoformat())
+    assert (auc["y"][index], brier["y"][index]) == (day["auc"], day["brier"])
 
 
 def test_calibration_splits_the_known_outcomes_into_deciles(
@@ -126,5 +127,5 @@ def test_the_page_is_written_whole_and_loads_plotly_from_beside_it(
         ["flights", "monitoring.html", pages.PLOTLY_JS])
     assert script.stat().st_mtime_ns == before
     # The figures' data is in the page as plain numbers.
-    auc = pages.monitoring_figures(page_data)[pages.QUALITY].data[0].y
+    auc = pages.monitoring_figures(page_data)[pages.QUALITY]["data"][0]["y"]
     assert repr(auc[0]) in text

@@ -23,6 +23,7 @@ QUANTILES = tuple(q / 10 for q in range(1, 10))
 # Shares are floored so an empty bin on either side gives a large but finite PSI.
 MIN_SHARE = 1e-4
 PROFILE_SUFFIX = ".profile.json"
+EPOCH = dt.date(1970, 1, 1)  # Polars' dates count days from it
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,28 @@ def bin_counts(reference: ColumnProfile, values: pl.Series) -> np.ndarray:
     return np.array([*counts, values.len() - len(present)], dtype=np.int64)
 
 
+def bin_counts_by_day(reference: ColumnProfile, day_of_row: np.ndarray, days: int,
+                      values: pl.Series) -> np.ndarray:
+    """Rows per day (``day_of_row``: each row's day, 0 to ``days - 1``) and bin of
+    ``reference``, one row per day: per day, what ``bin_counts`` counts of its values."""
+    missing = len(reference.bins) + 1  # the last bin, after the unseen levels' or the open one
+    if reference.kind == "categorical":
+        # Unseen levels go to the bin after the known ones, missing values to the last.
+        levels = {level: index for index, level in enumerate(reference.bins)}
+        bins = pl.select(pl.when(values.is_null()).then(missing).otherwise(
+            values.cast(pl.String).replace_strict(levels, default=len(levels),
+                                                  return_dtype=pl.Int64))).to_series()
+        bin_of_row = bins.to_numpy()
+    else:
+        present = values.is_not_null().to_numpy()
+        numbers = values.cast(pl.Float64).fill_null(0.0).to_numpy()
+        bin_of_row = np.where(present, np.searchsorted(np.asarray(reference.bins), numbers,
+                                                       side="left"), missing)
+    size = missing + 1
+    return np.bincount(day_of_row * size + bin_of_row, minlength=days * size).reshape(
+        days, size).astype(np.int64)
+
+
 def psi_from_counts(reference: ColumnProfile, counts: np.ndarray) -> float:
     total = int(counts.sum())
     actual = [float(c) / total for c in counts] if total else [0.0] * len(counts)
@@ -109,13 +132,18 @@ class DriftCounter:
     def add(self, frame: pl.DataFrame) -> DriftCounter:
         if self.profile is None or frame.height == 0:
             return self
-        for (day,), rows in frame.partition_by("partition_date", as_dict=True,
-                                               maintain_order=True).items():
-            self.rows[day] = self.rows.get(day, 0) + rows.height
+        # One pass per column over every day of the frame, not a pass per day and column.
+        days, day_of_row = np.unique(frame.get_column("partition_date").to_physical().to_numpy(),
+                                     return_inverse=True)
+        per_column = {name: bin_counts_by_day(column, day_of_row, len(days),
+                                              frame.get_column(name))
+                      for name, column in self.profile.columns.items()}
+        for index, (code, rows) in enumerate(zip(days, np.bincount(day_of_row), strict=True)):
+            day = EPOCH + dt.timedelta(days=int(code))
+            self.rows[day] = self.rows.get(day, 0) + int(rows)
             counts = self.counts.setdefault(day, {})
-            for name, column in self.profile.columns.items():
-                added = bin_counts(column, rows.get_column(name))
-                counts[name] = counts[name] + added if name in counts else added
+            for name, by_day in per_column.items():
+                counts[name] = counts[name] + by_day[index] if name in counts else by_day[index]
         return self
 
     def psi_by_day(self) -> dict[dt.date, dict[str, float]]:

@@ -109,25 +109,33 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
     versions = dict(con.execute(
         "SELECT status, model_version FROM models.registry WHERE use_case = $u "
         "AND status IN ('champion', 'challenger')", {"u": use_case.name}).fetchall())
-    labelled = _labelled_rows_sql(use_case, use_case.predictions_table, output)
-    quality = _champion_quality(con, report, labelled, binary, window)
+    quality = _champion_quality(report, binary)
     calibration_window = (
         None if quality.height == 0 else
         (max(first, quality["partition_date"].max() - dt.timedelta(days=CALIBRATION_DAYS - 1)),
          quality["partition_date"].max()))
+    # The scored rows and their features, read once for the Brier score, the calibration and
+    # the drift.
+    rows = _champion_rows(con, use_case, profile, output, window, calibration_window,
+                          chunk_rows)
+    if binary:
+        quality = quality.join(rows.brier, on="partition_date", how="left")
     if use_case.shadow_comparison_table in tables:
         challenger_quality = _challenger_quality(con, use_case, binary, window)
         if challenger_quality.height:
             quality = pl.concat([quality, challenger_quality], how="diagonal_relaxed")
     calibration = pl.DataFrame()
     if calibration_window is not None:
-        sources = [(CHAMPION, labelled, None)]
+        deciles = [_calibration(rows.labelled, CHAMPION, binary)]
         if versions.get(CHALLENGER) and use_case.shadow_table in tables:
-            sources.append((CHALLENGER, _labelled_rows_sql(use_case, use_case.shadow_table,
-                                                           output), versions[CHALLENGER]))
-        calibration = pl.concat([_calibration(con, sql, role, binary, calibration_window,
-                                              version) for role, sql, version in sources],
-                                how="diagonal_relaxed")
+            shadowed = con.execute(
+                f"SELECT output, outcome FROM ("
+                f"{_labelled_rows_sql(use_case, use_case.shadow_table, output)}) "
+                "WHERE model_version = $version",
+                {"start": calibration_window[0], "end": calibration_window[1],
+                 "version": versions[CHALLENGER]}).pl()
+            deciles.append(_calibration(shadowed, CHALLENGER, binary))
+        calibration = pl.concat(deciles, how="diagonal_relaxed")
     quarantined = [table_name(use_case.quarantine_table(source)) for source in use_case.sources
                    if use_case.quarantine_table(source) in tables]
     rejected = dict(con.execute(
@@ -137,7 +145,8 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
     volume = report.select("partition_date", "rows").with_columns(
         pl.col("partition_date").replace_strict(rejected, default=0, return_dtype=pl.Int64)
         .alias("rejected"))
-    drift_frame, reference = _drift(con, use_case, profile, output, window, chunk_rows, tables)
+    drift_frame = _drift_frame(rows.drift)
+    reference = (profile.features.window, profile.scores.window) if profile else None
     return MonitoringData(
         use_case=use_case.name, binary=binary, output=output, first_day=first, last_day=last,
         champion=versions.get(CHAMPION), challenger=versions.get(CHALLENGER), quality=quality,
@@ -157,20 +166,72 @@ def _labelled_rows_sql(use_case: UseCase, predictions_table: str, output: str) -
             f"WHERE p.partition_date BETWEEN $start AND $end AND f.{label} IS NOT NULL")
 
 
-def _champion_quality(con: duckdb.DuckDBPyConnection, report: pl.DataFrame, labelled: str,
-                      binary: bool, window: dict) -> pl.DataFrame:
-    """The report's realised figures per day (AUC; MAE, RMSE), and for a probability the Brier
-    score of the same rows, which the report does not carry."""
+def _champion_quality(report: pl.DataFrame, binary: bool) -> pl.DataFrame:
+    """The report's realised figures per day (AUC; MAE, RMSE) on the days with outcomes."""
     metrics = ["auc"] if binary else ["mae", "rmse"]
-    quality = report.select(
+    return report.select(
         "partition_date", pl.lit(CHAMPION).alias("model"), "model_version",
-        pl.col("outcomes_known").alias("rows"), *metrics)
-    if binary:
-        brier = con.execute(
-            f"SELECT partition_date, avg(power(output - outcome, 2)) AS brier "
-            f"FROM ({labelled}) GROUP BY ALL", window).pl()
-        quality = quality.join(brier, on="partition_date", how="left")
-    return quality.filter(pl.col("rows") > 0)
+        pl.col("outcomes_known").alias("rows"), *metrics).filter(pl.col("rows") > 0)
+
+
+@dataclass(frozen=True)
+class ChampionRows:
+    """What the page needs of the window's scored rows, added up chunk by chunk."""
+
+    brier: pl.DataFrame  # partition_date, brier: of the rows with known outcomes
+    labelled: pl.DataFrame  # output, outcome: the calibration window's rows with outcomes
+    drift: list[tuple[str, drift.DriftCounter]]  # ("feature" | "output", counter)
+
+
+def _champion_rows(con: duckdb.DuckDBPyConnection, use_case: UseCase,
+                   profile: drift.ModelProfile | None, output: str, window: dict,
+                   calibration_window: tuple[dt.date, dt.date] | None, chunk_rows: int
+                   ) -> ChampionRows:
+    """One read of the predictions beside their features over the window (a full join: the
+    drift of each side counts that side's rows, as the drift checks do), in chunks."""
+    spec = use_case.spec
+    key, label = f'"{spec.id_column}"', f'"{spec.label_column}"'
+    features = list(profile.features.columns) if profile else []
+    scores = list(profile.scores.columns) if profile else []
+    # The predictions' columns renamed, so none clashes with a feature's name.
+    score_columns = {column: f"_score_{index}" for index, column in enumerate(scores)}
+    sql = (
+        "SELECT coalesce(p.partition_date, f.partition_date) AS partition_date, "
+        "p.partition_date IS NOT NULL AS _scored, f.partition_date IS NOT NULL AS _featured, "
+        f"p.{output} AS _output, CAST(f.{label} AS DOUBLE) AS _outcome"
+        + "".join(f', p."{column}" AS {name}' for column, name in score_columns.items())
+        + "".join(f', f."{column}"' for column in features)
+        + f" FROM (SELECT * FROM {table_name(use_case.predictions_table)} "
+        "WHERE partition_date BETWEEN $start AND $end) p "
+        f"FULL JOIN (SELECT * FROM {table_name(use_case.features_table)} "
+        "WHERE partition_date BETWEEN $start AND $end) f "
+        f"ON p.partition_date = f.partition_date AND p.{key} = f.{key}")
+    feature_drift = drift.DriftCounter(profile.features if features else None)
+    output_drift = drift.DriftCounter(profile.scores if scores else None)
+    errors, labelled = [], []
+    for chunk in _chunks(con, sql, window, chunk_rows):
+        feature_drift.add(chunk.filter(pl.col("_featured")).select("partition_date", *features))
+        output_drift.add(chunk.filter(pl.col("_scored")).select(
+            "partition_date", *(pl.col(name).alias(column)
+                                for column, name in score_columns.items())))
+        known = chunk.filter(pl.col("_scored") & pl.col("_outcome").is_not_null())
+        errors.append(known.group_by("partition_date").agg(
+            pl.len().alias("rows"), ((pl.col("_output") - pl.col("_outcome")) ** 2).sum()
+            .alias("squared")))
+        if calibration_window is not None:
+            labelled.append(known.filter(pl.col("partition_date").is_between(
+                *calibration_window)).select(
+                pl.col("_output").alias("output"), pl.col("_outcome").alias("outcome")))
+    brier = (pl.concat(errors).group_by("partition_date").agg(
+        (pl.col("squared").sum() / pl.col("rows").sum()).alias("brier")) if errors else
+        pl.DataFrame(schema={"partition_date": pl.Date(), "brier": pl.Float64()}))
+    return ChampionRows(
+        brier=brier,
+        labelled=(pl.concat(labelled) if labelled else
+                  pl.DataFrame(schema={"output": pl.Float64(), "outcome": pl.Float64()})),
+        drift=[(kind, counter) for kind, counter, columns in (
+            ("feature", feature_drift, features), ("output", output_drift, scores))
+            if columns])
 
 
 def _challenger_quality(con: duckdb.DuckDBPyConnection, use_case: UseCase, binary: bool,
@@ -185,44 +246,35 @@ def _challenger_quality(con: duckdb.DuckDBPyConnection, use_case: UseCase, binar
     return frame.with_columns(pl.lit(CHALLENGER).alias("model"))
 
 
-def _calibration(con: duckdb.DuckDBPyConnection, labelled: str, role: str, binary: bool,
-                 days: tuple[dt.date, dt.date], version: str | None) -> pl.DataFrame:
-    """Per decile of the output (equal counts of rows): its mean, and what was realised."""
-    realised = ("avg(outcome) AS realised_rate" if binary else
-                "avg(outcome - output) AS mean_residual, "
-                "quantile_cont(outcome - output, 0.1) AS residual_p10, "
-                "quantile_cont(outcome - output, 0.9) AS residual_p90")
-    only_version = "WHERE model_version = $version" if version else ""
-    params = {"start": days[0], "end": days[1]} | ({"version": version} if version else {})
-    frame = con.execute(
-        f"SELECT decile, count(*) AS rows, avg(output) AS mean_output, {realised} FROM ("
-        f"SELECT output, outcome, ntile({DECILES}) OVER (ORDER BY output) AS decile "
-        f"FROM ({labelled}) {only_version}) GROUP BY decile ORDER BY decile", params).pl()
-    return frame.with_columns(pl.lit(role).alias("model"))
+def _calibration(rows: pl.DataFrame, role: str, binary: bool) -> pl.DataFrame:
+    """Per decile of the output (equal counts of rows, as SQL's ntile: the first
+    ``rows % DECILES`` deciles hold one row more): its mean, and what was realised."""
+    count = rows.height
+    size, larger = divmod(count, DECILES)
+    first_smaller = larger * (size + 1)  # the row where the deciles of ``size`` rows begin
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    decile = pl.when(index < first_smaller).then(index // (size + 1)).otherwise(
+        larger + (index - first_smaller) // max(size, 1)) + 1
+    residual = pl.col("outcome") - pl.col("output")
+    realised = ([pl.col("outcome").mean().alias("realised_rate")] if binary else
+                [residual.mean().alias("mean_residual"),
+                 residual.quantile(0.1, "linear").alias("residual_p10"),
+                 residual.quantile(0.9, "linear").alias("residual_p90")])
+    return (rows.sort("output").with_columns(decile.alias("decile"))
+            .group_by("decile").agg(pl.len().cast(pl.Int64).alias("rows"),
+                                    pl.col("output").mean().alias("mean_output"), *realised)
+            .sort("decile").with_columns(pl.lit(role).alias("model")))
 
 
-def _drift(con: duckdb.DuckDBPyConnection, use_case: UseCase,
-           profile: drift.ModelProfile | None, output: str, window: dict, chunk_rows: int,
-           tables: set[str]) -> tuple[pl.DataFrame, tuple[str, str] | None]:
+def _drift_frame(counters: list[tuple[str, drift.DriftCounter]]) -> pl.DataFrame:
+    """Each day's PSI of each column against the profile, a row per day and column."""
     schema = {"partition_date": pl.Date(), "kind": pl.String(), "column": pl.String(),
               "rows": pl.Int64(), "psi": pl.Float64()}
-    if profile is None:
-        return pl.DataFrame(schema=schema), None
-    rows = []
-    for kind, reference, table in (("feature", profile.features, use_case.features_table),
-                                   ("output", profile.scores, use_case.predictions_table)):
-        if not reference.columns or table not in tables:
-            continue
-        columns = ", ".join(f'"{c}"' for c in reference.columns)
-        counter = drift.DriftCounter(reference)
-        for chunk in _chunks(con, f"SELECT partition_date, {columns} FROM {table_name(table)} "
-                             "WHERE partition_date BETWEEN $start AND $end", window, chunk_rows):
-            counter.add(chunk)
-        for day, by_column in counter.psi_by_day().items():
-            rows += [{"partition_date": day, "kind": kind, "column": column,
-                      "rows": counter.rows[day], "psi": value}
-                     for column, value in by_column.items()]
-    return pl.DataFrame(rows, schema=schema), (profile.features.window, profile.scores.window)
+    return pl.DataFrame([
+        {"partition_date": day, "kind": kind, "column": column, "rows": counter.rows[day],
+         "psi": value}
+        for kind, counter in counters for day, by_column in counter.psi_by_day().items()
+        for column, value in by_column.items()], schema=schema)
 
 
 def _chunks(con: duckdb.DuckDBPyConnection, sql: str, params: dict, chunk_rows: int
