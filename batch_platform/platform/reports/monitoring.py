@@ -29,7 +29,7 @@ from batch_platform.platform.monitoring import drift
 from batch_platform.platform.monitoring.audits import AuditThresholds
 from batch_platform.platform.reports.daily import ALL_SEGMENT
 from batch_platform.platform.reports.shadow_comparison import DAY
-from batch_platform.platform.storage.warehouse import table_name
+from batch_platform.platform.storage.warehouse import table_exists, table_name
 from batch_platform.platform.use_case import UseCase
 
 # A quarter: enough to see a trend, and each report reads no more than that of the history.
@@ -88,12 +88,8 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
                     ) -> MonitoringData | None:
     """The page's figures from the lake; None while the use case has no report yet."""
     spec = use_case.spec
-    # Which tables exist, in one look at the catalog (each look costs a catalog query).
-    tables = {f"{schema}.{name}" for schema, name in con.execute(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_catalog = current_database()").fetchall()}
     report_table = table_name(use_case.report_table)
-    if report_table not in tables:
+    if not table_exists(con, report_table):
         return None
     # A row a day: every day's, then the latest PAGE_DAYS.
     report = con.execute(f"SELECT * FROM {report_table} WHERE segment_type = '{ALL_SEGMENT}' "
@@ -120,14 +116,14 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
                           chunk_rows)
     if binary:
         quality = quality.join(rows.brier, on="partition_date", how="left")
-    if use_case.shadow_comparison_table in tables:
+    if table_exists(con, use_case.shadow_comparison_table):
         challenger_quality = _challenger_quality(con, use_case, binary, window)
         if challenger_quality.height:
             quality = pl.concat([quality, challenger_quality], how="diagonal_relaxed")
     calibration = pl.DataFrame()
     if calibration_window is not None:
         deciles = [_calibration(rows.labelled, CHAMPION, binary)]
-        if versions.get(CHALLENGER) and use_case.shadow_table in tables:
+        if versions.get(CHALLENGER) and table_exists(con, use_case.shadow_table):
             shadowed = con.execute(
                 f"SELECT output, outcome FROM ("
                 f"{_labelled_rows_sql(use_case, use_case.shadow_table, output)}) "
@@ -137,7 +133,7 @@ def monitoring_data(con: duckdb.DuckDBPyConnection, use_case: UseCase,
             deciles.append(_calibration(shadowed, CHALLENGER, binary))
         calibration = pl.concat(deciles, how="diagonal_relaxed")
     quarantined = [table_name(use_case.quarantine_table(source)) for source in use_case.sources
-                   if use_case.quarantine_table(source) in tables]
+                   if table_exists(con, use_case.quarantine_table(source))]
     rejected = dict(con.execute(
         "SELECT partition_date, count(*) FROM (" + " UNION ALL ".join(
             f"SELECT partition_date FROM {table} WHERE partition_date BETWEEN $start AND $end"
