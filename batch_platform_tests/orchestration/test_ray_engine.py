@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow  # a two-node cluster started for the module
 RUN_SPECIFIC = ("run_id", "scored_at")
 # Small batches: every actor of both nodes gets work, and a kill lands mid-partition.
 CHUNK_ROWS = 500
-# Three days of the scored week (about 2,600 flights): a range, in under half the week's time.
+# Three days of the scored week (2,372 flights): a range, in under half the week's time.
 DAYS = (dt.date(2013, 1, 19), dt.date(2013, 1, 21))
 
 

@@ -56,12 +56,12 @@ _INSTANCES_PID = [os.getpid()]
 _INSTANCES_LOCK = threading.Lock()
 
 
-
 def no_progress_bar(con: duckdb.DuckDBPyConnection) -> None:
     """DuckDB draws a progress bar on standard output for any query of a connection (not of
     its cursors) over 2 s, even into a pipe: an ATTACH on a loaded machine would write one into
     whatever reads this process's output."""
     con.execute("SET enable_progress_bar = false")
+
 
 class LakeUnavailableError(ConnectionError):
     """The catalog cannot be reached (a PostgreSQL server down): worth retrying."""
