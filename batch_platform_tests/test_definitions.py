@@ -13,6 +13,7 @@ import dagster as dg
 
 from batch_platform import code_version
 from batch_platform.definitions import build_definitions
+from batch_platform.orchestration.factory import platform_executor
 from batch_platform.settings import Settings
 
 SNAPSHOT = Path(__file__).parent / "orchestration" / "snapshots" / "asset_graph.json"
@@ -110,3 +111,24 @@ def test_loading_the_definitions_leaves_lightgbm_unimported(tmp_path: Path) -> N
                           env={"BATCH_PLATFORM_DATA_DIR": str(tmp_path), "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_multiprocess_runs_start_their_steps_from_a_fork_server(tmp_path: Path) -> None:
+    """Each step of a multiprocess run forks from a server that imported the project once; the
+    run config may still choose in-process execution or another start method."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    defs = build_definitions(Settings(data_dir=tmp_path))
+    assert {job.executor_def for job in defs.resolve_all_job_defs()} == {platform_executor}
+
+    def engine(execution: dict | None = None) -> dict:
+        run_config = {"execution": {"config": execution}} if execution else {}
+        return dict(ResolvedRunConfig.build(defs.resolve_job_def("flights_daily"), run_config)
+                    .execution.execution_engine_config)
+
+    assert engine()["multiprocess"]["start_method"] == {"forkserver": {}}
+    assert set(engine({"in_process": {}})) == {"in_process"}
+    assert engine({"multiprocess": {"max_concurrent": 1}})["multiprocess"] == {
+        "max_concurrent": 1, "start_method": {"forkserver": {}}, "retries": {"enabled": {}}}
+    assert engine({"multiprocess": {"start_method": {"spawn": {}}}})["multiprocess"][
+        "start_method"] == {"spawn": {}}
