@@ -24,7 +24,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from batch_platform.platform.ingest import landing
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform.settings import Settings
-from batch_platform_tests.conftest import FIRST, WEEK, PreparedSlice
+from batch_platform_tests.conftest import FIRST, WEEK, PreparedSlice, model_config
 from batch_platform_tests.ui_support import (
     CHROMIUM_ARGS,
     DagsterUI,
@@ -274,3 +274,79 @@ def ui_launch_params(ui: DagsterUI, keys: list[str], tags: dict[str, str],
             "assetCheckSelection": checks,
         },
     }
+
+
+RUN_FAILURE = """
+query RunFailure($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run { eventConnection { events { __typename
+      ... on ExecutionStepFailureEvent { error { cause { message } } } } } }
+  }
+}
+"""
+
+
+def test_a_challenger_trained_refused_forced_and_rolled_back_from_the_ui(
+        dagster_ui: DagsterUI, ui_settings: Settings) -> None:
+    """The models over time as an operator drives them from the UI: the model asset launched
+    with challenger config, then the promote job (the gate refuses a challenger with no shadow
+    record, with its figures), the promote job forced, and the rollback job."""
+    def launch_job(job: str, config: dict) -> tuple[str, str]:
+        [node] = dagster_ui.graphql(SELECTED_ASSETS, {"assetKeys": [
+            {"path": ["models", "flights"]}]})["assetNodes"]
+        repository = node["repository"]
+        params = {"mode": "default", "runConfigData": json.dumps(config),
+                  "executionMetadata": {"tags": []},
+                  "selector": {"repositoryLocationName": repository["location"]["name"],
+                               "repositoryName": repository["name"], "pipelineName": job}}
+        launched = dagster_ui.graphql(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        return run_id, wait_for_run(dagster_ui, run_id)
+
+    def registry_rows() -> list[tuple]:
+        with lake_of(ui_settings).read_only() as con:
+            return con.execute("SELECT model_version, status FROM models.registry WHERE "
+                               "use_case = 'flights' ORDER BY trained_at").fetchall()
+
+    [(champion, status)] = registry_rows()
+    assert status == "champion"
+    train = model_config(challenger=True) | IN_PROCESS
+    params = ui_launch_params(dagster_ui, ["models/flights"], {}, train)
+    launched = dagster_ui.graphql(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    status = wait_for_run(dagster_ui, launched["run"]["runId"])
+    assert status == "SUCCESS", dagster_ui.log_tail()
+    rows = registry_rows()
+    assert rows[0] == (champion, "champion") and rows[1][1] == "challenger"
+    challenger = rows[1][0]
+
+    promote = {"ops": {"flights_promote_model": {"config": {
+        "version": challenger, "reason": "trained this morning"}}}}
+    run_id, status = launch_job("flights_promote", promote)
+    assert status == "FAILURE"
+    events = dagster_ui.graphql(RUN_FAILURE, {"runId": run_id})["runOrError"][
+        "eventConnection"]["events"]
+    # What the run's page shows under the failed step.
+    [failure] = [e["error"]["cause"]["message"] for e in events
+                 if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert failure.startswith(
+        f"batch_platform.platform.models.registry.LifecycleError: promotion of {challenger} to "
+        f"champion of flights refused: challenger {challenger} vs champion {champion}: no day "
+        "with outcomes known for both; need >= "), failure
+    assert registry_rows() == rows
+
+    promote["ops"]["flights_promote_model"]["config"] |= {"force": True}
+    assert launch_job("flights_promote", promote)[1] == "SUCCESS"
+    assert dict(registry_rows())[challenger] == "champion"
+    rollback = {"ops": {"flights_rollback_model": {"config": {"reason": "worse in production"}}}}
+    run_id, status = launch_job("flights_rollback", rollback)
+    assert status == "SUCCESS"
+    assert dict(registry_rows())[champion] == "champion"
+    with lake_of(ui_settings).read_only() as con:
+        changes = con.execute("SELECT action, model_version, forced, actor FROM "
+                              "models.promotions WHERE use_case = 'flights' "
+                              "ORDER BY promoted_at").fetchall()
+    assert [change[:3] for change in changes[-2:]] == [("promote", challenger, True),
+                                                      ("rollback", champion, False)]
+    assert changes[-1][3] == f"dagster run {run_id}"
