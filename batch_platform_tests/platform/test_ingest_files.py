@@ -72,6 +72,17 @@ def test_a_range_staged_together_equals_each_file_staged_alone(
     assert_frame_equal(together[0], alone[0])
     assert_frame_equal(together[1], alone[1])
     assert [_tally(t) for t in together[2]] == [_tally(t) for t in alone[2]]
+    # And what validating each whole file gives, lineage added file by file.
+    whole = [ingest.validate_file(path, FLIGHTS, day) for day, path in flight_files.items()]
+    repeated = {t.source_file: t.repeated_lines.to_list() for t in together[2]
+                if t.repeated_lines is not None}
+    assert_frame_equal(together[0].filter(~pl.struct("_source_file", ingest.LINE_COLUMN).is_in(
+        [{"_source_file": f, ingest.LINE_COLUMN: n} for f, lines in repeated.items()
+         for n in lines])),
+        pl.concat(ingest.with_lineage(v.good, v, LINEAGE).with_columns(v.good_lines)
+                  for v in whole))
+    assert_frame_equal(together[1].sort("_source_file", ingest.LINE_COLUMN),
+                       pl.concat(ingest.with_lineage(v.rejected, v, LINEAGE) for v in whole))
     tallies = {t.partition_date: t for t in together[2]}
     assert list(tallies) == list(flight_files)
     # What each file holds is its own: the repeated key and the bad code of the second day,
@@ -97,13 +108,13 @@ def test_a_range_staged_together_equals_each_file_staged_alone(
 def test_small_files_are_validated_together(flight_files: dict[dt.date, Path], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[int] = []
-    validate_files = ingest.validate_files
+    validate_pass = ingest._validate_pass
 
     def counted(texts, schema):  # type: ignore[no-untyped-def]
         passes.append(len(texts))
-        return validate_files(texts, schema)
+        return validate_pass(texts, schema)
 
-    monkeypatch.setattr(ingest, "validate_files", counted)
+    monkeypatch.setattr(ingest, "_validate_pass", counted)
     _stage(flight_files, FLIGHTS, 100_000, tmp_path / "together", one_by_one=False)
     assert passes == [4]
     passes.clear()

@@ -79,9 +79,14 @@ class FileTally:
     repeated_lines: pl.Series | None = None
 
     def add(self, validated: ValidatedFile) -> FileTally:
-        self.rows_in += validated.rows_in
-        self.ignored_columns = validated.ignored_columns
-        self.count_rejected(validated.rejected)
+        return self.add_chunk(validated.good.height, validated.rejected,
+                              validated.ignored_columns)
+
+    def add_chunk(self, good_rows: int, rejected: pl.DataFrame,
+                  ignored_columns: tuple[str, ...]) -> FileTally:
+        self.rows_in += good_rows + rejected.height
+        self.ignored_columns = ignored_columns
+        self.count_rejected(rejected)
         return self
 
     def count_rejected(self, rejected: pl.DataFrame) -> None:
@@ -122,6 +127,24 @@ def validate_files(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
     one pass; each file's rows are still judged alone (keys repeat within a file, dates are
     its own partition's), and each file's result is what ``validate`` of it alone gives.
     """
+    checked = _validate_pass(texts, schema)
+    good, rejected = _by_file(checked.good, len(texts)), _by_file(checked.rejected, len(texts))
+    return [ValidatedFile(source_file, partition_date, good[i].drop(LINE_COLUMN), rejected[i],
+                          checked.ignored[i], good[i].get_column(LINE_COLUMN))
+            for i, (source_file, partition_date, _) in enumerate(texts)]
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """Files validated together; each row names its file by its place (``FILE_INDEX``)."""
+
+    good: pl.DataFrame  # FILE_INDEX, LINE_COLUMN, the typed columns
+    rejected: pl.DataFrame  # FILE_INDEX, LINE_COLUMN, the text as it came, the reason; in order
+    ignored: list[tuple[str, ...]]  # by file: its columns the schema does not have
+
+
+def _validate_pass(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
+                   schema: SourceSchema) -> _Pass:
     ignored = [tuple(c for c in text.columns if c not in (*schema.column_names, LINE_COLUMN))
                for _, _, text in texts]
     dated = any(day is not None for _, day, _ in texts)
@@ -134,7 +157,7 @@ def validate_files(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
         .select(pl.col(LINE_COLUMN).cast(pl.Int64), pl.lit(index, pl.Int32).alias(FILE_INDEX),
                 *([pl.lit(day, pl.Date).alias(DAY_COLUMN)] if dated else []),
                 *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
-        for index, (_, day, text) in enumerate(texts)])
+        for index, (_, day, text) in enumerate(texts)], rechunk=True)  # a pass per chunk else
     # A text value too long or holding a control character is not read at all: one reason
     # says so. Other types need no such check: spaces alone are stripped, so a control
     # character anywhere makes the value fail its type.
@@ -207,14 +230,11 @@ def validate_files(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
             duplicate_reason(schema, pl.col("__first_line")).alias(REASON_COLUMN)))
         passed = passed.filter(~repeated)
 
-    good = _by_file(passed.select(FILE_INDEX, LINE_COLUMN, *schema.column_names), len(texts))
     kept = [FILE_INDEX, LINE_COLUMN,
             *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names), REASON_COLUMN]
-    rejected_rows = _by_file(pl.concat([part.select(kept) for part in rejected])
-                             .sort(FILE_INDEX, LINE_COLUMN), len(texts))
-    return [ValidatedFile(source_file, partition_date, good[i].drop(LINE_COLUMN), rejected_rows[i],
-                          ignored[i], good[i].get_column(LINE_COLUMN))
-            for i, (source_file, partition_date, _) in enumerate(texts)]
+    return _Pass(passed.select(FILE_INDEX, LINE_COLUMN, *schema.column_names),
+                 pl.concat([part.select(kept) for part in rejected]).sort(FILE_INDEX, LINE_COLUMN),
+                 ignored)
 
 
 FILE_INDEX = "__file"  # which of the files validated together a row is of
@@ -396,13 +416,17 @@ def stage_files(paths: Mapping[dt.date, Path], schema: SourceSchema, lineage: Li
         if not batch.pieces:
             return
         texts = [(t.source_file, t.partition_date, text) for t, text in batch.pieces]
-        for (tally, _), validated in zip(batch.pieces, validate_files(texts, schema),
-                                         strict=True):
-            tally.add(validated)
+        checked = _validate_pass(texts, schema)
+        good_rows = dict(checked.good.group_by(FILE_INDEX).len().iter_rows())
+        rejected_rows = (_by_file(checked.rejected, len(texts)) if checked.rejected.height
+                         else [checked.rejected.drop(FILE_INDEX)] * len(texts))
+        for i, (tally, _) in enumerate(batch.pieces):
+            tally.add_chunk(good_rows.get(i, 0), rejected_rows[i], checked.ignored[i])
             tally.chunks += 1
-            good.write(with_lineage(validated.good, validated, lineage)
-                       .with_columns(validated.good_lines))
-            rejected.write(with_lineage(validated.rejected, validated, lineage))
+        # The rows as ``with_lineage`` frames each file's: the line number last in good rows.
+        good.write(_with_file_lineage(checked.good, texts, lineage)
+                   .select(pl.exclude(LINE_COLUMN), LINE_COLUMN))
+        rejected.write(_with_file_lineage(checked.rejected, texts, lineage))
         batch = _Batch()
 
     read: list[FileTally] = []  # files read whole whose tallies are not yielded yet
@@ -519,6 +543,22 @@ def enforce_reject_threshold(validated: ValidatedFile | FileTally, max_fraction:
             f"first, line {first.get(LINE_COLUMN)}: {first.get(REASON_COLUMN)}. "
             "Nothing was written: the partition keeps its previous version."
         )
+
+
+def _with_file_lineage(frame: pl.DataFrame,
+                       texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
+                       lineage: Lineage) -> pl.DataFrame:
+    """``with_lineage`` of rows of several files, each named by its ``FILE_INDEX``."""
+    index = pl.col(FILE_INDEX)
+    places = list(range(len(texts)))
+    return frame.select(
+        index.replace_strict(places, [day for _, day, _ in texts], return_dtype=pl.Date)
+        .alias("partition_date"),
+        index.replace_strict(places, [name for name, _, _ in texts], return_dtype=pl.String)
+        .alias("_source_file"),
+        pl.lit(lineage.ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+        pl.lit(lineage.run_id).alias("_run_id"),
+        pl.exclude(FILE_INDEX))
 
 
 def with_lineage(frame: pl.DataFrame, validated: ValidatedFile, lineage: Lineage) -> pl.DataFrame:
