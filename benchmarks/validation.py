@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -49,18 +48,12 @@ def _stage(schema: SourceSchema, paths: dict[dt.date, Path], folder: Path,
     return read[0], read[1], sum(t.rows_in for t in tallies)
 
 
-def _cpu(call: Callable[[], object]) -> tuple[float, object]:
-    started = time.process_time()
-    result = call()
-    return time.process_time() - started, result
-
-
 def main(data_dir: Path, start: dt.date, end: dt.date) -> None:
     use_case = catalog.use_case("flights")
     days = days_between(start, end)
-    print(f"| source | files | rows | one file a pass, CPU s | files together, CPU s | ratio |"
+    print("| source | files | rows | one file a pass, CPU s | files together, CPU s | ratio |"
           "\n|---|---:|---:|---:|---:|---:|")
-    totals = [0, 0.0, 0.0]
+    files, alone_total, together_total = 0, 0.0, 0.0
     with tempfile.TemporaryDirectory() as scratch:
         _stage(use_case.sources["weather"].schema,  # warm up: imports, Polars' first queries
                {days[0]: landing.landing_file(data_dir / "landing", "weather", days[0])},
@@ -68,22 +61,23 @@ def main(data_dir: Path, start: dt.date, end: dt.date) -> None:
         for landed in use_case.sources.values():
             paths = {day: landing.landing_file(data_dir / "landing", landed.folder, day)
                      for day in days}
-            alone_s, alone = _cpu(lambda: _stage(landed.schema, paths,  # noqa: B023
-                                                 Path(scratch) / f"{landed.folder}-alone",
-                                                 together=False))
-            together_s, together = _cpu(lambda: _stage(landed.schema, paths,  # noqa: B023
-                                                       Path(scratch) / f"{landed.folder}-together",
-                                                       together=True))
-            for a, b in zip(alone[:2], together[:2], strict=True):  # type: ignore[index]
-                if not a.equals(b):
-                    raise SystemExit(f"{landed.folder}: the files staged together differ from "
-                                     "each staged alone")
-            rows = alone[2]  # type: ignore[index]
-            print(f"| {landed.folder} | {len(paths)} | {rows:,} | {alone_s:.2f} | "
-                  f"{together_s:.2f} | {alone_s / together_s:.1f} |", flush=True)
-            totals = [totals[0] + len(paths), totals[1] + alone_s, totals[2] + together_s]
-    print(f"| all | {totals[0]} | | {totals[1]:.2f} | {totals[2]:.2f} | "
-          f"{totals[1] / totals[2]:.1f} |")
+            seconds, staged = [], []
+            for together in (False, True):
+                started = time.process_time()
+                staged.append(_stage(landed.schema, paths,
+                                     Path(scratch) / f"{landed.folder}-{together}", together))
+                seconds.append(time.process_time() - started)
+            (alone_good, alone_rejected, rows), (good, rejected, _) = staged
+            if not (good.equals(alone_good) and rejected.equals(alone_rejected)):
+                raise SystemExit(f"{landed.folder}: the files staged together differ from "
+                                 "each staged alone")
+            print(f"| {landed.folder} | {len(paths)} | {rows:,} | {seconds[0]:.2f} | "
+                  f"{seconds[1]:.2f} | {seconds[0] / seconds[1]:.1f} |", flush=True)
+            files += len(paths)
+            alone_total += seconds[0]
+            together_total += seconds[1]
+    print(f"| all | {files} | | {alone_total:.2f} | {together_total:.2f} | "
+          f"{alone_total / together_total:.1f} |")
 
 
 if __name__ == "__main__":
