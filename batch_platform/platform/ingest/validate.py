@@ -32,6 +32,9 @@ from batch_platform.platform.storage.staging import StagedTable, chunks
 
 REASON_COLUMN = "reason"
 LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
+# Working columns of files validated together: which file a row is of, and its partition.
+FILE_INDEX = "__file"
+DAY_COLUMN = "__partition_date"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ def _validate_pass(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
         .select(pl.col(LINE_COLUMN).cast(pl.Int64), pl.lit(index, pl.Int32).alias(FILE_INDEX),
                 *([pl.lit(day, pl.Date).alias(DAY_COLUMN)] if dated else []),
                 *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
-        for index, (_, day, text) in enumerate(texts)], rechunk=True)  # a pass per chunk else
+        # One contiguous frame: on one chunk a file, every expression would run chunk by chunk.
+        for index, (_, day, text) in enumerate(texts)], rechunk=True)
     # A text value too long or holding a control character is not read at all: one reason
     # says so. Other types need no such check: spaces alone are stripped, so a control
     # character anywhere makes the value fail its type.
@@ -235,10 +239,6 @@ def _validate_pass(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
     return _Pass(passed.select(FILE_INDEX, LINE_COLUMN, *schema.column_names),
                  pl.concat([part.select(kept) for part in rejected]).sort(FILE_INDEX, LINE_COLUMN),
                  ignored)
-
-
-FILE_INDEX = "__file"  # which of the files validated together a row is of
-DAY_COLUMN = "__partition_date"  # the partition of the row's file
 
 
 def _by_file(frame: pl.DataFrame, files: int) -> list[pl.DataFrame]:
@@ -390,8 +390,9 @@ class _Batch:
     rows: int = 0
 
     def has_room(self, tally: FileTally, text: pl.DataFrame, chunk_rows: int) -> bool:
+        # A file's chunks come one after another: only the last piece can be of this file.
         return not self.pieces or (self.rows + text.height <= chunk_rows
-                                   and all(t is not tally for t, _ in self.pieces))
+                                   and self.pieces[-1][0] is not tally)
 
     def add(self, tally: FileTally, text: pl.DataFrame) -> None:
         self.pieces.append((tally, text))
