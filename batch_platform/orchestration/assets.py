@@ -250,20 +250,25 @@ class UseCaseAssets:
             with staged(context, settings, f"raw_{source.name}") as staging:
                 good = staging.table("good", exclude=(ingest.LINE_COLUMN,))
                 rejected = staging.table("rejected")
-                for day, path in paths.items():
-                    tally = ingest.stage_file(path, source, day, run_lineage, good, rejected,
-                                              settings.chunk_rows, staging.root,
-                                              settings.duckdb_memory_limit)
+                # Small days are validated many files to a pass; each file's tally comes once
+                # its rows are staged, in order, and may stop the step before later files.
+                for tally in ingest.stage_files(paths, source, run_lineage, good, rejected,
+                                                settings.chunk_rows, staging.root,
+                                                settings.duckdb_memory_limit):
+                    day = tally.partition_date
+                    assert day is not None
+                    path = paths[day]
                     tallies[day] = tally
                     try:
                         ingest.enforce_reject_threshold(tally, settings.max_reject_fraction,
                                                         ingest.describe(path, day))
                     except ingest.BadInputError as refused:
                         # The day keeps its published version; its rejected rows, every reason,
-                        # stay readable apart until a delivery of the day is published.
+                        # stay readable apart until a delivery of the day is published (the
+                        # staged rows may hold later days of its pass: only it is written).
                         commit(context, warehouse, functools.partial(
                             replace_partitions, writes=[(refused_table, rejected.close())],
-                            partition_dates=list(tallies), publish=[day]),
+                            partition_dates=days, publish=[day]),
                             kept_if_the_run_fails=True)
                         raise ingest.BadInputError(
                             f"{refused} Its {tally.rejected} rejected rows and their reasons: "

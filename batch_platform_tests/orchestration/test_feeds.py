@@ -133,6 +133,30 @@ def test_a_refused_delivery_keeps_every_rejected_row_readable(own_platform: Plat
                               "WHERE partition_date = ?", [DAY]).item() == 0
 
 
+
+def test_a_refused_day_of_a_range_keeps_only_its_own_rejected_rows(own_platform: Platform
+                                                                    ) -> None:
+    """The range's files are validated together: the refused day's rejected rows are kept
+    apart, the next day's (validated in the same pass) are not, and no day is published."""
+    before = layers(own_platform)
+    for day, bad in ((DAY, list(range(0, 60, 3))), (NEXT, [5])):
+        path = flights_file(own_platform, day)
+        frame = pl.read_csv(path, infer_schema=False)
+        frame.with_columns(pl.when(pl.int_range(pl.len()).is_in(bad)).then(pl.lit("27"))
+                           .otherwise(pl.col("hour")).alias("hour")).write_csv(path)
+        seal(path)
+    strict = own_platform.settings.with_overrides(max_reject_fraction=0.01)
+    result = own_platform.run("flights_daily", DAY, NEXT, settings=strict, raise_on_error=False)
+    assert not result.success
+    message = failure_messages(result)
+    assert f"{flights_file(own_platform, DAY)} (partition {DAY}): 20 of " in message
+    assert (f"Its 20 rejected rows and their reasons: quarantine.flights_refused WHERE "
+            f"partition_date = '{DAY}'") in message
+    assert_every_layer_as(own_platform, before)
+    refused = own_platform.query("SELECT partition_date, count(*) AS n FROM "
+                                 "quarantine.flights_refused GROUP BY ALL")
+    assert refused.rows() == [(DAY, 20)]
+
 def test_half_a_day_with_a_consistent_manifest_is_blocked_by_its_history(own_platform: Platform
                                                                           ) -> None:
     """A feed that delivers part of a day, whole as far as its manifest says: the day's rows

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationPlanned,
+)
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from batch_platform.orchestration.instance_storage import (
     OPEN_ENGINES,
@@ -133,3 +138,28 @@ def test_a_failed_batch_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert storage.get_logs_for_run("run-a") == []
     assert storage.get_materialized_partitions(KEY) == set()
     storage.dispose()
+
+
+def test_a_planned_range_check_leaves_the_rows_dagsters_storage_leaves(tmp_path: Path) -> None:
+    """One row per planned day, then each day's record, as Dagster's own storage has them."""
+    subset = dg.DailyPartitionsDefinition(start_date="2013-01-01").subset_with_partition_keys(
+        DAYS).to_serializable_subset()  # as a run's planned events carry it
+    planned = entry("run-a", DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+                    AssetCheckEvaluationPlanned(asset_key=KEY, check_name=CHECK.name,
+                                                partitions_subset=subset))
+    checks = [check_record("run-a", day, passed=day != DAYS[3]) for day in DAYS[:4]]
+    stored = []
+    for storage in (SqliteEventLogStorage(str(tmp_path / "stock")),
+                    ReusedConnectionEventLogStorage(str(tmp_path / "platform"))):
+        for event in (planned, *checks):
+            storage.store_event(event)
+        with storage.index_connection() as conn:
+            stored.append(conn.execute(sa.text(
+                "SELECT asset_key, check_name, partition, run_id, execution_status, "
+                "evaluation_event, evaluation_event_timestamp FROM asset_check_executions "
+                "ORDER BY partition")).all())
+        storage.dispose()
+    assert len(stored[0]) == len(DAYS)
+    assert [row.execution_status for row in stored[0]] == [
+        "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "FAILED", *["PLANNED"] * (len(DAYS) - 4)]
+    assert stored[1] == stored[0]

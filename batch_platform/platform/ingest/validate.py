@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from batch_platform.platform.storage.staging import StagedTable, chunks
 
 REASON_COLUMN = "reason"
 LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_run_id")
+# Working columns of files validated together: which file a row is of, and its partition.
+FILE_INDEX = "__file"
+DAY_COLUMN = "__partition_date"
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,14 @@ class FileTally:
     repeated_lines: pl.Series | None = None
 
     def add(self, validated: ValidatedFile) -> FileTally:
-        self.rows_in += validated.rows_in
-        self.ignored_columns = validated.ignored_columns
-        self.count_rejected(validated.rejected)
+        return self.add_chunk(validated.good.height, validated.rejected,
+                              validated.ignored_columns)
+
+    def add_chunk(self, good_rows: int, rejected: pl.DataFrame,
+                  ignored_columns: tuple[str, ...]) -> FileTally:
+        self.rows_in += good_rows + rejected.height
+        self.ignored_columns = ignored_columns
+        self.count_rejected(rejected)
         return self
 
     def count_rejected(self, rejected: pl.DataFrame) -> None:
@@ -110,14 +119,49 @@ def validate(
     source_file: str,
 ) -> ValidatedFile:
     """Type every column, apply the schema's rules, and split good rows from rejected ones."""
-    ignored = tuple(c for c in text.columns if c not in (*schema.column_names, LINE_COLUMN))
-    if LINE_COLUMN not in text.columns:  # a frame, not a file: number its rows as lines
-        text = text.with_row_index(LINE_COLUMN, offset=2)
+    return validate_files([(source_file, partition_date, text)], schema)[0]
+
+
+def validate_files(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
+                   schema: SourceSchema) -> list[ValidatedFile]:
+    """``validate`` of each (source file, partition date, text) in one pass over all of them.
+
+    A pass costs a few dozen Polars queries whatever its rows, so many small files cost about
+    one pass; each file's rows are still judged alone (keys repeat within a file, dates are
+    its own partition's), and each file's result is what ``validate`` of it alone gives.
+    """
+    checked = _validate_pass(texts, schema)
+    good, rejected = _by_file(checked.good, len(texts)), _by_file(checked.rejected, len(texts))
+    return [ValidatedFile(source_file, partition_date, good[i].drop(LINE_COLUMN), rejected[i],
+                          checked.ignored[i], good[i].get_column(LINE_COLUMN))
+            for i, (source_file, partition_date, _) in enumerate(texts)]
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """Files validated together; each row names its file by its place (``FILE_INDEX``)."""
+
+    good: pl.DataFrame  # FILE_INDEX, LINE_COLUMN, the typed columns
+    rejected: pl.DataFrame  # FILE_INDEX, LINE_COLUMN, the text as it came, the reason; in order
+    ignored: list[tuple[str, ...]]  # by file: its columns the schema does not have
+
+
+def _validate_pass(texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
+                   schema: SourceSchema) -> _Pass:
+    ignored = [tuple(c for c in text.columns if c not in (*schema.column_names, LINE_COLUMN))
+               for _, _, text in texts]
+    dated = any(day is not None for _, day, _ in texts)
     # Typed columns carry the schema's names (so a SQL row rule reads them as declared), the
     # text as it came is kept beside them for the reasons and the quarantine.
     text_names = {n: f"__text_{n}" for n in schema.column_names}
-    work = text.select(pl.col(LINE_COLUMN).cast(pl.Int64),
-                       *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
+    work = pl.concat([
+        # A frame, not a file, has no line numbers: number its rows as lines.
+        (text if LINE_COLUMN in text.columns else text.with_row_index(LINE_COLUMN, offset=2))
+        .select(pl.col(LINE_COLUMN).cast(pl.Int64), pl.lit(index, pl.Int32).alias(FILE_INDEX),
+                *([pl.lit(day, pl.Date).alias(DAY_COLUMN)] if dated else []),
+                *(pl.col(n).alias(text_names[n]) for n in schema.column_names))
+        # One contiguous frame: on one chunk a file, every expression would run chunk by chunk.
+        for index, (_, day, text) in enumerate(texts)], rechunk=True)
     # A text value too long or holding a control character is not read at all: one reason
     # says so. Other types need no such check: spaces alone are stripped, so a control
     # character anywhere makes the value fail its type.
@@ -154,18 +198,21 @@ def validate(
         usable = pl.all_horizontal(pl.col(n).is_not_null() for n in rule.columns)
         reasons.append(Reason(usable & ~rule.condition(pl.col), pl.lit(f"row: {rule.reason}")))
 
+    # Each row's own partition (null for a file without one: no date reason then).
+    day = pl.col(DAY_COLUMN)
+    day_text = day.cast(pl.String)
     dated_elsewhere = pl.lit(False)
-    if schema.date_columns and partition_date is not None:
+    if schema.date_columns and dated:
         y, m, d = (pl.col(n) for n in schema.date_columns)
         # Compare components: building a date from them would raise on, say, February 30.
-        other_day = ((y != partition_date.year) | (m != partition_date.month)
-                     | (d != partition_date.day))
+        other_day = (y != day.dt.year()) | (m != day.dt.month()) | (d != day.dt.day())
         dated_elsewhere = other_day.fill_null(False)
         reasons.append(Reason(dated_elsewhere, _say("date: row date ", y, "-", m, "-", d,
-                                                    f" is not partition {partition_date}")))
+                                                    " is not partition ", day_text)))
     if schema.timestamp_column is not None:
         work = work.with_columns(_wall_clock(schema).alias(WALL_CLOCK))
-        reasons.extend(_placement_reasons(schema, partition_date, dated_elsewhere))
+        reasons.extend(_placement_reasons(schema, day if dated else None, day_text,
+                                          dated_elsewhere))
 
     # Which rows are rejected is decided on every row; the reasons' text is built only for
     # those rows.
@@ -179,20 +226,28 @@ def validate(
 
     rejected = [flagged]
     if schema.key:
-        # Only rows that passed every other rule compete for a key.
+        # Only rows that passed every other rule compete for a key, within their own file.
         passed = passed.with_columns(
-            pl.col(LINE_COLUMN).first().over(schema.key).alias("__first_line"))
+            pl.col(LINE_COLUMN).first().over(FILE_INDEX, *schema.key).alias("__first_line"))
         repeated = pl.col("__first_line") != pl.col(LINE_COLUMN)
         rejected.append(passed.filter(repeated).with_columns(
             duplicate_reason(schema, pl.col("__first_line")).alias(REASON_COLUMN)))
         passed = passed.filter(~repeated)
 
-    good = passed.select(schema.column_names)
-    kept = [LINE_COLUMN, *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names),
-            REASON_COLUMN]
-    rejected_rows = pl.concat([part.select(kept) for part in rejected]).sort(LINE_COLUMN)
-    return ValidatedFile(source_file, partition_date, good, rejected_rows, ignored,
-                         passed.get_column(LINE_COLUMN))
+    kept = [FILE_INDEX, LINE_COLUMN,
+            *(_kept(pl.col(text_names[n])).alias(n) for n in schema.column_names), REASON_COLUMN]
+    return _Pass(passed.select(FILE_INDEX, LINE_COLUMN, *schema.column_names),
+                 pl.concat([part.select(kept) for part in rejected]).sort(FILE_INDEX, LINE_COLUMN),
+                 ignored)
+
+
+def _by_file(frame: pl.DataFrame, files: int) -> list[pl.DataFrame]:
+    """``frame`` split by ``FILE_INDEX`` (dropped), in order: one frame a file, empty or not."""
+    if files == 1:
+        return [frame.drop(FILE_INDEX)]
+    parts = frame.partition_by(FILE_INDEX, as_dict=True, include_key=False, maintain_order=True)
+    empty = frame.clear().drop(FILE_INDEX)
+    return [parts.get((i,), empty) for i in range(files)]
 
 
 @dataclass(frozen=True)
@@ -212,8 +267,8 @@ def _wall_clock(schema: SourceSchema) -> pl.Expr:
             .dt.replace_time_zone(None))
 
 
-def _placement_reasons(schema: SourceSchema, partition_date: dt.date | None,
-                       dated_elsewhere: pl.Expr) -> list[Reason]:
+def _placement_reasons(schema: SourceSchema, partition_date: pl.Expr | None,
+                       partition_text: pl.Expr, dated_elsewhere: pl.Expr) -> list[Reason]:
     """A timestamp places its row: its local date must be the partition's (unless the date
     columns already say the row is of another day: one date reason a row), and its local
     hour the row's ``hour_column``."""
@@ -223,7 +278,7 @@ def _placement_reasons(schema: SourceSchema, partition_date: dt.date | None,
     if partition_date is not None:
         other_day = (wall.dt.date() != partition_date) & ~dated_elsewhere
         reasons.append(Reason(other_day, _say(f"date: {stamp} ", shown,
-                                              f" ({zone}) is not partition {partition_date}")))
+                                              f" ({zone}) is not partition ", partition_text)))
     if schema.hour_column is not None:
         hour = pl.col(schema.hour_column)
         reasons.append(Reason(wall.dt.hour() != hour, _say(
@@ -320,21 +375,104 @@ def stage_file(path: Path, schema: SourceSchema, partition_date: dt.date, lineag
     found afterwards (``duplicates_across_chunks``), its line quarantined as it came, and named
     in ``repeated_lines``: the caller drops those from ``good`` with ``without_lines``.
     """
-    tally = FileTally(str(path), partition_date)
-    for text in text_chunks(path, schema, partition_date, chunk_rows):
-        validated = validate(text, schema, partition_date, str(path))
-        tally.add(validated)
-        tally.chunks += 1
-        good.write(with_lineage(validated.good, validated, lineage)
-                   .with_columns(validated.good_lines))
-        rejected.write(with_lineage(validated.rejected, validated, lineage))
-    if tally.chunks > 1:
-        duplicates = duplicates_across_chunks(good, str(path), schema, spill_dir, memory_limit)
-        if duplicates.height:
-            _quarantine_duplicates(path, schema, partition_date, lineage, duplicates, rejected,
-                                   tally, chunk_rows)
-            tally.repeated_lines = duplicates.get_column(LINE_COLUMN)
+    (tally,) = stage_files({partition_date: path}, schema, lineage, good, rejected, chunk_rows,
+                           spill_dir, memory_limit)
     return tally
+
+
+@dataclass
+class _Batch:
+    """Chunks of files read but not yet validated: at most ``chunk_rows`` rows, and at most
+    one chunk of a file (a key repeated between chunks is found afterwards, as for a file
+    alone)."""
+
+    pieces: list[tuple[FileTally, pl.DataFrame]] = field(default_factory=list)
+    rows: int = 0
+
+    def has_room(self, tally: FileTally, text: pl.DataFrame, chunk_rows: int) -> bool:
+        # A file's chunks come one after another: only the last piece can be of this file.
+        return not self.pieces or (self.rows + text.height <= chunk_rows
+                                   and self.pieces[-1][0] is not tally)
+
+    def add(self, tally: FileTally, text: pl.DataFrame) -> None:
+        self.pieces.append((tally, text))
+        self.rows += text.height
+
+
+def stage_files(paths: Mapping[dt.date, Path], schema: SourceSchema, lineage: Lineage,
+                good: StagedTable, rejected: StagedTable, chunk_rows: int, spill_dir: Path,
+                memory_limit: str = "512MB") -> Iterator[FileTally]:
+    """``stage_file`` of each day's file, in order, yielding each file's tally once its rows
+    are staged; the staged rows, their order and the tallies are the same.
+
+    Chunks of consecutive files are validated together (``validate_files``) up to
+    ``chunk_rows`` rows, so a range of small days costs a few passes, not one a file. A file
+    that cannot be read raises once the files before it are staged and their tallies
+    yielded, as if each file were staged in turn.
+    """
+    batch = _Batch()
+
+    def validate_batch() -> None:
+        nonlocal batch
+        if not batch.pieces:
+            return
+        texts = [(t.source_file, t.partition_date, text) for t, text in batch.pieces]
+        checked = _validate_pass(texts, schema)
+        good_rows = dict(checked.good.group_by(FILE_INDEX).len().iter_rows())
+        rejected_rows = (_by_file(checked.rejected, len(texts)) if checked.rejected.height
+                         else [checked.rejected.drop(FILE_INDEX)] * len(texts))
+        for i, (tally, _) in enumerate(batch.pieces):
+            tally.add_chunk(good_rows.get(i, 0), rejected_rows[i], checked.ignored[i])
+            tally.chunks += 1
+        # The rows as ``with_lineage`` frames each file's: the line number last in good rows.
+        good.write(_with_file_lineage(checked.good, texts, lineage)
+                   .select(pl.exclude(LINE_COLUMN), LINE_COLUMN))
+        rejected.write(_with_file_lineage(checked.rejected, texts, lineage))
+        batch = _Batch()
+
+    read: list[FileTally] = []  # files read whole whose tallies are not yielded yet
+    for day, path in paths.items():
+        tally = FileTally(str(path), day)
+        chunks_read, texts = 0, text_chunks(path, schema, day, chunk_rows)
+        while True:
+            try:
+                text = next(texts, None)
+            except Exception:
+                # The files before it are staged first, as they would have been one by one.
+                batch.pieces = [(t, chunk) for t, chunk in batch.pieces if t is not tally]
+                validate_batch()
+                yield from read
+                raise
+            if text is None:
+                break
+            if not batch.has_room(tally, text, chunk_rows):
+                validate_batch()
+                yield from read
+                read = []
+            batch.add(tally, text)
+            chunks_read += 1
+        read.append(tally)
+        if chunks_read > 1:
+            # Its keys repeated between chunks go to quarantine before any later file's rows.
+            validate_batch()
+            _quarantine_repeated_keys(path, schema, lineage, good, rejected, tally, chunk_rows,
+                                      spill_dir, memory_limit)
+            yield from read
+            read = []
+    validate_batch()
+    yield from read
+
+
+def _quarantine_repeated_keys(path: Path, schema: SourceSchema, lineage: Lineage,
+                              good: StagedTable, rejected: StagedTable, tally: FileTally,
+                              chunk_rows: int, spill_dir: Path, memory_limit: str) -> None:
+    """Lines of a file of several chunks whose key an earlier chunk has: to quarantine, and
+    named in the tally's ``repeated_lines``."""
+    duplicates = duplicates_across_chunks(good, str(path), schema, spill_dir, memory_limit)
+    if duplicates.height:
+        _quarantine_duplicates(path, schema, tally.partition_date, lineage, duplicates, rejected,
+                               tally, chunk_rows)
+        tally.repeated_lines = duplicates.get_column(LINE_COLUMN)
 
 
 def duplicates_across_chunks(good: StagedTable, source_file: str, schema: SourceSchema,
@@ -364,7 +502,7 @@ def duplicates_across_chunks(good: StagedTable, source_file: str, schema: Source
         con.close()
 
 
-def _quarantine_duplicates(path: Path, schema: SourceSchema, partition_date: dt.date,
+def _quarantine_duplicates(path: Path, schema: SourceSchema, partition_date: dt.date | None,
                           lineage: Lineage, duplicates: pl.DataFrame, rejected: StagedTable,
                           tally: FileTally, chunk_rows: int) -> None:
     """Move ``duplicates`` (from ``duplicates_across_chunks``) to quarantine, as they came."""
@@ -406,6 +544,22 @@ def enforce_reject_threshold(validated: ValidatedFile | FileTally, max_fraction:
             f"first, line {first.get(LINE_COLUMN)}: {first.get(REASON_COLUMN)}. "
             "Nothing was written: the partition keeps its previous version."
         )
+
+
+def _with_file_lineage(frame: pl.DataFrame,
+                       texts: Sequence[tuple[str, dt.date | None, pl.DataFrame]],
+                       lineage: Lineage) -> pl.DataFrame:
+    """``with_lineage`` of rows of several files, each named by its ``FILE_INDEX``."""
+    index = pl.col(FILE_INDEX)
+    places = list(range(len(texts)))
+    return frame.select(
+        index.replace_strict(places, [day for _, day, _ in texts], return_dtype=pl.Date)
+        .alias("partition_date"),
+        index.replace_strict(places, [name for name, _, _ in texts], return_dtype=pl.String)
+        .alias("_source_file"),
+        pl.lit(lineage.ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+        pl.lit(lineage.run_id).alias("_run_id"),
+        pl.exclude(FILE_INDEX))
 
 
 def with_lineage(frame: pl.DataFrame, validated: ValidatedFile, lineage: Lineage) -> pl.DataFrame:
