@@ -138,11 +138,20 @@ def test_a_locked_warehouse_is_retried_with_backoff(own_platform: Platform) -> N
     lock = lake_of(settings).lock_path
     held = threading.Event()
 
+    def retried() -> bool:
+        instance = own_platform.instance
+        return any(instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY, limit=1).records
+            for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])))
+
     def hold() -> None:
-        # Longer than a run takes to start, shorter than the first retry's backoff plus a bit.
+        # Until the step has failed once on it (a loaded machine takes seconds to get there);
+        # the retry, after its backoff, finds it free.
         with exclusive_lock(lock, 5, "a test holding the warehouse"):
             held.set()
-            time.sleep(8)
+            deadline = time.monotonic() + 120
+            while not retried() and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     holder = threading.Thread(target=hold)
     holder.start()
