@@ -244,23 +244,35 @@ def use_case_automation(assets: UseCaseAssets, daily_job: UnresolvedAssetJobDefi
     predictions = dg.AssetSelection.assets(assets.predictions_key)
     if switches.landing_sensor:
         sensors.append(landing_sensor(use_case, daily_job))
-    if switches.reports_follow_predictions:
+    lookback = assets.reruns_days_looking_back
+    if switches.reports_follow_predictions or lookback:
         # Predictions have a sensor of their own: an asset is evaluated by one sensor only.
         sensors.append(dg.AutomationConditionSensorDefinition(
             f"{use_case.name}_reports_follow_predictions",
             target=dg.AssetSelection.groups(use_case.group) - predictions,
             default_status=RUNNING, minimum_interval_seconds=30,
-            description="Evaluates the automation conditions of this use case's assets: "
-                        "reports follow any update of predictions."))
-    if switches.rescore_after_champion_change:
+            # The condition on features is the platform's own: evaluated in the code server.
+            use_user_code_server=lookback,
+            description="Evaluates the automation conditions of this use case's assets but "
+                        "predictions: "
+                        + " ".join(what for on, what in (
+                            (switches.reports_follow_predictions,
+                             "reports follow any update of predictions."),
+                            (lookback, f"After a day is loaded again, the features of the "
+                                       f"{use_case.features.lookback_days} day(s) after it "
+                                       "that read it are requested once.")) if on)))
+    if switches.rescore_after_champion_change or lookback:
         sensors.append(dg.AutomationConditionSensorDefinition(
             f"{use_case.name}_rescore_stale_days", target=predictions,
             default_status=RUNNING, minimum_interval_seconds=30,
             # The condition reads the lake: evaluated in the code server, not the daemon.
             use_user_code_server=True,
-            description="After a change of champion, requests each scored day it should "
-                        "score again once: the days after its validation window that hold "
-                        "predictions by another version."))
+            description=" ".join(what for on, what in (
+                (switches.rescore_after_champion_change,
+                 "After a change of champion, requests each scored day it should score again "
+                 "once: the days after its validation window that hold predictions by another "
+                 "version."),
+                (lookback, "A scored day whose features were updated is scored again.")) if on)))
     if switches.retraining_schedule:
         schedules.append(retraining_schedule(use_case, assets.model_key, train_job))
     if switches.nightly_schedule:
