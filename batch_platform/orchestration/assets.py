@@ -158,6 +158,11 @@ class UseCaseAssets:
     def report_key(self) -> dg.AssetKey:
         return self.key("reports", f"{self.use_case.name}_daily")
 
+    def daily_flow(self) -> list[dg.AssetKey]:
+        """The partitioned assets of a day, raw to reports."""
+        return [*(self.key("raw", s) for s in self.use_case.sources), self.features_key,
+                self.predictions_key, self.report_key]
+
     @property
     def reruns_days_looking_back(self) -> bool:
         """Whether features (and then predictions) rerun the days that read a day loaded
@@ -350,9 +355,8 @@ class UseCaseAssets:
                   *(self.key("raw", r) for r in features.references)],
             # ... so the days that look back at a day loaded again are requested by this.
             automation_condition=(rerun_days_looking_back(
-                [self.key("raw", s) for s in use_case.sources],
-                [*(self.key("raw", s) for s in use_case.sources), self.features_key,
-                 self.predictions_key, self.report_key], features.lookback_days)
+                [self.key("raw", s) for s in use_case.sources], self.daily_flow(),
+                features.lookback_days)
                 if self.reruns_days_looking_back else None),
             description=f"One row per {features.rows_from} row: its features ({features.module})"
                         f" and the realised outcome ({spec.label_column}) as the label. The "
