@@ -158,6 +158,27 @@ def materialized_since(instance: dg.DagsterInstance, keys: list[dg.AssetKey], af
         key=str) for key in keys}
 
 
+class GroupSensor:
+    """The use case's automation sensor ticked with its cursor, as the code server does."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.repository = defs.get_repository_def()
+        self.sensor = self.repository.get_sensor_def("flights_reports_follow_predictions")
+        self.instance = instance
+        self.cursor: str | None = None
+
+    def tick(self) -> dict[str, list[str]]:
+        result = self.sensor.evaluate_tick(dg.build_sensor_context(
+            instance=self.instance, repository_def=self.repository, cursor=self.cursor))
+        self.cursor = result.cursor
+        requested: dict[str, list[str]] = {}
+        for request in result.run_requests or []:
+            subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+            for key, subset in subsets.items():
+                requested[key.to_user_string()] = sorted(subset.get_partition_keys())
+        return requested
+
+
 def scorings(platform: Platform, days: list[dt.date]) -> dict[dt.date, str]:
     """The run that scored each day of ``days`` (one run a day)."""
     rows = platform.query("SELECT DISTINCT partition_date, run_id FROM predictions.flights "
@@ -173,6 +194,8 @@ def test_a_corrected_file_reruns_its_day_then_the_scored_days_that_look_back_at_
     defs, instance = own_platform.defs, own_platform.instance
     conditions = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert conditions.total_requested == 0
+    group_sensor = GroupSensor(defs, instance)
+    assert group_sensor.tick() == {}
     corrected = dt.date(2013, 1, 10)  # features 01-11..17 read it (lookback_days 7)
     corrected_file = landing.landing_file(own_platform.settings.landing_dir, "flights",
                                           corrected)
@@ -213,10 +236,12 @@ def test_a_corrected_file_reruns_its_day_then_the_scored_days_that_look_back_at_
     assert tick(settings, instance, result.cursor).run_requests == []
 
     # The automation: the features of the 7 days after it, which read it; predictions and
-    # reports of those of them already scored.
+    # reports of those of them already scored. The use case's sensor, which evaluates the
+    # features in the code server, requests the features (predictions have their own sensor).
+    looking_back = [f"2013-01-{n}" for n in range(11, 18)]
+    assert group_sensor.tick() == {"features/flights": looking_back}
     after_run = dg.evaluate_automation_conditions(defs=defs, instance=instance,
                                                   cursor=conditions.cursor)
-    looking_back = [f"2013-01-{n}" for n in range(11, 18)]
     scored_days = [f"2013-01-{n}" for n in range(15, 18)]
     assert {key.to_user_string(): sorted(after_run.get_requested_partitions(key))
             for key in (FEATURES, PREDICTIONS, REPORTS)} == {
