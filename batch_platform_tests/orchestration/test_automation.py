@@ -416,3 +416,39 @@ def test_a_loaded_day_without_weather_rows_is_not_requested_again(
     build_definitions(fresh).resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, asset_selection=raw, partition_key=last_day.isoformat())
     assert tick(fresh, instance, None).run_requests == []
+
+
+def test_the_days_looking_back_rerun_only_when_switched_on_and_read() -> None:
+    def built(use_case: UseCase) -> tuple[dict[str, str | None], dict[str, bool]]:
+        defs = use_case_definitions(use_case)  # without resources: not resolved
+        conditions = {key: asset.automation_conditions_by_key.get(key)
+                      for asset in defs.assets or [] if isinstance(asset, dg.AssetsDefinition)
+                      for key in asset.keys}
+        labels = {key.to_user_string(): (condition.get_label() if condition else None)
+                  for key in (FEATURES, PREDICTIONS) for condition in [conditions[key]]}
+        sensors = {sensor.name: sensor._use_user_code_server  # no public accessor in 1.13
+                   for sensor in defs.sensors or []
+                   if isinstance(sensor, dg.AutomationConditionSensorDefinition)}
+        return labels, sensors
+
+    def switched(**switches: bool) -> UseCase:
+        return dataclasses.replace(USE_CASE, automation=dataclasses.replace(
+            USE_CASE.automation, **switches))
+
+    assert built(USE_CASE) == (
+        {"features/flights": "rerun after a day it looks back at was loaded again",
+         "predictions/flights": "rescore after a change of champion, or after features"},
+        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})
+    off = {"features/flights": None, "predictions/flights": "rescore after a change of champion"}
+    assert built(switched(rerun_days_looking_back=False)) == (
+        off, {"flights_reports_follow_predictions": False, "flights_rescore_stale_days": True})
+    # Features that read no earlier day: nothing to rerun.
+    no_lookback = dataclasses.replace(USE_CASE, features=dataclasses.replace(
+        USE_CASE.features, lookback_days=0))
+    assert built(no_lookback)[0] == off
+    # Only the days looking back: each condition keeps its sensor.
+    assert built(switched(reports_follow_predictions=False,
+                          rescore_after_champion_change=False)) == (
+        {"features/flights": "rerun after a day it looks back at was loaded again",
+         "predictions/flights": "after features, if scored"},
+        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})
