@@ -127,8 +127,9 @@ def retry_requests(instance: dg.DagsterInstance, job_name: str,
         since = [later for job in {job_name, run.job_name} for tags in same_days
                  for later in instance.get_run_records(dg.RunsFilter(
                      job_name=job, tags=tags, created_after=record.create_timestamp), limit=10)
-                 # The asset job runs every use case's assets: only those of the same ones.
-                 if later.dagster_run.asset_selection is None or run.asset_selection is None
+                 # The asset job runs every use case's assets: only those of the same ones
+                 # (no selection, None or empty, is the whole job).
+                 if not later.dagster_run.asset_selection or not run.asset_selection
                  or later.dagster_run.asset_selection & run.asset_selection]
         if since:
             continue  # run again since (by the automation, or `score --date`)
