@@ -160,7 +160,9 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                     "all there) requests one run of that partition, raw to reports. Files are "
                     "compared by content; files younger than "
                     "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick. A day whose "
-                    "run by the automation died is requested again (three attempts in all).",
+                    "run by the automation died (the sensor's, the nightly's, or one its "
+                    "automation conditions launched) is requested again (three attempts in "
+                    "all).",
     )
     def _sensor(context: dg.SensorEvaluationContext, platform: PlatformResource
                 ) -> dg.SensorResult:
