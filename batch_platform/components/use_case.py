@@ -199,6 +199,7 @@ class AutomationDecl(dg.Resolvable, dg.Model):
     freshness_schedule: bool = True
     reports_follow_predictions: bool = True
     rescore_after_champion_change: bool = True
+    rerun_days_looking_back: bool = True
     retraining_schedule: bool = False
     retraining: RetrainingDecl = Field(default_factory=RetrainingDecl)
 

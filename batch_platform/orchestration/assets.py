@@ -27,6 +27,7 @@ from batch_platform.orchestration.checks import (
     gate,
     prediction_checks,
 )
+from batch_platform.orchestration.lookback import rerun_days_looking_back
 from batch_platform.orchestration.metadata import (
     comparison_metadata,
     prediction_summary,
@@ -156,6 +157,28 @@ class UseCaseAssets:
     @property
     def report_key(self) -> dg.AssetKey:
         return self.key("reports", f"{self.use_case.name}_daily")
+
+    def daily_flow(self) -> list[dg.AssetKey]:
+        """The partitioned assets of a day, raw to reports."""
+        return [*(self.key("raw", s) for s in self.use_case.sources), self.features_key,
+                self.predictions_key, self.report_key]
+
+    @property
+    def reruns_days_looking_back(self) -> bool:
+        """Whether features (and then predictions) rerun the days that read a day loaded
+        again: switched on, and the features read earlier days."""
+        return (self.use_case.automation.rerun_days_looking_back
+                and self.use_case.features.lookback_days > 0)
+
+    def predictions_condition(self) -> dg.AutomationCondition | None:
+        after_change = (rescore_after_champion_change(self.model_key, self.use_case)
+                        if self.use_case.automation.rescore_after_champion_change else None)
+        after_features = (predictions_follow(self.features_key)
+                          if self.reruns_days_looking_back else None)
+        if after_change is not None and after_features is not None:
+            return (after_change | after_features).with_label(
+                "rescore after a change of champion, or after features")
+        return after_change or after_features
 
     def settings(self, platform: PlatformResource) -> Settings:
         return platform.settings.resolved(self.use_case)
@@ -335,6 +358,11 @@ class UseCaseAssets:
             # add the day after the range to the downstream run.
             deps=[*(self.key("raw", s) for s in use_case.sources),
                   *(self.key("raw", r) for r in features.references)],
+            # ... so the days that look back at a day loaded again are requested by this.
+            automation_condition=(rerun_days_looking_back(
+                [self.key("raw", s) for s in use_case.sources], self.daily_flow(),
+                features.lookback_days)
+                if self.reruns_days_looking_back else None),
             description=f"One row per {features.rows_from} row: its features ({features.module})"
                         f" and the realised outcome ({spec.label_column}) as the label. The "
                         f"same table feeds training and scoring.{look_back}",
@@ -484,9 +512,7 @@ class UseCaseAssets:
             self.predictions_key, checks=prediction_checks(kind), code_version=code_version(),
             freshness_policy=NIGHTLY_FRESHNESS, kinds={"duckdb", "lightgbm"},
             deps=[self.features_key, self.model_key],
-            automation_condition=(rescore_after_champion_change(self.model_key, use_case)
-                                  if use_case.automation.rescore_after_champion_change
-                                  else None),
+            automation_condition=self.predictions_condition(),
             description=f"One row per feature row of {use_case.features_table}: {what}, top "
                         "reasons, and the model, code and run that scored it.",
         )
@@ -688,16 +714,29 @@ class ModelConfig(dg.Config):
                              ) from None
 
 
-def reports_follow(predictions: dg.AssetKey) -> dg.AutomationCondition:
-    """Reports follow any update of predictions' partitions, however it was launched; not only
-    the latest partition (as AutomationCondition.eager() would): backfills rescore old days."""
+def follows(dep: dg.AssetKey) -> dg.AutomationCondition:
+    """Any update of ``dep``'s partitions, however it was launched, requests the same days;
+    not only the latest partition (as AutomationCondition.eager() would): backfills rescore
+    old days. Updated in the same run as the dep, a day is not requested again."""
     return (
         dg.AutomationCondition.any_deps_updated()
-        .allow(dg.AssetSelection.assets(predictions)).since_last_handled()
+        .allow(dg.AssetSelection.assets(dep)).since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-    ).with_label("after predictions")
+    )
+
+
+def reports_follow(predictions: dg.AssetKey) -> dg.AutomationCondition:
+    return follows(predictions).with_label("after predictions")
+
+
+def predictions_follow(features: dg.AssetKey) -> dg.AutomationCondition:
+    """Predictions follow their features on the days already scored (a day never scored is the
+    landing sensor's), unless the day's last scoring failed: its run was undone, features
+    included, and running it again on them would fail the same way."""
+    return (follows(features) & ~dg.AutomationCondition.missing()
+            & ~dg.AutomationCondition.execution_failed()).with_label("after features, if scored")
 
 
 def champion_profile(con: duckdb.DuckDBPyConnection, settings: Settings, use_case: UseCase

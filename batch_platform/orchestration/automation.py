@@ -6,6 +6,7 @@ champion made stale, and its retraining schedule. Each is on unless the declarat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -61,41 +62,96 @@ def ingested_at(settings: Settings, use_case: UseCase) -> dict[dt.date, dt.datet
                                "_ingested_at", newest=False)
 
 
-def retry_requests(instance: dg.DagsterInstance, job_name: str) -> list[dg.RunRequest]:
-    """A run the automation started that failed without any step failing (its process died,
-    marked failed by the sweep or its code server; it never started) has its day requested
-    again, unless that day was run since. A run still STARTED is not: it is in progress."""
-    from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_FAILURE_REASON_TAG
+def run_days(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first and last partition a run covers, from its tags; None for no partition."""
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+        PARTITION_NAME_TAG,
+    )
 
-    failed = instance.get_run_records(dg.RunsFilter(
+    if PARTITION_NAME_TAG in tags:
+        return tags[PARTITION_NAME_TAG], tags[PARTITION_NAME_TAG]
+    if ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
+        return tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
+    return None
+
+
+def describe_request(request: dg.RunRequest) -> str:
+    days = run_days(request.tags)
+    what = "" if request.asset_selection is None else (
+        " (" + ", ".join(key.to_user_string() for key in request.asset_selection) + ")")
+    if days is None:
+        return f"a run{what}"
+    return (days[0] if days[0] == days[1] else f"{days[0]}..{days[1]}") + what
+
+
+def retry_requests(instance: dg.DagsterInstance, job_name: str,
+                   flow: Collection[dg.AssetKey] = ()) -> list[dg.RunRequest]:
+    """A run the automation started that failed without any step failing (its process died,
+    marked failed by the sweep or its code server; it never started) has its days requested
+    again, unless they were run since. A run still STARTED is not: it is in progress.
+
+    The automation's runs are those of ``job_name`` it tagged, and those its automation
+    conditions launched (after a change of champion, or for the days that look back at a day
+    loaded again) whose assets are all of ``flow``: those are requested again as a run of
+    ``job_name`` with their assets and days."""
+    from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
+    from dagster._core.storage.tags import (
+        AUTOMATION_CONDITION_TAG,
+        PARTITION_NAME_TAG,
+        RUN_FAILURE_REASON_TAG,
+    )
+
+    within = dt.datetime.now(dt.UTC) - RETRY_WITHIN
+    failed = [*instance.get_run_records(dg.RunsFilter(
         job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE],
-        tags={TRIGGER_TAG: list(AUTOMATED)},
-        updated_after=dt.datetime.now(dt.UTC) - RETRY_WITHIN))
+        tags={TRIGGER_TAG: list(AUTOMATED)}, updated_after=within))]
+    if flow:
+        failed += [record for record in instance.get_run_records(dg.RunsFilter(
+            job_name=IMPLICIT_ASSET_JOB_NAME, statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={AUTOMATION_CONDITION_TAG: "true"}, updated_after=within))
+            if record.dagster_run.asset_selection
+            and record.dagster_run.asset_selection <= set(flow)]
     requests = []
     for record in failed:
         run = record.dagster_run
-        key = run.tags.get(PARTITION_NAME_TAG)
+        days = run_days(run.tags)
         attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
-        if (key is None or attempt >= MAX_ATTEMPTS
+        if (days is None or attempt >= MAX_ATTEMPTS
                 or run.tags.get(RUN_FAILURE_REASON_TAG) == "STEP_FAILURE"):
             continue  # a step failed: bad input or a check, which running again cannot fix
-        since = [later for tags in ({PARTITION_NAME_TAG: key}, partition_range_tags(key, key))
+        first, last = days
+        day_tags = partition_range_tags(first, last)
+        same_days = [day_tags, {PARTITION_NAME_TAG: first}] if first == last else [day_tags]
+        since = [later for job in {job_name, run.job_name} for tags in same_days
                  for later in instance.get_run_records(dg.RunsFilter(
-                     job_name=job_name, tags=tags, created_after=record.create_timestamp),
-                     limit=1)]
+                     job_name=job, tags=tags, created_after=record.create_timestamp), limit=10)
+                 # The asset job runs every use case's assets: only those of the same ones
+                 # (no selection, None or empty, is the whole job).
+                 if not later.dagster_run.asset_selection or not run.asset_selection
+                 or later.dagster_run.asset_selection & run.asset_selection]
         if since:
             continue  # run again since (by the automation, or `score --date`)
         tags = {TRIGGER_TAG: "retry", ATTEMPT_TAG: str(attempt + 1), RETRY_OF_TAG: run.run_id}
         if DIGEST_TAG in run.tags:
             tags[DIGEST_TAG] = run.tags[DIGEST_TAG]
-        requests.append(dg.RunRequest(run_key=f"retry-{run.run_id}", partition_key=key,
-                                      tags=tags))
+        # A run of the job runs again whole; one of the conditions' runs, with its assets.
+        selection = (sorted(run.asset_selection, key=str)
+                     if run.job_name != job_name and run.asset_selection else None)
+        if first == last:
+            requests.append(dg.RunRequest(run_key=f"retry-{run.run_id}", partition_key=first,
+                                          tags=tags, asset_selection=selection))
+        else:  # a range is one run (single-run backfill policies)
+            requests.append(dg.RunRequest(run_key=f"retry-{run.run_id}", tags=tags | day_tags,
+                                          asset_selection=selection))
     return requests
 
 
 def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                    ) -> dg.SensorDefinition:
     folders = [source.folder for source in use_case.sources.values()]
+    flow = UseCaseAssets(use_case).daily_flow()
 
     @dg.sensor(
         name=f"{use_case.name}_landing_sensor", job=job, default_status=RUNNING,
@@ -104,7 +160,9 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                     "all there) requests one run of that partition, raw to reports. Files are "
                     "compared by content; files younger than "
                     "BATCH_PLATFORM_LANDING_SETTLE_SECONDS wait for the next tick. A day whose "
-                    "run by the automation died is requested again (three attempts in all).",
+                    "run by the automation died (the sensor's, the nightly's, or one its "
+                    "automation conditions launched) is requested again (three attempts in "
+                    "all).",
     )
     def _sensor(context: dg.SensorEvaluationContext, platform: PlatformResource
                 ) -> dg.SensorResult:
@@ -132,18 +190,19 @@ def landing_sensor(use_case: UseCase, job: UnresolvedAssetJobDefinition
                 partition_key=arrival.day.isoformat(),
                 tags={TRIGGER_TAG: "landing", DIGEST_TAG: arrival.digest[:16]}))
         skipped = len(scan.arrivals) - len(requests)
-        retries = retry_requests(context.instance, job.name)
+        retries = retry_requests(context.instance, job.name, flow)
         # A run failed by its code server is undone by the next sweep: its day waits for it.
         undoing = pending_undo(settings, [retry.tags[RETRY_OF_TAG] for retry in retries])
         for retry in retries:
             if retry.tags[RETRY_OF_TAG] in undoing:
-                context.log.info(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died; "
-                                 "requested again once the sweep has undone it")
+                context.log.info(f"{describe_request(retry)}: run {retry.tags[RETRY_OF_TAG]} "
+                                 "died; requested again once the sweep has undone it")
                 continue
-            context.log.warning(f"{retry.partition_key}: run {retry.tags[RETRY_OF_TAG]} died, "
-                                f"requested again (attempt {retry.tags[ATTEMPT_TAG]})")
+            context.log.warning(f"{describe_request(retry)}: run {retry.tags[RETRY_OF_TAG]} "
+                                f"died, requested again (attempt {retry.tags[ATTEMPT_TAG]})")
         retries = [r for r in retries if r.tags[RETRY_OF_TAG] not in undoing]
-        requests += [r for r in retries if r.partition_key not in
+        # A day landed again is run whole: its retry would be part of that run.
+        requests += [r for r in retries if r.partition_key is None or r.partition_key not in
                      {request.partition_key for request in requests}]
         context.log.info(f"{len(requests)} partition(s) requested, {skipped} already loaded"
                          + (" (first tick)" if first_tick else ""))
@@ -244,23 +303,35 @@ def use_case_automation(assets: UseCaseAssets, daily_job: UnresolvedAssetJobDefi
     predictions = dg.AssetSelection.assets(assets.predictions_key)
     if switches.landing_sensor:
         sensors.append(landing_sensor(use_case, daily_job))
-    if switches.reports_follow_predictions:
+    lookback = assets.reruns_days_looking_back
+    if switches.reports_follow_predictions or lookback:
         # Predictions have a sensor of their own: an asset is evaluated by one sensor only.
         sensors.append(dg.AutomationConditionSensorDefinition(
             f"{use_case.name}_reports_follow_predictions",
             target=dg.AssetSelection.groups(use_case.group) - predictions,
             default_status=RUNNING, minimum_interval_seconds=30,
-            description="Evaluates the automation conditions of this use case's assets: "
-                        "reports follow any update of predictions."))
-    if switches.rescore_after_champion_change:
+            # The condition on features is the platform's own: evaluated in the code server.
+            use_user_code_server=lookback,
+            description="Evaluates the automation conditions of this use case's assets but "
+                        "predictions: "
+                        + " ".join(what for on, what in (
+                            (switches.reports_follow_predictions,
+                             "reports follow any update of predictions."),
+                            (lookback, f"After a day is loaded again, the features of the "
+                                       f"{use_case.features.lookback_days} day(s) after it "
+                                       "that read it are requested once.")) if on)))
+    if switches.rescore_after_champion_change or lookback:
         sensors.append(dg.AutomationConditionSensorDefinition(
             f"{use_case.name}_rescore_stale_days", target=predictions,
             default_status=RUNNING, minimum_interval_seconds=30,
             # The condition reads the lake: evaluated in the code server, not the daemon.
             use_user_code_server=True,
-            description="After a change of champion, requests each scored day it should "
-                        "score again once: the days after its validation window that hold "
-                        "predictions by another version."))
+            description=" ".join(what for on, what in (
+                (switches.rescore_after_champion_change,
+                 "After a change of champion, requests each scored day it should score again "
+                 "once: the days after its validation window that hold predictions by another "
+                 "version."),
+                (lookback, "A scored day whose features were updated is scored again.")) if on)))
     if switches.retraining_schedule:
         schedules.append(retraining_schedule(use_case, assets.model_key, train_job))
     if switches.nightly_schedule:

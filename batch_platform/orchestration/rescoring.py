@@ -11,6 +11,9 @@ on predictions narrows that to the days the new champion should score
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
+
 import dagster as dg
 from dagster._core.definitions.data_version import (
     DATA_VERSION_IS_USER_PROVIDED_TAG,
@@ -37,6 +40,16 @@ def champion_materialization(model_key: dg.AssetKey, promotion: registry.Promoti
                   "previous_champion": promotion.previous_champion or "none",
                   "actor": promotion.actor, "reason": promotion.reason,
                   "forced": promotion.forced})
+
+
+def true_for_days(context: dg.AutomationContext, days: Iterable[dt.date]
+                  ) -> dg.AutomationResult:
+    """A condition's result: true for those of its candidates that are these days."""
+    partitions = context.partitions_def
+    keys = {day.isoformat() for day in days}
+    keys = {key for key in keys if partitions is not None and partitions.has_partition_key(key)}
+    return dg.AutomationResult(context=context, true_subset=(
+        context.candidate_subset.compute_intersection_with_partition_keys(keys)))
 
 
 class StaleDays(dg.AutomationCondition):
@@ -74,11 +87,7 @@ class StaleDays(dg.AutomationCondition):
         if lake.exists():
             with lake.read_only() as con:
                 days = stale_days(con, self.use_case, settings.model_version)
-        partitions = context.partitions_def
-        keys = {day.isoformat() for day in days}
-        keys = {key for key in keys if partitions is not None and partitions.has_partition_key(key)}
-        return dg.AutomationResult(
-            context=context, true_subset=candidates.compute_intersection_with_partition_keys(keys))
+        return true_for_days(context, days)
 
 
 def rescore_after_champion_change(model_key: dg.AssetKey, use_case: UseCase

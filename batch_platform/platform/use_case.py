@@ -152,6 +152,9 @@ class Automation:
     reports_follow_predictions: bool = True
     # After a change of champion, rescore the days it should score (platform/models/rescoring.py).
     rescore_after_champion_change: bool = True
+    # After a day is loaded again, rerun the days whose features look back at it
+    # (platform/features/lookback.py).
+    rerun_days_looking_back: bool = True
     retraining_schedule: bool = False
     retraining: Retraining = field(default_factory=Retraining)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from batch_platform.definitions import build_definitions
@@ -38,6 +39,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 DAY = dt.date(2013, 1, 17)
 REPORTS = dg.AssetKey(["reports", "flights_daily"])
 PREDICTIONS = dg.AssetKey(["predictions", "flights"])
+FEATURES = dg.AssetKey(["features", "flights"])
 MODEL = dg.AssetKey(["models", "flights"])
 
 
@@ -147,46 +149,133 @@ def test_sensor_leaves_days_already_loaded_alone(platform: Platform) -> None:
     assert result.run_requests == []
 
 
-def test_a_corrected_file_is_scored_with_no_other_action(own_platform: Platform,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # The conditions on predictions read the lake the environment names.
+def materialized_since(instance: dg.DagsterInstance, keys: list[dg.AssetKey], after: int
+                       ) -> dict[str, list[str | None]]:
+    """The partitions of each asset materialized after storage id ``after``, once a time."""
+    return {key.to_user_string(): sorted(
+        (record.partition_key for record in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000).records),
+        key=str) for key in keys}
+
+
+class GroupSensor:
+    """The use case's automation sensor ticked with its cursor, as the code server does."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.repository = defs.get_repository_def()
+        self.sensor = self.repository.get_sensor_def("flights_reports_follow_predictions")
+        self.instance = instance
+        self.cursor: str | None = None
+
+    def tick(self) -> dict[str, list[str]]:
+        result = self.sensor.evaluate_tick(dg.build_sensor_context(
+            instance=self.instance, repository_def=self.repository, cursor=self.cursor))
+        self.cursor = result.cursor
+        requested: dict[str, list[str]] = {}
+        for request in result.run_requests or []:
+            subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+            for key, subset in subsets.items():
+                requested[key.to_user_string()] = sorted(subset.get_partition_keys())
+        return requested
+
+
+def scorings(platform: Platform, days: list[dt.date]) -> dict[dt.date, str]:
+    """The run that scored each day of ``days`` (one run a day)."""
+    rows = platform.query("SELECT DISTINCT partition_date, run_id FROM predictions.flights "
+                          "WHERE partition_date BETWEEN ? AND ? ORDER BY 1", days).rows()
+    assert len(rows) == len({day for day, _ in rows})
+    return dict(rows)
+
+
+def test_a_corrected_file_reruns_its_day_then_the_scored_days_that_look_back_at_it(
+        own_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The conditions on features and predictions read the lake the environment names.
     monkeypatch.setenv("BATCH_PLATFORM_DATA_DIR", str(own_platform.settings.data_dir))
     defs, instance = own_platform.defs, own_platform.instance
     conditions = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert conditions.total_requested == 0
-    corrected_day = landing.landing_file(own_platform.settings.landing_dir, "flights", DAY)
+    group_sensor = GroupSensor(defs, instance)
+    assert group_sensor.tick() == {}
+    corrected = dt.date(2013, 1, 10)  # features 01-11..17 read it (lookback_days 7)
+    corrected_file = landing.landing_file(own_platform.settings.landing_dir, "flights",
+                                          corrected)
     settings = own_platform.settings.with_overrides(landing_settle_seconds=0)
     cursor = tick(settings, instance, None).cursor
-    lines = corrected_day.read_text().splitlines()
-    corrected_day.write_text("\n".join(lines[:-5]) + "\n")  # five flights withdrawn
-    seal(corrected_day)
+    header, *lines = corrected_file.read_text().splitlines()
+    delay = header.split(",").index("arr_delay")
+    kept = [line for line in lines
+            if not (line.split(",")[delay] != "NA" and int(line.split(",")[delay]) > 15)]
+    assert len(lines) - len(kept) > 50  # the day's late flights withdrawn
+    corrected_file.write_text("\n".join([header, *kept]) + "\n")
+    seal(corrected_file)
     result = tick(settings, instance, cursor)
     [request] = result.run_requests
-    assert request.partition_key == DAY.isoformat()
+    assert request.partition_key == corrected.isoformat()
+    late_rates = ("SELECT partition_date, sum(route_late_rate_7d) AS route, "
+                  "sum(dest_late_rate_7d) AS dest FROM features.flights "
+                  "WHERE partition_date BETWEEN ? AND ? GROUP BY ALL ORDER BY ALL")
+    week = [dt.date(2013, 1, 11), dt.date(2013, 1, 21)]
+    rates_before = own_platform.query(late_rates, week)
     before = instance.event_log_storage.get_maximum_record_id() or 0
     runs = instance.get_runs_count()
     run = defs.resolve_job_def("flights_daily").execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=request.tags)
     assert run.success
     scored = own_platform.query("SELECT count(*) AS n, min(run_id) AS run FROM predictions.flights "
-                                "WHERE partition_date = ?", [DAY]).row(0, named=True)
-    assert scored == {"n": len(lines) - 1 - 5, "run": run.run_id}
-    # Exactly that day ran, once, at every stage of the daily flow, and nothing else did.
+                                "WHERE partition_date = ?", [corrected]).row(0, named=True)
+    assert scored == {"n": len(kept), "run": run.run_id}
+    # The sensor's run: exactly that day, once, at every stage of the daily flow.
     graph = defs.resolve_asset_graph()
     flow = [key for key in graph.get_all_asset_keys() if graph.get(key).group_name == "flights"
             and key.path[0] != "models"]
-    ran = {key.to_user_string(): sorted(
-        (record.partition_key for record in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=before), limit=100).records),
-        key=str) for key in flow}
+    ran = materialized_since(instance, flow, before)
     partitioned = {"raw/flights", "raw/weather", "features/flights", "predictions/flights",
                    "reports/flights_daily"}
-    assert ran == {key: [DAY.isoformat()] if key in partitioned else [None] for key in ran}
+    assert ran == {key: [corrected.isoformat()] if key in partitioned else [None] for key in ran}
     assert instance.get_runs_count() == runs + 1
     assert tick(settings, instance, result.cursor).run_requests == []
-    # Neither the rescoring nor the reports' conditions want anything more.
+
+    # The automation: the features of the 7 days after it, which read it; predictions and
+    # reports of those of them already scored. The use case's sensor, which evaluates the
+    # features in the code server, requests the features (predictions have their own sensor).
+    looking_back = [f"2013-01-{n}" for n in range(11, 18)]
+    assert group_sensor.tick() == {"features/flights": looking_back}
+    after_run = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                  cursor=conditions.cursor)
+    scored_days = [f"2013-01-{n}" for n in range(15, 18)]
+    assert {key.to_user_string(): sorted(after_run.get_requested_partitions(key))
+            for key in (FEATURES, PREDICTIONS, REPORTS)} == {
+        "features/flights": looking_back, "predictions/flights": scored_days,
+        "reports/flights_daily": scored_days}
+    assert after_run.total_requested == len(looking_back) + 2 * len(scored_days)
+    # Requested once, even before it ran.
+    again = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                              cursor=after_run.cursor)
+    assert again.total_requested == 0
+
+    # Run as the backfill does with single-run policies: features of the range, then the
+    # scored days' predictions and reports.
+    before = instance.event_log_storage.get_maximum_record_id() or 0
+    job = defs.resolve_implicit_global_asset_job_def()
+    scored_before = scorings(own_platform, week)
+    results = [job.execute_in_process(instance=instance, asset_selection=selection,
+                                      tags=partition_range_tags(days[0], days[-1]))
+               for selection, days in (([FEATURES], looking_back),
+                                       ([PREDICTIONS, REPORTS], scored_days))]
+    assert all(result.success for result in results)
+    ran = materialized_since(instance, flow, before)
+    assert ran == {key: {"features/flights": looking_back, "predictions/flights": scored_days,
+                         "reports/flights_daily": scored_days}.get(key, []) for key in ran}
+    rates_after = own_platform.query(late_rates, week)
+    changed = rates_after.join(rates_before, on="partition_date", suffix="_before").filter(
+        (pl.col("route") != pl.col("route_before")) | (pl.col("dest") != pl.col("dest_before")))
+    assert changed["partition_date"].to_list() == [dt.date.fromisoformat(d)
+                                                   for d in looking_back]
+    # Their predictions were scored again by that run; the days after stayed as they were.
+    assert scorings(own_platform, week) == scored_before | {
+        dt.date.fromisoformat(d): results[-1].run_id for d in scored_days}
     assert dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                             cursor=conditions.cursor).total_requested == 0
+                                             cursor=again.cursor).total_requested == 0
 
 
 def schedule_tick(platform: Platform, when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
@@ -327,3 +416,39 @@ def test_a_loaded_day_without_weather_rows_is_not_requested_again(
     build_definitions(fresh).resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, asset_selection=raw, partition_key=last_day.isoformat())
     assert tick(fresh, instance, None).run_requests == []
+
+
+def test_the_days_looking_back_rerun_only_when_switched_on_and_read() -> None:
+    def built(use_case: UseCase) -> tuple[dict[str, str | None], dict[str, bool]]:
+        defs = use_case_definitions(use_case)  # without resources: not resolved
+        conditions = {key: asset.automation_conditions_by_key.get(key)
+                      for asset in defs.assets or [] if isinstance(asset, dg.AssetsDefinition)
+                      for key in asset.keys}
+        labels = {key.to_user_string(): (condition.get_label() if condition else None)
+                  for key in (FEATURES, PREDICTIONS) for condition in [conditions[key]]}
+        sensors = {sensor.name: sensor._use_user_code_server  # no public accessor in 1.13
+                   for sensor in defs.sensors or []
+                   if isinstance(sensor, dg.AutomationConditionSensorDefinition)}
+        return labels, sensors
+
+    def switched(**switches: bool) -> UseCase:
+        return dataclasses.replace(USE_CASE, automation=dataclasses.replace(
+            USE_CASE.automation, **switches))
+
+    assert built(USE_CASE) == (
+        {"features/flights": "rerun after a day it looks back at was loaded again",
+         "predictions/flights": "rescore after a change of champion, or after features"},
+        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})
+    off = {"features/flights": None, "predictions/flights": "rescore after a change of champion"}
+    assert built(switched(rerun_days_looking_back=False)) == (
+        off, {"flights_reports_follow_predictions": False, "flights_rescore_stale_days": True})
+    # Features that read no earlier day: nothing to rerun.
+    no_lookback = dataclasses.replace(USE_CASE, features=dataclasses.replace(
+        USE_CASE.features, lookback_days=0))
+    assert built(no_lookback)[0] == off
+    # Only the days looking back: each condition keeps its sensor.
+    assert built(switched(reports_follow_predictions=False,
+                          rescore_after_champion_change=False)) == (
+        {"features/flights": "rerun after a day it looks back at was loaded again",
+         "predictions/flights": "after features, if scored"},
+        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})

@@ -108,6 +108,53 @@ def test_only_the_automations_runs_that_died_are_requested_again(tmp_path: Path)
             "2013-01-10", f"retry-{died}", "2")
 
 
+def test_a_rescoring_run_whose_process_died_is_requested_again_once(tmp_path: Path) -> None:
+    """The automation conditions' runs (a rescoring after a promotion, a backfill of days) are
+    runs of the asset job, tagged by Dagster, not by the platform."""
+    from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
+
+    settings = Settings(data_dir=tmp_path / "data").validated()  # no lake: nothing to undo
+    (tmp_path / "instance").mkdir()
+    here = socket.gethostname()
+    predictions = dg.AssetKey(["predictions", "flights"])
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        def run(status: dg.DagsterRunStatus, days: tuple[str, str], key: dg.AssetKey,
+                job: str = "__ASSET_JOB", **tags: str) -> str:
+            return create_run_for_test(
+                instance, job_name=job, status=status, asset_selection=frozenset({key}),
+                tags={AUTOMATION_CONDITION_TAG: "true", **partition_range_tags(*days),
+                      **tags}).run_id
+
+        process = {HOST_TAG: here, PID_TAG: str(dead_pid())}
+        died = run(dg.DagsterRunStatus.STARTED, ("2013-01-18", "2013-01-21"), predictions,
+                   **process)
+        # Not requested again: a step failed; another use case's; the automation's own retry
+        # that died on its third attempt.
+        run(dg.DagsterRunStatus.FAILURE, ("2013-01-15", "2013-01-15"), predictions,
+            **{"dagster/failure_reason": "STEP_FAILURE"})
+        run(dg.DagsterRunStatus.STARTED, ("2013-01-18", "2013-01-21"),
+            dg.AssetKey(["predictions", "temperature"]), **process)
+        run(dg.DagsterRunStatus.FAILURE, ("2013-01-11", "2013-01-12"), predictions,
+            job="flights_daily", **{TRIGGER_TAG: "retry", ATTEMPT_TAG: "3",
+                                    "dagster/failure_reason": "UNEXPECTED_TERMINATION"})
+        assert tick(settings, instance) == []  # STARTED: in progress
+        swept = sweep(instance, settings)
+        assert died in {s.run_id for s in swept}
+        assert instance.get_run_by_id(died).tags["dagster/failure_reason"] == (
+            "UNEXPECTED_TERMINATION")
+
+        [retry] = tick(settings, instance)
+        assert (retry.run_key, retry.partition_key, retry.asset_selection) == (
+            f"retry-{died}", None, [predictions])
+        assert retry.tags == {TRIGGER_TAG: "retry", ATTEMPT_TAG: "2", RETRY_OF_TAG: died,
+                              **partition_range_tags("2013-01-18", "2013-01-21")}
+        # The daemon launches it once (its run key); once it ran, nothing more.
+        create_run_for_test(instance, job_name="flights_daily", tags=retry.tags,
+                            asset_selection=frozenset(retry.asset_selection),
+                            status=dg.DagsterRunStatus.SUCCESS)
+        assert tick(settings, instance) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("failed_by", ["the sweep", "its code server"])
 def test_a_run_killed_between_steps_is_failed_undone_and_its_day_retried(
