@@ -59,7 +59,7 @@ def describe_graph(defs: dg.Definitions) -> dict:
 def test_sensors_and_schedules_run_by_default(tmp_path: Path) -> None:
     automation = describe_graph(build_definitions(Settings(data_dir=tmp_path)))["automation"]
     assert set(automation) == {f"{use_case}_{what}" for use_case in ("flights", "temperature")
-                               for what in ("landing_sensor", "reports_follow_predictions",
+                               for what in ("landing_sensor", "refresh_features_and_reports",
                                             "rescore_stale_days", "nightly_schedule",
                                             "freshness_schedule")
                                } | {"lake_maintenance_schedule", "platform_run_sweeper"}

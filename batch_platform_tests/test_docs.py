@@ -355,7 +355,7 @@ ASSET_KEY = re.compile(r"^(?:raw|features|models|predictions|reports|platform)/[
 AUTOMATION_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*_(?:daily|features|train|predict|freshness|"
                              r"promote|rollback)|"
                              r"(?:[a-z][a-z0-9_]*_)?(?:landing_sensor|nightly_schedule|"
-                             r"freshness_schedule|reports_follow_predictions|"
+                             r"freshness_schedule|refresh_features_and_reports|"
                              r"rescore_stale_days)|"
                              r"lake_maintenance(?:_schedule)?|platform_run_sweeper)$")
 

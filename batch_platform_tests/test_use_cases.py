@@ -80,11 +80,11 @@ def test_each_use_case_is_a_group_with_its_own_jobs_sensors_and_schedules(tmp_pa
     sensors = {s.name for s in repository.sensor_defs}
     schedules = {s.name: s for s in repository.schedule_defs}
     for use_case in ("flights", "temperature"):
-        assert {f"{use_case}_landing_sensor", f"{use_case}_reports_follow_predictions"} <= sensors
+        assert {f"{use_case}_landing_sensor", f"{use_case}_refresh_features_and_reports"} <= sensors
         assert schedules[f"{use_case}_nightly_schedule"].job_name == f"{use_case}_daily"
         assert schedules[f"{use_case}_nightly_schedule"].execution_timezone == "America/New_York"
     automation = next(s for s in repository.sensor_defs
-                      if s.name == "temperature_reports_follow_predictions")
+                      if s.name == "temperature_refresh_features_and_reports")
     selected = automation.asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert {groups[k.to_user_string()] for k in selected} == {"temperature"}
     # Predictions are the rescoring sensor's alone: an asset is evaluated by one sensor.

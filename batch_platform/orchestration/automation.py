@@ -307,7 +307,7 @@ def use_case_automation(assets: UseCaseAssets, daily_job: UnresolvedAssetJobDefi
     if switches.reports_follow_predictions or lookback:
         # Predictions have a sensor of their own: an asset is evaluated by one sensor only.
         sensors.append(dg.AutomationConditionSensorDefinition(
-            f"{use_case.name}_reports_follow_predictions",
+            f"{use_case.name}_refresh_features_and_reports",
             target=dg.AssetSelection.groups(use_case.group) - predictions,
             default_status=RUNNING, minimum_interval_seconds=30,
             # The condition on features is the platform's own: evaluated in the code server.

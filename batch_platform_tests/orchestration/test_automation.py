@@ -163,7 +163,7 @@ class GroupSensor:
 
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
         self.repository = defs.get_repository_def()
-        self.sensor = self.repository.get_sensor_def("flights_reports_follow_predictions")
+        self.sensor = self.repository.get_sensor_def("flights_refresh_features_and_reports")
         self.instance = instance
         self.cursor: str | None = None
 
@@ -438,10 +438,10 @@ def test_the_days_looking_back_rerun_only_when_switched_on_and_read() -> None:
     assert built(USE_CASE) == (
         {"features/flights": "rerun after a day it looks back at was loaded again",
          "predictions/flights": "rescore after a change of champion, or after features"},
-        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})
+        {"flights_refresh_features_and_reports": True, "flights_rescore_stale_days": True})
     off = {"features/flights": None, "predictions/flights": "rescore after a change of champion"}
     assert built(switched(rerun_days_looking_back=False)) == (
-        off, {"flights_reports_follow_predictions": False, "flights_rescore_stale_days": True})
+        off, {"flights_refresh_features_and_reports": False, "flights_rescore_stale_days": True})
     # Features that read no earlier day: nothing to rerun.
     no_lookback = dataclasses.replace(USE_CASE, features=dataclasses.replace(
         USE_CASE.features, lookback_days=0))
@@ -451,4 +451,4 @@ def test_the_days_looking_back_rerun_only_when_switched_on_and_read() -> None:
                           rescore_after_champion_change=False)) == (
         {"features/flights": "rerun after a day it looks back at was loaded again",
          "predictions/flights": "after features, if scored"},
-        {"flights_reports_follow_predictions": True, "flights_rescore_stale_days": True})
+        {"flights_refresh_features_and_reports": True, "flights_rescore_stale_days": True})
