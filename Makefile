@@ -32,7 +32,7 @@ test: $(RAY_STAMP)  ## the whole test suite, the Ray engine's and the UI's inclu
 ui: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 with the persistent instance under data/
 	$(BIN)/batch-platform ui
 
-benchmark: $(RAY_STAMP)  ## the README's performance tables: the year, 1M and 10M rows, the Ray engine (about an hour on 2 cores)
+benchmark: $(RAY_STAMP)  ## the tables of docs/performance.md: the year, 1M and 10M rows, the Ray engine (about an hour on 2 cores)
 	$(BIN)/python benchmarks/benchmark.py
 
 lint: $(STAMP)

@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return subparsers.add_parser(name, help=help, parents=[common])
+        # The same line heads the command's own --help.
+        return subparsers.add_parser(name, help=help, description=help, parents=[common])
 
     def use_case(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--use-case", help="a declared use case (batch-platform use-cases); "
@@ -589,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--from", dest="start", type=_day, help="first day of a range")
         sub.add_argument("--to", dest="end", type=_day, help="last day of a range")
 
-    listing = command("use-cases", help="the declared use cases and where they are")
+    listing = command("use-cases", help="the declared use cases: where each is declared, its "
+                      "objective, partitions, sources, tables and jobs")
     listing.set_defaults(handler=cmd_use_cases)
 
     land = command(
@@ -613,8 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     models = command(
-        "models", help="every model version: status, windows, metrics and shadow record; "
-        "promote a challenger through the gate, or roll back")
+        "models", help="with no action, list every model version: status, windows, metrics "
+        "and shadow record; promote a challenger through the gate, or roll back")
     use_case(models)
     models.set_defaults(handler=cmd_models, action=None)
     # --use-case after the action too, without a default that would undo one given before it.
@@ -622,13 +624,15 @@ def build_parser() -> argparse.ArgumentParser:
     after.add_argument("--use-case", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     actions = models.add_subparsers(dest="action")
     promote = actions.add_parser(
-        "promote", parents=[after], help="make the challenger champion if the gate allows it")
+        "promote", parents=[after], help="make the challenger champion if the gate allows it",
+        description="make the challenger champion if the gate allows it")
     promote.add_argument("version", help="the challenger's model version")
     promote.add_argument("--reason", required=True, help="why: recorded in models.promotions")
     promote.add_argument("--force", action="store_true",
                          help="promote even if the gate refuses; the verdict is recorded too")
     rollback = actions.add_parser(
-        "rollback", parents=[after], help="make the previous champion champion again")
+        "rollback", parents=[after], help="make the previous champion champion again",
+        description="make the previous champion champion again")
     rollback.add_argument("--reason", required=True, help="why: recorded in models.promotions")
 
     score = command("score", help="raw to reports for days, as one run")
@@ -637,8 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(handler=cmd_score)
 
     sql = command("sql", help="a read-only query on the warehouse (the lake)")
-    sql.add_argument("query")
-    sql.add_argument("--max-rows", type=int, default=40)
+    sql.add_argument("query", help="DuckDB SQL on the lake's tables, e.g. "
+                     "\"select * from reports.flights_daily limit 5\"")
+    sql.add_argument("--max-rows", type=int, default=40,
+                     help="rows printed at most (default: 40)")
     sql.set_defaults(handler=cmd_sql)
 
     shell = command(
@@ -647,25 +653,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = command(
         "snapshots", help="the lake's latest snapshots and the run that committed each")
-    history.add_argument("--last", type=int, default=20)
+    history.add_argument("--last", type=int, default=20,
+                         help="how many of the latest snapshots (default: 20)")
     history.set_defaults(handler=cmd_snapshots)
 
     maintain = command(
-        "maintain", help="merge small files, expire old snapshots, delete unused files")
+        "maintain", help="merge small files, expire snapshots older than "
+        "BATCH_PLATFORM_LAKE_RETENTION_DAYS, delete files no snapshot reads")
     maintain.set_defaults(handler=cmd_maintain)
 
     migration = command(
-        "migrate", help="import a data directory of the previous storage into the lake, once")
+        "migrate", help="import a data directory of the previous storage (pipeline.duckdb) "
+        "into the lake, once")
     migration.set_defaults(handler=cmd_migrate)
 
     demo = command(
         "demo", help="for every use case: land, build features, train and score its demo days")
-    use_case(demo)
+    demo.add_argument("--use-case", help="only this declared use case (batch-platform "
+                      "use-cases); default: every declared one")
     demo.set_defaults(handler=cmd_demo)
 
     ui = command("ui", help="start the Dagster UI on the persistent instance")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=3000, help="port (default: 3000)")
     ui.set_defaults(handler=cmd_ui)
     return parser
 

@@ -1,5 +1,6 @@
 """The batch-platform command against the session's data directory."""
 
+import argparse
 import datetime as dt
 import os
 import subprocess
@@ -79,8 +80,9 @@ def test_score_a_day_through_the_command(cli_env: Platform, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_the_readme_dagster_command_materializes_a_range(cli_env: Platform) -> None:
-    """`dagster asset materialize` as the README shows it, from the project's root."""
+def test_the_documented_dagster_command_materializes_a_range(cli_env: Platform) -> None:
+    """`dagster asset materialize` of a use case's flow over a range, as docs/operators.md
+    shows it, from the project's root (two days of the slice, 2013-01-18...2013-01-19)."""
     root = Path(__file__).resolve().parent.parent
     dagster = Path(sys.executable).with_name("dagster")
     env = os.environ | {"BATCH_PLATFORM_DATA_DIR": str(cli_env.settings.data_dir),
@@ -154,6 +156,36 @@ def test_a_refused_model_file_is_one_line_before_any_run(tmp_path: Path, monkeyp
         captured.err.startswith(f"batch-platform: model file {model}")
     with DagsterInstance.from_config(str(tmp_path / "data/dagster")) as instance:
         assert instance.get_runs() == []
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = ""
+                ) -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command's parser by its path, e.g. ``models promote``."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found |= subcommands(sub, f"{prefix}{name} ")
+    return found
+
+
+def test_help_describes_every_command_and_option() -> None:
+    """Each command's --help starts with what it does, and every option and argument says
+    what it is (and its default, where it has one)."""
+    commands = subcommands(cli.build_parser())
+    assert {"demo", "sql", "snapshots", "ui", "models", "models promote"} <= set(commands)
+    for path, sub in commands.items():
+        assert sub.description, f"{path} --help has no summary"
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or isinstance(
+                    action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{path}: {action.dest} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert f"default: {action.default}" in action.help, (path, action.dest)
+    assert "every declared one" in commands["demo"].format_help()
+    assert "with no action, list every model version" in commands["models"].format_help()
 
 
 def test_an_unexpected_error_is_one_line_and_the_traceback_needs_verbose(

@@ -1,6 +1,8 @@
-"""A snapshot of the asset graph: an accidental change to keys, partitions or lineage fails here.
+r"""A snapshot of the asset graph: an accidental change to keys, partitions or lineage fails here.
 
-After a deliberate change, refresh it: UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest -k snapshot
+After a deliberate change, refresh it:
+UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest \
+    batch_platform_tests/test_definitions.py -k asset_graph
 """
 
 import json
