@@ -1,4 +1,5 @@
-"""docs/add-a-use-case.md, followed step by step on generated orders, so the tutorial cannot rot.
+"""docs/add-a-use-case.md, followed step by step on its own generated orders, so the tutorial
+cannot rot.
 
 The files the page shows are written as it shows them, the commands it runs are run, and the
 warehouse is then checked: a third use case, added by a YAML file and a feature function only.
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -40,33 +40,12 @@ def tutorial_commands() -> list[list[str]]:
     return [shlex.split(line)[1:] for block in blocks for line in block.strip().splitlines()]
 
 
-def generate_orders(landing_dir: Path, seed: int = 7) -> pl.DataFrame:
-    """Orders whose returns depend on channel, basket and first orders, a file a Paris day."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for day in days_between(FIRST, LAST):
-        n = ORDERS_A_DAY
-        channel = rng.choice(["web", "app", "store"], size=n, p=[0.5, 0.3, 0.2])
-        items = rng.integers(1, 8, size=n)
-        basket = np.round(items * rng.gamma(3.0, 12.0, size=n), 2)
-        first_order = rng.random(n) < 0.3
-        logit = -2.2 + 1.3 * (channel == "web") + basket / 250 - 0.9 * first_order
-        returned = rng.random(n) < 1 / (1 + np.exp(-logit))
-        minutes = np.sort(rng.integers(0, 24 * 60, size=n))
-        local = [dt.datetime(day.year, day.month, day.day, m // 60, m % 60) for m in minutes]
-        offset = "+02:00" if day >= dt.date(2024, 3, 31) else "+01:00"
-        frame = pl.DataFrame({
-            "order_id": [f"O-{day:%Y%m%d}-{i:04d}" for i in range(1, n + 1)],
-            "placed_at": [f"{t:%Y-%m-%dT%H:%M:%S}{offset}" for t in local],
-            "channel": channel, "items": items, "basket_value": basket,
-            "first_order": np.where(first_order, "true", "false"),
-            "returned": np.where(returned, "true", "false"),
-        })
-        folder = landing_dir / "orders"
-        folder.mkdir(parents=True, exist_ok=True)
-        frame.write_csv(folder / f"{day}.csv")
-        frames.append(frame)
-    return pl.concat(frames)
+def landed_orders(landing_dir: Path) -> pl.DataFrame:
+    """The orders the page's lander wrote, a file a Paris day, as the feed's text."""
+    files = sorted((landing_dir / "orders").glob("*.csv"))
+    assert [f.stem for f in files] == [str(day) for day in days_between(FIRST, LAST)]
+    return pl.concat([pl.read_csv(f, infer_schema=False) for f in files]).with_columns(
+        pl.col("basket_value").cast(pl.Float64))
 
 
 @pytest.fixture
@@ -94,14 +73,19 @@ def query(data_dir: Path, sql: str) -> pl.DataFrame:
 
 def test_the_tutorial_page_declares_checks_and_runs_its_steps(
         tutorial_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert set(tutorial_files()) == {"orders/defs.yaml", "orders/features.py"}
+    assert set(tutorial_files()) == {"orders/defs.yaml", "orders/features.py",
+                                     "orders/landing.py"}
     data_dir = tutorial_dir.parent / "data"
-    orders = generate_orders(data_dir / "landing")
     commands = tutorial_commands()
-    assert [c[0] for c in commands] == ["use-cases", "train", "score", "sql"]
+    assert [c[0] for c in commands] == ["use-cases", "land", "train", "score", "sql"]
     for command in commands:
         assert cli.main(command) == 0, command
+    orders = landed_orders(data_dir / "landing")
+    assert orders.height == 28 * ORDERS_A_DAY
+    # Landing again writes nothing: the same day gets the same file.
+    assert cli.main(["land", "--use-case", "orders"]) == 0
     out = capsys.readouterr().out
+    assert "0 file(s) written, 28 unchanged" in out
     # The three use cases are listed, the new one where it was declared.
     assert re.search(r"^orders: Will an order be returned\?", out, re.M)
     assert f"declared in  {tutorial_dir / 'orders'}/defs.yaml" in out
@@ -142,7 +126,8 @@ def test_the_same_declaration_as_a_regression(tutorial_dir: Path) -> None:
     features = tutorial_dir / "orders" / "features.py"
     features.write_text(features.read_text().replace('        "returned",\n', ""))
     data_dir = tutorial_dir.parent / "data"
-    orders = generate_orders(data_dir / "landing")
+    assert cli.main(["land", "--use-case", "orders"]) == 0
+    orders = landed_orders(data_dir / "landing")
     assert cli.main(["train", "--use-case", "orders"]) == 0
     assert cli.main(["score", "--use-case", "orders", "--from", str(SCORED[0]),
                      "--to", str(SCORED[1])]) == 0
