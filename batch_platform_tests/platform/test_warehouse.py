@@ -521,3 +521,11 @@ def test_a_process_that_spills_leaves_another_process_spill_files(lake: lakes.La
                     str(lake.data_path)], check=True, timeout=120)
     assert sorting.read_bytes() == b"spilled rows"
     assert not gone.exists()
+
+
+def test_a_session_spills_before_any_spill_directory_exists(tmp_path: Path) -> None:
+    folder = tmp_path / "lake"
+    with lakes.Lake(f"sqlite:{folder / 'catalog.sqlite'}", folder / "files",
+                    memory_limit="32MB").connect() as con:
+        assert con.execute("SELECT count(*) FROM (SELECT random() AS x FROM range(3000000) "
+                           "ORDER BY x)").fetchone() == (3_000_000,)

@@ -230,10 +230,10 @@ class Lake:
         file in its directory, another process's in the middle of a sort included. The
         directories of processes that no longer exist (killed mid-sort) are removed."""
         base = self.data_path.parent / "tmp"
-        if base.is_dir():
-            for folder in base.iterdir():
-                if folder.name.isdigit() and not process_alive(int(folder.name)):
-                    shutil.rmtree(folder, ignore_errors=True)
+        base.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last directory
+        for folder in base.iterdir():
+            if folder.name.isdigit() and not process_alive(int(folder.name)):
+                shutil.rmtree(folder, ignore_errors=True)
         return base / str(os.getpid())
 
     def commit(self, write: Callable[[duckdb.DuckDBPyConnection], None], message: str,
