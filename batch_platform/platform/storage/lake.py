@@ -230,10 +230,13 @@ class Lake:
         file in its directory, another process's in the middle of a sort included. The
         directories of processes that no longer exist (killed mid-sort) are removed."""
         base = self.data_path.parent / "tmp"
-        base.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last directory
-        for folder in base.iterdir():
-            if folder.name.isdigit() and not process_alive(int(folder.name)):
-                shutil.rmtree(folder, ignore_errors=True)
+        try:
+            base.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last directory
+            for folder in base.iterdir():
+                if folder.name.isdigit() and not process_alive(int(folder.name)):
+                    shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # a reader who may not write here: only a query that must spill fails, saying so
         return base / str(os.getpid())
 
     def commit(self, write: Callable[[duckdb.DuckDBPyConnection], None], message: str,
