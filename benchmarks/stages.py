@@ -28,7 +28,8 @@ from batch_platform.platform.models import registry
 from batch_platform.platform.reports import daily as reports
 from batch_platform.platform.scoring import score as scoring
 from batch_platform.platform.storage.lake import Lake, lake_of
-from batch_platform.platform.storage.warehouse import replace_partitions
+from batch_platform.platform.storage.staging import Staging, chunks
+from batch_platform.platform.storage.warehouse import partitions_query, replace_partitions
 from batch_platform.settings import Settings
 from batch_platform.use_cases.flights import features
 
@@ -92,6 +93,15 @@ def main(data_dir: Path) -> None:
         with scratch_lake.connect() as con:
             timed("lake read features.flights back", lambda: con.execute(
                 "SELECT * FROM features.flights").pl())
+            staging = Staging(Path(scratch) / "staging", 100_000)
+            window = {"start": DAY, "end": DAY}
+            timed("export the features for scoring", lambda: staging.export(
+                con, "features", partitions_query("features.flights"), window))
+            rows_file = timed("export the report's segment rows", lambda: staging.export(
+                con, "segment_rows", reports.segment_rows_sql(FLIGHTS), window))
+        timed("report of the segment rows", lambda: reports.report_of_sorted_rows(
+            chunks([rows_file], 100_000, categorical=reports.CATEGORICAL_COLUMNS), FLIGHTS,
+            dt.datetime.now(dt.UTC)))
     print(f"\n{frame.height:,} rows; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 

@@ -158,16 +158,22 @@ def _many_flights(rows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     return predictions, features
 
 
-def _warehouse_report(predictions: pl.DataFrame, features: pl.DataFrame, chunk_rows: int,
-                      start: dt.date = D1, end: dt.date = LAST_DAY) -> pl.DataFrame:
-    """The report as the stage computes it: segment rows sorted by DuckDB, in chunks."""
+def _warehouse_segment_rows(predictions: pl.DataFrame, features: pl.DataFrame,
+                            start: dt.date = D1, end: dt.date = LAST_DAY) -> pl.DataFrame:
+    """The segment rows as DuckDB exports them for the stage."""
     con = duckdb.connect()
     for table, frame in (("predictions.flights", predictions), ("features.flights", features)):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
         con.register("frame", frame.to_arrow())
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM frame")
         con.unregister("frame")
-    rows = con.execute(reports.segment_rows_sql(FLIGHTS), {"start": start, "end": end}).pl()
+    return con.execute(reports.segment_rows_sql(FLIGHTS), {"start": start, "end": end}).pl()
+
+
+def _warehouse_report(predictions: pl.DataFrame, features: pl.DataFrame, chunk_rows: int,
+                      start: dt.date = D1, end: dt.date = LAST_DAY) -> pl.DataFrame:
+    """The report as the stage computes it: segment rows sorted by DuckDB, in chunks."""
+    rows = _warehouse_segment_rows(predictions, features, start, end)
     chunks = (rows.slice(offset, chunk_rows) for offset in range(0, rows.height, chunk_rows))
     return reports.report_of_sorted_rows(chunks, FLIGHTS, REPORTED_AT)
 
@@ -180,6 +186,20 @@ def test_the_warehouse_report_in_chunks_equals_the_report(chunk_rows: int) -> No
     # The same order within each group, so the same float sums: equal exactly.
     assert_frame_equal(_warehouse_report(predictions, features, chunk_rows), expected,
                        check_exact=True)
+
+
+def test_the_warehouse_segment_rows_come_sorted_by_group_score_and_id() -> None:
+    """Numbered once by day, score and id, the segment rows are those of sorting every segment
+    row by group, score and id, in the same order: tied scores, unknown segments included."""
+    predictions, features = _many_flights(3_000)
+    features = features.with_columns(
+        pl.when(pl.col("flight_id").str.ends_with("7")).then(None).otherwise(pl.col("carrier"))
+        .alias("carrier"))
+    expected = reports.segment_rows(predictions, features, FLIGHTS).sort(
+        *reports.GROUP, "score", "flight_id", nulls_last=True)
+    assert expected.get_column("segment").null_count() > 0
+    assert_frame_equal(_warehouse_segment_rows(predictions, features),
+                       expected.drop("flight_id"), check_exact=True)
 
 
 def test_the_warehouse_report_reads_only_its_days() -> None:

@@ -493,3 +493,39 @@ def test_a_crashed_holder_leaves_no_stale_lock(lake: lakes.Lake,
     lock_holder.wait(timeout=30)
     with exclusive_lock(lake.lock_path, 0.5, "after a crash"):
         assert f'"pid": {os.getpid()}' in lake.lock_path.read_text()
+
+
+# --- spilling --------------------------------------------------------------------------------
+
+SPILL_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from batch_platform.platform.storage.lake import Lake
+with Lake(sys.argv[1], Path(sys.argv[2]), memory_limit="32MB").connect() as con:
+    con.execute("SELECT count(*) FROM (SELECT random() AS x FROM range(3000000) ORDER BY x)")
+"""
+
+
+def test_a_process_that_spills_leaves_another_process_spill_files(lake: lakes.Lake,
+                                                                  con: duckdb.DuckDBPyConnection
+                                                                  ) -> None:
+    # DuckDB names spill files alike in every process and an instance deletes every such
+    # file of its directory when it closes: each process spills into its own.
+    ours = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+    ours.mkdir(parents=True, exist_ok=True)
+    sorting = ours / "duckdb_temp_storage_DEFAULT-0.tmp"  # as a sort of this process leaves it
+    sorting.write_bytes(b"spilled rows")
+    gone = lake.data_path.parent / "tmp" / "999999999"  # a process killed mid-sort
+    gone.mkdir()
+    subprocess.run([sys.executable, "-c", SPILL_IN_ANOTHER_PROCESS, lake.catalog,
+                    str(lake.data_path)], check=True, timeout=120)
+    assert sorting.read_bytes() == b"spilled rows"
+    assert not gone.exists()
+
+
+def test_a_session_spills_before_any_spill_directory_exists(tmp_path: Path) -> None:
+    folder = tmp_path / "lake"
+    with lakes.Lake(f"sqlite:{folder / 'catalog.sqlite'}", folder / "files",
+                    memory_limit="32MB").connect() as con:
+        assert con.execute("SELECT count(*) FROM (SELECT random() AS x FROM range(3000000) "
+                           "ORDER BY x)").fetchone() == (3_000_000,)

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from batch_platform.platform.files import exclusive_lock
+from batch_platform.platform.files import exclusive_lock, process_alive
 
 if TYPE_CHECKING:
     from batch_platform.settings import Settings
@@ -200,7 +201,7 @@ class Lake:
         con = duckdb.connect(config={"memory_limit": self.memory_limit,
                                      "extension_directory": str(self.extension_dir),
                                      "allow_unsigned_extensions": True,
-                                     "temp_directory": str(self.data_path.parent / "tmp")})
+                                     "temp_directory": str(self._temp_directory())})
         try:
             no_progress_bar(con)
             self._load_extensions(con)
@@ -222,6 +223,21 @@ class Lake:
             con.close()
             raise
         return con
+
+    def _temp_directory(self) -> Path:
+        """Where this process's instances spill, one directory per process: DuckDB names its
+        spill files alike in every process, and an instance that closes deletes every such
+        file in its directory, another process's in the middle of a sort included. The
+        directories of processes that no longer exist (killed mid-sort) are removed."""
+        base = self.data_path.parent / "tmp"
+        try:
+            base.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last directory
+            for folder in base.iterdir():
+                if folder.name.isdigit() and not process_alive(int(folder.name)):
+                    shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # a reader who may not write here: only a query that must spill fails, saying so
+        return base / str(os.getpid())
 
     def commit(self, write: Callable[[duckdb.DuckDBPyConnection], None], message: str,
                details: dict[str, str]) -> float:
