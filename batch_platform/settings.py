@@ -92,6 +92,10 @@ class Settings:
     score_psi_warn: float | None = None
     # Largest share of a day's input rows that may miss a required value before it is blocked.
     max_null_fraction: float | None = None
+    # How far (a fraction) a day's rows may be from its history where a source declares
+    # rows_vs_history, for every such source; unset: each declaration's tolerance. A day known
+    # to be unusual (a holiday, a scaled benchmark day) is published with a larger one.
+    rows_vs_history_tolerance: float | None = None
     # A landed partition must be scored and reported within this many minutes of landing.
     freshness_lag_minutes: float | None = None
     # The landing sensor leaves files younger than this alone: they may still be written.
@@ -197,6 +201,8 @@ class Settings:
                  self.score_psi_warn, "must be positive")
         _require(_unset_or(self.max_null_fraction, lambda v: 0.0 <= v <= 1.0),
                  "MAX_NULL_FRACTION", self.max_null_fraction, "must be between 0 and 1")
+        _require(_unset_or(self.rows_vs_history_tolerance, lambda v: v > 0),
+                 "ROWS_VS_HISTORY_TOLERANCE", self.rows_vs_history_tolerance, "must be positive")
         _require(_unset_or(self.freshness_lag_minutes, lambda v: v > 0), "FRESHNESS_LAG_MINUTES",
                  self.freshness_lag_minutes, "must be a positive number of minutes")
         _require(self.landing_settle_seconds >= 0, "LANDING_SETTLE_SECONDS",
@@ -290,6 +296,7 @@ class Settings:
             psi_min_rows=read("PSI_MIN_ROWS", int, None),
             score_psi_warn=read("SCORE_PSI_WARN", float, None),
             max_null_fraction=read("MAX_NULL_FRACTION", float, None),
+            rows_vs_history_tolerance=read("ROWS_VS_HISTORY_TOLERANCE", float, None),
             freshness_lag_minutes=read("FRESHNESS_LAG_MINUTES", float, None),
             landing_settle_seconds=read("LANDING_SETTLE_SECONDS", float,
                                         defaults.landing_settle_seconds),

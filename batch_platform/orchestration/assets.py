@@ -6,6 +6,7 @@ policy, so one day and a year of days are the same code path and a range is one 
 """
 
 
+import dataclasses
 import datetime as dt
 import functools
 import time
@@ -308,6 +309,9 @@ class UseCaseAssets:
                 good, rejected = good.close(), rejected.close()
                 ignored = sorted({c for tally in tallies.values() for c in tally.ignored_columns})
                 history = landed.rows_vs_history
+                if history is not None and settings.rows_vs_history_tolerance is not None:
+                    history = dataclasses.replace(history,
+                                                  tolerance=settings.rows_vs_history_tolerance)
                 known = {}
                 if history is not None:
                     with warehouse.get_connection() as con:

@@ -69,6 +69,7 @@ class PlatformResource(ConfigurableResource):
     psi_min_rows: int | None = None
     score_psi_warn: float | None = None
     max_null_fraction: float | None = None
+    rows_vs_history_tolerance: float | None = None
     freshness_lag_minutes: float | None = None
     landing_settle_seconds: float
     gate_min_days: int
