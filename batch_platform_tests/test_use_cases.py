@@ -213,7 +213,7 @@ def test_a_use_case_may_not_take_a_shipped_source(tmp_path: Path) -> None:
 def test_a_feature_function_that_fails_fails_its_partition_and_writes_nothing(
         tmp_path: Path) -> None:
     """Raised on real rows (not at declaration time): the run fails naming the function."""
-    from batch_platform_tests.test_tutorial import FIRST, generate_orders
+    from batch_platform_tests.test_tutorial import FIRST
 
     root = declared(tmp_path, edit(
         r"def order_rows\(chunk: pl.DataFrame, context: None\) -> pl.DataFrame:\n",
@@ -221,8 +221,10 @@ def test_a_feature_function_that_fails_fails_its_partition_and_writes_nothing(
         "    if chunk.height:\n        raise ValueError('no basket column today')\n",
         "features.py"))
     settings = Settings(data_dir=tmp_path / "data").validated()
-    generate_orders(settings.landing_dir)
-    use_cases, _ = catalog.load([root])
+    use_cases, [declared_orders] = catalog.load([root])
+    lander = declared_orders.use_case.lander
+    assert lander is not None
+    lander(settings.landing_dir, [FIRST])  # the page's own lander
     from batch_platform.orchestration.factory import platform_resources
     from batch_platform.orchestration.jobs import partition_range_tags, run_failure_messages
 
