@@ -32,6 +32,7 @@ from batch_platform.platform.files import (
 )
 from batch_platform.platform.models import gate, lifecycle, registry
 from batch_platform.platform.models.objectives import auc_expr, objective
+from batch_platform.platform.reports.daily import ALL_SEGMENT
 from batch_platform.platform.storage import lake as lakes
 from batch_platform.platform.storage.migration import migrate
 from batch_platform.platform.use_case import UseCase
@@ -518,12 +519,24 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
             quality = realised_quality(settings, use_case)
             if quality:
                 print(f"  after the validation window: {quality}")
+    shown = [use_case for use_case in chosen if use_case.demo_score is not None]
     print()
     print("Query the results (read-only, while runs keep writing):")
     print("  .venv/bin/batch-platform shell")
-    print("  .venv/bin/batch-platform sql \"select partition_date, segment, rows, "
-          "round(mean_score, 3) as mean_score, round(realised_positive_rate, 3) as late_rate "
-          "from reports.flights_daily where segment_type = 'origin' order by all limit 6\"")
+    if shown:
+        print(f"  .venv/bin/batch-platform sql \"{example_query(shown[0])}\"")
+
+
+def example_query(use_case: UseCase) -> str:
+    """A first look at a use case's daily report, by its first segment: the mean output and
+    the realised quality the promotion gate judges (AUC, MAE, ...) of each day."""
+    kind = objective(use_case.spec.objective)
+    mean, metric = f"mean_{kind.output}", kind.realised_metrics[0][0]
+    segments = use_case.spec.segment_columns
+    return (f"select partition_date, segment, rows, round({mean}, 3) as {mean}, "
+            f"round({metric}, 3) as {metric} from {use_case.report_table} "
+            f"where segment_type = '{segments[0] if segments else ALL_SEGMENT}' "
+            "order by all limit 6")
 
 
 def cmd_snapshots(settings: Settings, args: argparse.Namespace) -> None:
@@ -642,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = command("sql", help="a read-only query on the warehouse (the lake)")
     sql.add_argument("query", help="DuckDB SQL on the lake's tables, e.g. "
-                     "\"select * from reports.flights_daily limit 5\"")
+                     "\"select * from reports.<use case>_daily limit 5\"")
     sql.add_argument("--max-rows", type=int, default=40,
                      help="rows printed at most (default: 40)")
     sql.set_defaults(handler=cmd_sql)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from batch_platform import cli
+from batch_platform import catalog, cli
 from batch_platform.orchestration.instance_storage import ReusedConnectionEventLogStorage
 from batch_platform.platform.storage.lake import lake_of
 from batch_platform_tests.conftest import Platform
@@ -28,6 +28,19 @@ def test_sql_answers_read_only_queries(cli_env: Platform, capsys) -> None:
     assert cli.main(["sql", "SELECT count(*) AS scored FROM predictions.flights"]) == 0
     expected = cli_env.query("SELECT count(*) FROM predictions.flights").item()
     assert str(expected) in capsys.readouterr().out
+
+
+def test_the_demos_example_query_answers_on_the_lake(cli_env: Platform, capsys) -> None:
+    """The query the demo's closing lines give analysts, derived from the use case."""
+    [flights] = [d.use_case for d in catalog.load()[1] if d.use_case.name == "flights"]
+    query = cli.example_query(flights)
+    assert "from reports.flights_daily where segment_type = 'carrier'" in query
+    assert cli.main(["sql", query]) == 0
+    shown = capsys.readouterr().out
+    carriers = cli_env.query("SELECT DISTINCT segment FROM reports.flights_daily WHERE "
+                             "segment_type = 'carrier'")["segment"].to_list()
+    assert "mean_score" in shown and "auc" in shown
+    assert any(f" {carrier} " in shown for carrier in carriers)
 
 
 @pytest.mark.parametrize(
