@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from batch_platform.orchestration.rescoring import true_for_days
+from batch_platform.orchestration.conditions import DaysCondition, true_for_days
 from batch_platform.platform.features.lookback import (
     days_looking_back_at,
     days_reading_newer_inputs,
 )
 
 
-class InputsNewerThanLookback(dg.AutomationCondition):
+class InputsNewerThanLookback(DaysCondition):
     """True for the days of features whose look-back window holds an input partition
     materialized after the day's features.
 
@@ -30,22 +30,16 @@ class InputsNewerThanLookback(dg.AutomationCondition):
     one indexed query per asset): one increasing sequence for every process, so exact where
     clocks are not, and it knows when features were written, which the lake does not."""
 
+    condition_name = "inputs_newer_than_lookback"
+
     def __init__(self, inputs: Sequence[dg.AssetKey], lookback_days: int) -> None:
         self.inputs = tuple(inputs)
         self.lookback_days = lookback_days
 
     @property
-    def name(self) -> str:
-        return "inputs_newer_than_lookback"
-
-    @property
     def description(self) -> str:
         return (f"one of the {self.lookback_days} day(s) before it was materialized after its "
                 "features")
-
-    @property
-    def requires_cursor(self) -> bool:
-        return False
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         instance = context.asset_graph_view.instance
@@ -61,26 +55,20 @@ class InputsNewerThanLookback(dg.AutomationCondition):
         return true_for_days(context, days)
 
 
-class LookbackInProgress(dg.AutomationCondition):
+class LookbackInProgress(DaysCondition):
     """True for the days that read a day of the flow now in progress (a run or a backfill
     materializing it): that day itself and the ``lookback_days`` after it. A day's run may
     still fail and undo its raw rows, so the days that read them wait until it ended."""
+
+    condition_name = "lookback_in_progress"
 
     def __init__(self, flow: Sequence[dg.AssetKey], lookback_days: int) -> None:
         self.flow = tuple(flow)
         self.lookback_days = lookback_days
 
     @property
-    def name(self) -> str:
-        return "lookback_in_progress"
-
-    @property
     def description(self) -> str:
         return f"it or one of the {self.lookback_days} day(s) before it is in progress"
-
-    @property
-    def requires_cursor(self) -> bool:
-        return False
 
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         view = context.asset_graph_view

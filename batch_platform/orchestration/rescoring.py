@@ -11,15 +11,13 @@ on predictions narrows that to the days the new champion should score
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable
-
 import dagster as dg
 from dagster._core.definitions.data_version import (
     DATA_VERSION_IS_USER_PROVIDED_TAG,
     DATA_VERSION_TAG,
 )
 
+from batch_platform.orchestration.conditions import DaysCondition, true_for_days
 from batch_platform.platform.models import registry
 from batch_platform.platform.models.rescoring import stale_days
 from batch_platform.platform.storage.lake import lake_of
@@ -42,40 +40,22 @@ def champion_materialization(model_key: dg.AssetKey, promotion: registry.Promoti
                   "forced": promotion.forced})
 
 
-def true_for_days(context: dg.AutomationContext, days: Iterable[dt.date]
-                  ) -> dg.AutomationResult:
-    """A condition's result: true for those of its candidates that are these days."""
-    partitions = context.partitions_def
-    keys = {day.isoformat() for day in days}
-    keys = {key for key in keys if partitions is not None and partitions.has_partition_key(key)}
-    return dg.AutomationResult(context=context, true_subset=(
-        context.candidate_subset.compute_intersection_with_partition_keys(keys)))
-
-
-class StaleDays(dg.AutomationCondition):
+class StaleDays(DaysCondition):
     """True for the partitions of predictions that ``rescoring.stale_days`` names: scored by
     another version than the scoring model, after its validation window.
 
     It reads the lake of the settings in the environment (``BATCH_PLATFORM_DATA_DIR`` ...), as
-    the project's definitions do; it is evaluated in the code server (the sensor's
-    ``use_user_code_server``), since a condition of our own cannot be serialized for the
-    daemon."""
+    the project's definitions do."""
+
+    condition_name = "stale_days"
 
     def __init__(self, use_case: UseCase) -> None:
         self.use_case = use_case
 
     @property
-    def name(self) -> str:
-        return "stale_days"
-
-    @property
     def description(self) -> str:
         return ("scored by another model version, after the scoring model's validation "
                 "window (read from the lake)")
-
-    @property
-    def requires_cursor(self) -> bool:
-        return False
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         candidates = context.candidate_subset

@@ -557,18 +557,18 @@ def _with_file_lineage(frame: pl.DataFrame,
         .alias("partition_date"),
         index.replace_strict(places, [name for name, _, _ in texts], return_dtype=pl.String)
         .alias("_source_file"),
-        pl.lit(lineage.ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-        pl.lit(lineage.run_id).alias("_run_id"),
-        pl.exclude(FILE_INDEX))
+        *_run_columns(lineage), pl.exclude(FILE_INDEX))
 
 
 def with_lineage(frame: pl.DataFrame, validated: ValidatedFile, lineage: Lineage) -> pl.DataFrame:
     """Add the partition date and the lineage columns every raw and quarantine row carries."""
-    columns = [
-        pl.lit(validated.source_file).alias("_source_file"),
-        pl.lit(lineage.ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-        pl.lit(lineage.run_id).alias("_run_id"),
-    ]
+    columns = [pl.lit(validated.source_file).alias("_source_file"), *_run_columns(lineage)]
     if validated.partition_date is not None:
         columns.insert(0, pl.lit(validated.partition_date).alias("partition_date"))
     return frame.select(*columns, pl.all())
+
+
+def _run_columns(lineage: Lineage) -> list[pl.Expr]:
+    """When and by which run a row was ingested."""
+    return [pl.lit(lineage.ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+            pl.lit(lineage.run_id).alias("_run_id")]
